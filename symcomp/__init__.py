@@ -1,0 +1,12 @@
+"""symcomp: a symbolic-to-numeric compiler for the parameter symmetries of transformers.
+
+The pipeline, one subpackage per stage: ``spec`` (``load_spec``), then the symbolic and codegen
+stages. Heavy libraries (torch, transformers) are imported only by the stages that need them.
+"""
+
+from symcomp.errors import SpecError, SymcompError
+from symcomp.spec import load_spec, parameter_count, parse_spec
+
+__version__ = "0.1.0"
+
+__all__ = ["SpecError", "SymcompError", "__version__", "load_spec", "parameter_count", "parse_spec"]

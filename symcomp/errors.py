@@ -1,0 +1,106 @@
+"""Typed errors raised at the boundary between the user's input and symcomp.
+
+A :class:`SpecError` carries everything the CLI needs to print one clean message: the file, the
+line and column, the key path, what was found and what is accepted. The CLI turns it into a single
+line on stderr and exit code 2; library callers can catch it and read the fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+KeyPath = tuple[str | int, ...]
+
+
+def format_key_path(path: Sequence[str | int]) -> str:
+    """``("architecture", "attention", "heads")`` -> ``architecture.attention.heads``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+@dataclass(frozen=True)
+class Location:
+    """A position in a source file; line and column are 1-based."""
+
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        parts = [self.file or "<input>"]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input."""
+
+    message: str
+    location: Location = field(default_factory=Location)
+    key_path: KeyPath = ()
+    found: str | None = None
+    accepted: str | None = None
+
+    def render(self) -> str:
+        text = f"{self.location}: "
+        if self.key_path:
+            text += f"{format_key_path(self.key_path)}: "
+        text += self.message
+        if self.found is not None:
+            text += f"; found {self.found}"
+        if self.accepted is not None:
+            text += f"; accepted: {self.accepted}"
+        return text
+
+
+class SymcompError(Exception):
+    """Base class of the errors symcomp reports to a user (exit code 2 on the CLI)."""
+
+    exit_code = 2
+
+
+class SpecError(SymcompError):
+    """Bad input: a spec, an imported config or a command-line argument that cannot be used."""
+
+    def __init__(self, problems: Problem | Sequence[Problem]):
+        self.problems: tuple[Problem, ...] = (
+            (problems,) if isinstance(problems, Problem) else tuple(problems)
+        )
+        assert self.problems, "a SpecError needs at least one problem"
+        super().__init__("\n".join(p.render() for p in self.problems))
+
+    @classmethod
+    def at(
+        cls,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        key_path: Sequence[str | int] = (),
+        found: str | None = None,
+        accepted: str | None = None,
+    ) -> SpecError:
+        return cls(
+            Problem(
+                message=message,
+                location=Location(file, line, column),
+                key_path=tuple(key_path),
+                found=found,
+                accepted=accepted,
+            )
+        )
+
+    @property
+    def first(self) -> Problem:
+        return self.problems[0]

@@ -1,0 +1,113 @@
+"""Consistency rules that relate several keys of a spec.
+
+Each rule is a small function that yields :class:`Problem` objects pointing at the key to fix;
+:func:`check_consistency` runs them all and raises one :class:`SpecError` listing every problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from symcomp.errors import KeyPath, Problem, SpecError
+from symcomp.spec.model import GATED_SHORTHANDS, RotaryPositions, Spec
+from symcomp.spec.source import Source
+
+Rule = Callable[[Spec, Source], Iterator[Problem]]
+ARCH = ("architecture",)
+
+
+def _problem(source: Source, message: str, path: KeyPath, **kw: str) -> Problem:
+    return source.error(message, path, **kw).first
+
+
+def heads_divide_width(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    att = arch.attention
+    if att.head_width is None and arch.width % att.heads:
+        yield _problem(
+            source,
+            "heads must divide width when head_width is not given",
+            (*ARCH, "attention", "heads"),
+            found=f"width {arch.width}, heads {att.heads}",
+            accepted="a divisor of width, or an explicit attention.head_width",
+        )
+
+
+def kv_heads_divide_heads(spec: Spec, source: Source) -> Iterator[Problem]:
+    att = spec.architecture.attention
+    if att.heads % att.kv_heads:
+        yield _problem(
+            source,
+            "kv_heads must divide heads (each key/value head serves a whole group)",
+            (*ARCH, "attention", "kv_heads"),
+            found=f"heads {att.heads}, kv_heads {att.kv_heads}",
+            accepted="a divisor of heads",
+        )
+
+
+def rotated_width_even(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    pos = arch.positions
+    if not isinstance(pos, RotaryPositions):
+        return
+    att = arch.attention
+    k = att.head_width if att.head_width is not None else arch.width // att.heads
+    r = int(k * pos.rotated_fraction)
+    if r < 2 or r % 2:
+        yield _problem(
+            source,
+            "the rotated width int(head_width * rotated_fraction) must be even and at least 2",
+            (*ARCH, "positions", "rotated_fraction"),
+            found=f"head_width {k} * {pos.rotated_fraction} -> {r}",
+            accepted="a fraction giving an even number of rotated dims",
+        )
+
+
+def gated_shorthand_consistent(spec: Spec, source: Source) -> Iterator[Problem]:
+    mlp = spec.architecture.mlp
+    if mlp.activation in GATED_SHORTHANDS:
+        yield _problem(
+            source,
+            f"{mlp.activation} is a gated activation, but gated is false",
+            (*ARCH, "mlp", "gated"),
+            found="gated: false",
+            accepted=f"gated: true (or omit it), or activation: {GATED_SHORTHANDS[mlp.activation]}",
+        )
+
+
+def embedding_scale_valid(spec: Spec, source: Source) -> Iterator[Problem]:
+    from symcomp.spec.expr import ExprError, evaluate_size_expression
+
+    scale = spec.architecture.embeddings.scale
+    path = (*ARCH, "embeddings", "scale")
+    try:
+        value = evaluate_size_expression(scale, spec.architecture)
+    except ExprError as exc:
+        yield _problem(source, exc.message, path, found=repr(scale), accepted=exc.accepted)
+        return
+    if not value > 0:
+        yield _problem(source, "the embedding scale must be positive", path, found=str(value))
+
+
+def symmetries_valid(spec: Spec, source: Source) -> Iterator[Problem]:
+    from symcomp.spec.groups import check_custom_groups
+
+    yield from check_custom_groups(spec, source)
+
+
+# Rules on the sizes; they run before the defaults are filled in.
+ARCHITECTURE_RULES: tuple[Rule, ...] = (
+    heads_divide_width,
+    kv_heads_divide_heads,
+    rotated_width_even,
+    gated_shorthand_consistent,
+)
+# Rules that evaluate expressions over the sizes; they run on the normalized spec.
+EXPRESSION_RULES: tuple[Rule, ...] = (embedding_scale_valid, symmetries_valid)
+
+
+def run_rules(rules: tuple[Rule, ...], spec: Spec, source: Source) -> None:
+    """Run the rules; raise one SpecError carrying every problem found."""
+    problems = [p for rule in rules for p in rule(spec, source)]
+    if problems:
+        raise SpecError(problems)

@@ -1,0 +1,183 @@
+"""``load_spec(path) -> Spec``: read, validate, check consistency, fill in defaults.
+
+The passes run in order, each a small function:
+
+1. :func:`symcomp.spec.source.read_yaml` parses safely and keeps positions;
+2. :func:`validate` checks keys and types with pydantic, errors mapped back to lines;
+3. the architecture rules of :mod:`symcomp.spec.checks` check what relates several keys;
+4. :func:`normalize` fills in derived defaults (the head width), so later stages see one form;
+5. the expression rules check the embedding scale and the custom symmetry groups.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from symcomp.errors import KeyPath, Location, Problem, SpecError
+from symcomp.spec.checks import ARCHITECTURE_RULES, EXPRESSION_RULES, run_rules
+from symcomp.spec.model import Spec
+from symcomp.spec.source import Source, parse_yaml, read_yaml
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate a YAML spec. Raises :class:`SpecError` on any bad input."""
+    return spec_from_source(read_yaml(path))
+
+
+def parse_spec(text: str, file: str = "<input>") -> Spec:
+    """Like :func:`load_spec`, from YAML text."""
+    return spec_from_source(parse_yaml(text, file))
+
+
+def spec_from_source(source: Source) -> Spec:
+    if not isinstance(source.data, dict):
+        raise source.error(
+            "a spec must be a mapping", (), found=type(source.data).__name__, accepted="a mapping"
+        )
+    spec = validate(source)
+    run_rules(ARCHITECTURE_RULES, spec, source)
+    spec = normalize(spec)
+    run_rules(EXPRESSION_RULES, spec, source)
+    return spec
+
+
+def spec_from_data(data: dict[str, Any], file: str = "<data>") -> Spec:
+    """Validate a spec given as plain data (no positions), e.g. from the config importer."""
+    return spec_from_source(Source(data, file, {}, {}))
+
+
+def normalize(spec: Spec) -> Spec:
+    att = spec.architecture.attention
+    if att.head_width is None:
+        att = att.model_copy(update={"head_width": spec.architecture.width // att.heads})
+    arch = spec.architecture.model_copy(update={"attention": att})
+    return spec.model_copy(update={"architecture": arch})
+
+
+# --- pydantic errors -> problems with positions ----------------------------------------------
+
+
+def validate(source: Source) -> Spec:
+    try:
+        return Spec.model_validate(source.data)
+    except ValidationError as exc:
+        problems = [_problem(err, source) for err in exc.errors(include_url=False)]
+        raise SpecError(_dedupe(problems)) from None
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[KeyPath, bool]:
+    """Keep the parts of pydantic's ``loc`` that index the data (drop union tags).
+
+    Returns the path and whether it ends at a key that is absent from the data.
+    """
+    path: list[str | int] = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+            path.append(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+            path.append(part)
+        elif isinstance(data, dict) and isinstance(part, str) and not _is_tag(part):
+            path.append(part)
+            return tuple(path), True
+    return tuple(path), False
+
+
+def _is_tag(part: str) -> bool:
+    return part in {"auto", "list", "catalogue", "custom", "learned", "rope", "alibi", "none"} or (
+        "[" in part
+    )
+
+
+def _model_fields_at(path: KeyPath, data: Any) -> list[str]:
+    """The keys accepted by the model that validates ``path`` (for unknown-key errors)."""
+    candidates: list[type[BaseModel]] = [Spec]
+    for part in path:
+        if isinstance(data, list) and isinstance(part, int):
+            data = data[part]
+            continue
+        model = _pick(candidates, data)
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return []
+        candidates = _models_in(model.model_fields[part].annotation)
+        data = data.get(part) if isinstance(data, dict) else None
+    model = _pick(candidates, data)
+    return list(model.model_fields) if model else []
+
+
+def _pick(candidates: list[type[BaseModel]], data: Any) -> type[BaseModel] | None:
+    if len(candidates) == 1:
+        return candidates[0]
+    tag = data.get("type") if isinstance(data, dict) else None
+    for model in candidates:
+        field = model.model_fields.get("type")
+        if field is not None and tag in typing.get_args(field.annotation):
+            return model
+    return None
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(annotation):
+            found.extend(m for m in _models_in(arg) if m not in found)
+    return found
+
+
+def _found(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _problem(err: dict[str, Any], source: Source) -> Problem:
+    path, missing = _data_path(err["loc"], source.data)
+    kind = err["type"]
+    accepted: str | None = None
+    found: str | None = None
+    if kind == "missing" or missing and kind != "extra_forbidden":
+        message = "required key is missing"
+        parent = path[:-1]
+        line, column = source.position(parent)
+        return Problem(message, _loc(source, line, column), path)
+    if kind == "extra_forbidden":
+        message = "unknown key"
+        found = repr(path[-1])
+        fields = _model_fields_at(path[:-1], source.data)
+        accepted = ", ".join(fields) if fields else None
+        line, column = source.position(path, key=True)
+        return Problem(message, _loc(source, line, column), path, found, accepted)
+    message = err["msg"]
+    ctx = err.get("ctx") or {}
+    if kind in {"literal_error", "enum"}:
+        message = "value not accepted"
+        accepted = str(ctx.get("expected", ""))
+    elif "expected" in ctx:
+        accepted = str(ctx["expected"])
+    found = _found(err.get("input"))
+    line, column = source.position(path)
+    return Problem(message, _loc(source, line, column), path, found, accepted)
+
+
+def _loc(source: Source, line: int | None, column: int | None) -> Location:
+    return Location(source.file, line, column)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[str] = set()
+    out = []
+    for p in problems:
+        if p.render() not in seen:
+            seen.add(p.render())
+            out.append(p)
+    return out

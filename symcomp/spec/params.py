@@ -1,0 +1,127 @@
+"""The parameters an architecture holds, by name and shape, and the sizes expressions may use.
+
+Shapes follow the row-vector convention of the design notes: a linear map is ``x W + b`` with
+``W`` of shape (in, out). A tied unembedding is not a separate parameter: it is ``embed.W_E``
+read transposed, so it is counted once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from symcomp.spec.model import Architecture, LearnedPositions, RotaryPositions
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The integer sizes of an architecture, by the names that expressions use."""
+
+    width: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_width: int
+    hidden: int
+    vocab: int
+    positions: int
+    rotary_width: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def rotary_width(arch: Architecture) -> int:
+    """Rotated dims per head: int(head_width * fraction), as transformers computes it."""
+    if not isinstance(arch.positions, RotaryPositions):
+        return 0
+    assert arch.attention.head_width is not None, "head width is filled in by the loader"
+    return int(arch.attention.head_width * arch.positions.rotated_fraction)
+
+
+def sizes_of(arch: Architecture) -> Sizes:
+    att = arch.attention
+    assert att.head_width is not None, "head width is filled in by the loader"
+    return Sizes(
+        width=arch.width,
+        layers=arch.layers,
+        heads=att.heads,
+        kv_heads=att.kv_heads,
+        head_width=att.head_width,
+        hidden=arch.mlp.hidden,
+        vocab=arch.vocab_size,
+        positions=arch.max_positions,
+        rotary_width=rotary_width(arch),
+    )
+
+
+def _norm(prefix: str, arch: Architecture, d: int) -> dict[str, tuple[int, ...]]:
+    out = {f"{prefix}.gain": (d,)}
+    if arch.norm.bias:
+        out[f"{prefix}.bias"] = (d,)
+    return out
+
+
+def block_norm_names(arch: Architecture) -> tuple[str, ...]:
+    """The norms inside one block, by local name."""
+    if arch.block == "parallel_one_norm":
+        return ("norm",)
+    return ("attn_norm", "mlp_norm")
+
+
+def layer_parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
+    """Shapes of one block's parameters, by local name (``attn.W_Q``, ``mlp_norm.gain``, ...)."""
+    s = sizes_of(arch)
+    d, h, g, k, f = s.width, s.heads, s.kv_heads, s.head_width, s.hidden
+    bias = arch.attention.bias
+    out: dict[str, tuple[int, ...]] = {}
+    for name in block_norm_names(arch):
+        out.update(_norm(name, arch, d))
+    for proj, cols, has_bias in (("Q", h * k, bias.q), ("K", g * k, bias.k), ("V", g * k, bias.v)):
+        out[f"attn.W_{proj}"] = (d, cols)
+        if has_bias:
+            out[f"attn.b_{proj}"] = (cols,)
+    out["attn.W_O"] = (h * k, d)
+    if bias.o:
+        out["attn.b_O"] = (d,)
+    branches = ("up", "gate") if arch.mlp.gated else ("up",)
+    for branch in branches:
+        out[f"mlp.W_{branch}"] = (d, f)
+        if arch.mlp.bias:
+            out[f"mlp.b_{branch}"] = (f,)
+    out["mlp.W_down"] = (f, d)
+    if arch.mlp.bias:
+        out["mlp.b_down"] = (d,)
+    return out
+
+
+def parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
+    """Every parameter of the model, in forward order, with its shape."""
+    s = sizes_of(arch)
+    d = s.width
+    out: dict[str, tuple[int, ...]] = {"embed.W_E": (s.vocab, d)}
+    if isinstance(arch.positions, LearnedPositions):
+        out["embed.W_P"] = (s.positions + arch.positions.offset, d)
+    if arch.embeddings.token_types:
+        out["embed.W_T"] = (arch.embeddings.token_types, d)
+    if arch.embedding_norm:
+        out.update(_norm("embed_norm", arch, d))
+    layer = layer_parameter_shapes(arch)
+    for i in range(s.layers):
+        out.update({f"layers.{i}.{name}": shape for name, shape in layer.items()})
+    if arch.final_norm:
+        out.update(_norm("final_norm", arch, d))
+    if arch.prediction_head is not None:
+        out["head.W_dense"] = (d, d)
+        out["head.b_dense"] = (d,)
+        out.update(_norm("head_norm", arch, d))
+    if not arch.embeddings.tied:
+        out["unembed.W_U"] = (d, s.vocab)
+    if arch.embeddings.unembedding_bias:
+        out["unembed.b_U"] = (s.vocab,)
+    return out
+
+
+def parameter_count(arch: Architecture) -> int:
+    """Total number of scalar parameters; a tied tensor counts once."""
+    return sum(math.prod(shape) for shape in parameter_shapes(arch).values())

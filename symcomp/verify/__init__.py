@@ -1,0 +1,1 @@
+"""Stage: numerical verification of symmetries against the Jacobian ground truth."""

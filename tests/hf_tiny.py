@@ -1,0 +1,161 @@
+"""Tiny transformers models mirroring ``specs/tiny/<family>.yaml``, for ground-truth tests.
+
+Every model has d=8, f=12, V=11, 6 positions, 1 layer, RoPE base 10 and norm eps 0.1, is in
+float64 and has every parameter drawn at random (:func:`symcomp.verify.nullity.randomize_`).
+Attention uses PyTorch's scaled-dot-product attention (``sdpa``): the eager paths of most
+families compute the softmax in float32, which would blur exact symmetries to ~1e-8; SDPA's
+math kernel stays in float64 and supports forward-mode AD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+import yaml
+from torch import Tensor, nn
+
+from symcomp.spec.model import Spec
+from symcomp.verify.nullity import randomize_
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# family (spec file stem) -> transformers model_type
+FAMILIES: dict[str, str] = {
+    "gpt2": "gpt2",
+    "bert": "bert",
+    "llama": "llama",
+    "mistral": "mistral",
+    "qwen2": "qwen2",
+    "pythia": "gpt_neox",
+    "phi": "phi",
+    "opt": "opt",
+    "gemma": "gemma",
+}
+
+D, F, V, T, EPS, BASE = 8, 12, 11, 6, 0.1, 10.0
+
+
+def _rope(fraction: float = 1.0) -> dict[str, Any]:
+    out: dict[str, Any] = {"rope_type": "default", "rope_theta": BASE}
+    if fraction != 1.0:
+        out["partial_rotary_factor"] = fraction
+    return out
+
+
+def tiny_config(family: str, *, tied: bool | None = None) -> transformers.PretrainedConfig:
+    """The transformers config of the tiny model of ``family``; ``tied`` overrides the tying."""
+    common: dict[str, Any] = {"vocab_size": V, "dtype": "float64"}
+    if family == "gpt2":
+        kw = dict(
+            n_positions=T, n_embd=D, n_layer=1, n_head=2, n_inner=F,
+            activation_function="gelu_new", layer_norm_epsilon=EPS, resid_pdrop=0.0,
+            embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+        )  # fmt: skip
+        cfg: Any = transformers.GPT2Config(**common, **kw)
+    elif family == "bert":
+        cfg = transformers.BertConfig(
+            **common, hidden_size=D, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=F, hidden_act="gelu", hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0, max_position_embeddings=T, type_vocab_size=2,
+            layer_norm_eps=EPS, tie_word_embeddings=True,
+        )  # fmt: skip
+    elif family in ("llama", "mistral", "qwen2"):
+        heads, kv = (2, 2) if family == "llama" else (4, 2)
+        kw = dict(
+            hidden_size=D, intermediate_size=F, num_hidden_layers=1, num_attention_heads=heads,
+            num_key_value_heads=kv, hidden_act="silu", max_position_embeddings=T,
+            rms_norm_eps=EPS, tie_word_embeddings=False, rope_parameters=_rope(),
+        )  # fmt: skip
+        if family == "llama":
+            cfg = transformers.LlamaConfig(**common, **kw, attention_bias=False, mlp_bias=False)
+        elif family == "mistral":
+            cfg = transformers.MistralConfig(**common, **kw, head_dim=4, sliding_window=3)
+        else:
+            cfg = transformers.Qwen2Config(**common, **kw, use_sliding_window=False)
+    elif family == "pythia":
+        cfg = transformers.GPTNeoXConfig(
+            **common, hidden_size=D, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=F, hidden_act="gelu", max_position_embeddings=T,
+            layer_norm_eps=EPS, tie_word_embeddings=False, use_parallel_residual=True,
+            attention_bias=True, rope_parameters=_rope(0.5),
+        )  # fmt: skip
+    elif family == "phi":
+        cfg = transformers.PhiConfig(
+            **common, hidden_size=D, intermediate_size=F, num_hidden_layers=1,
+            num_attention_heads=2, num_key_value_heads=2, hidden_act="gelu_new",
+            max_position_embeddings=T, layer_norm_eps=EPS, tie_word_embeddings=False,
+            resid_pdrop=0.0, embd_pdrop=0.0, rope_parameters=_rope(0.5),
+        )  # fmt: skip
+    elif family == "opt":
+        cfg = transformers.OPTConfig(
+            **common, hidden_size=D, num_hidden_layers=1, ffn_dim=F, max_position_embeddings=T,
+            do_layer_norm_before=True, word_embed_proj_dim=D, dropout=0.0, num_attention_heads=2,
+            activation_function="relu", enable_bias=True, tie_word_embeddings=True,
+        )  # fmt: skip
+    elif family == "gemma":
+        cfg = transformers.GemmaConfig(
+            **common, hidden_size=D, intermediate_size=F, num_hidden_layers=1,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=4,
+            hidden_act="gelu_pytorch_tanh", max_position_embeddings=T, rms_norm_eps=EPS,
+            tie_word_embeddings=True, rope_parameters=_rope(),
+        )  # fmt: skip
+    else:
+        raise KeyError(family)
+    if tied is not None:
+        cfg.tie_word_embeddings = tied
+    return cfg
+
+
+def build(family: str, *, tied: bool | None = None, seed: int = 0) -> nn.Module:
+    """A tiny float64 transformers model of ``family`` with every parameter random."""
+    cfg = tiny_config(family, tied=tied)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    if family == "bert":
+        model: Any = transformers.BertForMaskedLM(cfg)
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    model = model.to(torch.float64).eval()
+    if family == "opt":  # OPT fixes the LayerNorm eps at 1e-5 in code: set it on the modules
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.eps = EPS
+    randomize_(model, torch.Generator().manual_seed(seed))
+    return model
+
+
+def hf_params(model: nn.Module) -> dict[str, Tensor]:
+    """The model's parameters by HF name, each shared tensor once, detached."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def logprob_fn(model: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
+    """``fn(params, input_ids)`` -> log-probabilities (n_seq, T, V), via functional_call."""
+
+    def fn(params: dict[str, Tensor], input_ids: Tensor) -> Tensor:
+        out = torch.func.functional_call(model, params, (input_ids,), {"use_cache": False})
+        return torch.log_softmax(out.logits, dim=-1)
+
+    return fn
+
+
+def tiny_spec(family: str, *, tied: bool | None = None) -> Spec:
+    """The spec of ``specs/tiny/<family>.yaml`` (tying overridden if asked), loaded and normalized."""
+    path = ROOT / "specs" / "tiny" / f"{family}.yaml"
+    try:
+        from symcomp.spec import load_spec
+
+        spec = load_spec(path)
+    except ImportError:  # the loader's later passes may not have landed yet
+        from symcomp.spec.loader import normalize
+
+        spec = normalize(Spec.model_validate(yaml.safe_load(path.read_text())))
+    if tied is not None:
+        emb = spec.architecture.embeddings.model_copy(update={"tied": tied})
+        arch = spec.architecture.model_copy(update={"embeddings": emb})
+        spec = spec.model_copy(update={"architecture": arch})
+    return spec
