@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 text = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
-match = re.search(r"^#+[^\n]*quick ?start[^\n]*\n(.*?)^```[a-z]*\n(.*?)^```", text, re.I | re.M | re.S)
+match = re.search(
+    r"^#+[^\n]*quick ?start[^\n]*\n(.*?)^```[a-z]*\n(.*?)^```", text, re.I | re.M | re.S
+)
 if not match:
     sys.exit("README.md has no Quickstart code block")
 commands, current = [], ""

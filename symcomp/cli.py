@@ -2,46 +2,36 @@
 
 Bad input raises :class:`symcomp.errors.SymcompError` anywhere below; :func:`main` prints its
 message (file:line:column, key path, what was found, what is accepted) and exits with code 2,
-never with a traceback.
+never with a traceback. argparse reports bad command-line usage the same way (exit 2).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
-
-import click
-import typer
-from rich.console import Console
-from rich.table import Table
 
 from symcomp.errors import SymcompError
 
-app = typer.Typer(
-    name="symcomp",
-    help="Compile the parameter symmetries of a transformer spec into verified PyTorch code.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console(highlight=False)
 
-SpecArg = Annotated[Path, typer.Argument(help="A YAML spec (see `symcomp schema`).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+def _console():  # rich is imported lazily, only for human output
+    from rich.console import Console
+
+    return Console(highlight=False)
 
 
-@app.command()
-def check(spec: SpecArg, json_out: JsonOpt = False) -> None:
+def cmd_check(args: argparse.Namespace) -> None:
     """Validate a spec and print a one-screen summary."""
-    from dataclasses import asdict
+    from rich.table import Table
 
     from symcomp.spec import load_spec
     from symcomp.spec.summary import summarize
 
-    summary = summarize(load_spec(spec))
-    if json_out:
+    summary = summarize(load_spec(args.spec))
+    if args.json:
         print(json.dumps(asdict(summary), indent=2))
         return
     table = Table(title=f"{summary.name}: valid spec", show_header=False, title_justify="left")
@@ -51,53 +41,65 @@ def check(spec: SpecArg, json_out: JsonOpt = False) -> None:
         table.add_row(key, value)
     table.add_row("parameters", f"{summary.parameters:,}")
     table.add_row("symmetries", "\n".join(summary.symmetries))
-    out.print(table)
+    _console().print(table)
 
 
-@app.command()
-def schema() -> None:
+def cmd_schema(args: argparse.Namespace) -> None:
     """Print the JSON Schema of the spec language (every field described)."""
     from symcomp.spec.model import Spec
 
     print(json.dumps(Spec.model_json_schema(), indent=2, sort_keys=True))
 
 
-@app.command("import-hf")
-def import_hf(
-    config: Annotated[Path, typer.Argument(help="A Hugging Face config.json, or its folder.")],
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the spec here (default: stdout).")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Spec name (default: from the path).")] = None,
-) -> None:
-    """Turn a transformers config.json into a symcomp spec (no transformers needed)."""
+def cmd_import_hf(args: argparse.Namespace) -> None:
+    """Turn a transformers config.json into a symcomp spec (transformers is not needed)."""
     from symcomp.hf.config_import import import_hf_config
     from symcomp.spec.writer import dump_spec, write_atomic
 
-    spec = import_hf_config(config, name=name)
-    text = dump_spec(spec, header=f"Imported by symcomp import-hf from {config.name}.")
-    if output is None:
+    spec = import_hf_config(args.config, name=args.name)
+    text = dump_spec(spec, header=f"Imported by symcomp import-hf from {args.config}.")
+    if args.output is None:
         sys.stdout.write(text)
         return
-    write_atomic(output, text)
-    out.print(f"wrote {output} ({spec.name})")
+    write_atomic(args.output, text)
+    _console().print(f"wrote {args.output} ({spec.name})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="symcomp",
+        description="Compile the parameter symmetries of a transformer spec into verified "
+        "PyTorch code.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+        doc = (func.__doc__ or "").strip()
+        sub = commands.add_parser(name, help=doc, description=doc)
+        sub.set_defaults(func=func)
+        return sub
+
+    check = add("check", cmd_check)
+    check.add_argument("spec", type=Path, help="a YAML spec (see `symcomp schema`)")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+
+    add("schema", cmd_schema)
+
+    imp = add("import-hf", cmd_import_hf)
+    imp.add_argument("config", type=Path, help="a Hugging Face config.json, or its folder")
+    imp.add_argument("-o", "--output", type=Path, help="write the spec here (default: stdout)")
+    imp.add_argument("--name", help="spec name (default: from the path)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``symcomp`` script: user errors exit 2 without a traceback."""
+    args = build_parser().parse_args(argv)
     try:
-        app(args=argv, standalone_mode=False)
+        args.func(args)
     except SymcompError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def test_yaml_tags_cannot_construct_objects():
 def test_cli_check_exits_2_with_one_clean_message(run_cli, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY_LLAMA.replace("width: 8", "width: eight"))
-    code, out, err = run_cli("check", str(bad))
+    code, _, err = run_cli("check", str(bad))
     assert code == 2
     assert "Traceback" not in err
     assert f"{bad}:{_line_of(bad.read_text(), 'width: eight')}:" in err

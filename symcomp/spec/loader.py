@@ -77,10 +77,9 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[KeyPath, bool]:
     """
     path: list[str | int] = []
     for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-            path.append(part)
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+        indexes_dict = isinstance(data, dict) and part in data
+        indexes_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if indexes_dict or indexes_list:
             data = data[part]
             path.append(part)
         elif isinstance(data, dict) and isinstance(part, str) and not _is_tag(part):
@@ -145,7 +144,7 @@ def _problem(err: dict[str, Any], source: Source) -> Problem:
     kind = err["type"]
     accepted: str | None = None
     found: str | None = None
-    if kind == "missing" or missing and kind != "extra_forbidden":
+    if kind == "missing" or (missing and kind != "extra_forbidden"):
         message = "required key is missing"
         parent = path[:-1]
         line, column = source.position(parent)

@@ -283,9 +283,7 @@ DEFAULT_ELEMENT: dict[str, str] = {
 class CustomGroup(_Frozen):
     """A symmetry group declared in the spec: its type, what it is per, and its action."""
 
-    name: str = Field(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Identifier of the group."
-    )
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Identifier of the group.")
     group: GroupType = Field(
         description="GL: invertible matrices. O / SO: orthogonal (special orthogonal) "
         "matrices. scaling: nonzero vectors acting through diag(s). translation: vectors added. "

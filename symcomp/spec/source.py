@@ -92,9 +92,11 @@ def _build(node: yaml.Node, path: KeyPath, source: Source) -> Any:
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise source.error("YAML merge keys (<<) are not supported in a spec", path)
-            key = _Loader.construct_scalar(_Loader(""), key_node) if isinstance(
-                key_node, yaml.ScalarNode
-            ) else None
+            key = (
+                _Loader.construct_scalar(_Loader(""), key_node)
+                if isinstance(key_node, yaml.ScalarNode)
+                else None
+            )
             if not isinstance(key, str):
                 raise SpecError.at(
                     "mapping keys must be plain strings",
@@ -113,7 +115,10 @@ def _build(node: yaml.Node, path: KeyPath, source: Source) -> Any:
                     key_path=child,
                     found=f"{key!r} a second time",
                 )
-            source.key_positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            source.key_positions[child] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
             out[key] = _build(value_node, child, source)
         return out
     if isinstance(node, yaml.SequenceNode):

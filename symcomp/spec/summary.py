@@ -24,7 +24,8 @@ def _positions(spec: Spec) -> str:
         return "learned" + (f", offset {pos.offset} (unread rows)" if pos.offset else "")
     if isinstance(pos, RotaryPositions):
         r = sizes_of(spec.architecture).rotary_width
-        text = f"RoPE base {pos.base:g}, {pos.pair_layout}, {r} of {spec.architecture.attention.head_width} dims rotated"
+        k = spec.architecture.attention.head_width
+        text = f"RoPE base {pos.base:g}, {pos.pair_layout}, {r} of {k} dims rotated"
         return text + (f", linear scaling x{pos.scaling.factor:g}" if pos.scaling else "")
     return pos.type
 
@@ -40,7 +41,11 @@ def _attention(spec: Spec) -> str:
 def _norm(spec: Spec) -> str:
     arch = spec.architecture
     n = arch.norm
-    extras = [name for name, on in (("embedding norm", arch.embedding_norm), ("final norm", arch.final_norm)) if on]
+    extras = [
+        name
+        for name, on in (("embedding norm", arch.embedding_norm), ("final norm", arch.final_norm))
+        if on
+    ]
     text = f"{n.type}, eps {n.eps:g}, {'with' if n.bias else 'no'} bias, gain {n.gain}"
     return text + ("; " + ", ".join(extras) if extras else "")
 
@@ -61,7 +66,9 @@ def _symmetries(spec: Spec) -> tuple[str, ...]:
     if spec.symmetries == "auto":
         return ("auto (derive every exact symmetry)",)
     return tuple(
-        f"{item.name} (custom {item.group} per {item.per})" if isinstance(item, CustomGroup) else item
+        f"{item.name} (custom {item.group} per {item.per})"
+        if isinstance(item, CustomGroup)
+        else item
         for item in spec.symmetries
     )
 
@@ -71,12 +78,20 @@ def summarize(spec: Spec) -> SpecSummary:
     mlp = arch.mlp
     rows = (
         ("kind", arch.kind),
-        ("sizes", f"V={arch.vocab_size}, T={arch.max_positions}, d={arch.width}, L={arch.layers}, f={mlp.hidden}"),
+        (
+            "sizes",
+            f"V={arch.vocab_size}, T={arch.max_positions}, d={arch.width}, "
+            f"L={arch.layers}, f={mlp.hidden}",
+        ),
         ("block", arch.block),
         ("norm", _norm(spec)),
         ("attention", _attention(spec)),
         ("positions", _positions(spec)),
-        ("mlp", f"{'gated ' if mlp.gated else ''}{mlp.activation}, {'with' if mlp.bias else 'no'} biases"),
+        (
+            "mlp",
+            f"{'gated ' if mlp.gated else ''}{mlp.activation}, "
+            f"{'with' if mlp.bias else 'no'} biases",
+        ),
         ("embeddings", _embeddings(spec)),
     )
     if arch.prediction_head is not None:
