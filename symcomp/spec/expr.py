@@ -35,10 +35,10 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from symcomp.spec.model import Architecture
+from symcomp.spec.model import Architecture
+from symcomp.spec.params import sizes_of
 
 Shape = tuple[int, int]
 
@@ -47,13 +47,16 @@ FUNCTIONS: dict[str, int] = {"diag": 1, "ones": 1, "eye": 1, "kron": 2, "sqrt": 
 
 
 class ExprError(Exception):
-    """A bad expression: ``message``, the 0-based character ``offset`` (or None), ``accepted``."""
+    """A bad expression: ``message``, the 0-based character ``offset`` (or None), ``accepted``.
+
+    ``str()`` gives the message with the position counted from 1, for people.
+    """
 
     def __init__(self, message: str, offset: int | None = None, accepted: str | None = None):
         self.message = message
         self.offset = offset
         self.accepted = accepted
-        super().__init__(message if offset is None else f"{message} (at character {offset})")
+        super().__init__(message if offset is None else f"{message} (at character {offset + 1})")
 
 
 # --- AST ------------------------------------------------------------------------------------
@@ -362,6 +365,13 @@ def free_names(expr: Expr) -> frozenset[str]:
     return frozenset().union(*(free_names(child) for child in _children(expr)))
 
 
+def iter_names(expr: Expr) -> list[Name]:
+    """The :class:`Name` nodes of ``expr`` in reading order, with their positions."""
+    if isinstance(expr, Name):
+        return [expr]
+    return [name for child in _children(expr) for name in iter_names(child)]
+
+
 def _children(expr: Expr) -> tuple[Expr, ...]:
     if isinstance(expr, BinOp):
         return (expr.left, expr.right)
@@ -424,23 +434,15 @@ def evaluate_size_expression(value: float | int | str, arch: Architecture) -> fl
     """A number, or a string in the architecture's sizes (``sqrt(width)``), as a float."""
     if not isinstance(value, str):
         return float(value)
-    from symcomp.spec.params import sizes_of  # params imports the model, not this module
-
     return evaluate_scalar(parse_expr(value), sizes_of(arch).as_dict())
 
 
 def evaluate_size_int(expr: Expr, sizes: Mapping[str, float]) -> int:
     """A size expression that must be a positive integer (group sizes, ones(n), eye(n))."""
     value = evaluate_scalar(expr, sizes)
-    if not (value >= 1 and abs(value - round(value)) < 1e-9):
-        raise ExprError(f"{expr} is {value:g}, not a positive integer", _pos(expr))
+    if not (math.isfinite(value) and value >= 1 and abs(value - round(value)) < 1e-9):
+        raise ExprError(f"{expr} is {value:g}, not a positive integer", None, "a positive integer")
     return round(value)
-
-
-def _pos(expr: Expr) -> int | None:
-    while expr.pos is None and _children(expr):
-        expr = _children(expr)[0]
-    return expr.pos
 
 
 # --- shapes ---------------------------------------------------------------------------------
@@ -492,7 +494,11 @@ def infer_shape(
 
 def _call_shape(expr: Call, shapes: Mapping[str, Shape], sizes: Mapping[str, float]) -> Shape:
     if expr.func in ("ones", "eye"):
-        n = evaluate_size_int(expr.args[0], sizes)
+        try:
+            n = evaluate_size_int(expr.args[0], sizes)
+        except ExprError as exc:  # point at the call when the size has no position of its own
+            pos = expr.pos if exc.offset is None else exc.offset
+            raise ExprError(f"{expr.func}: {exc.message}", pos, exc.accepted) from None
         return (1, n) if expr.func == "ones" else (n, n)
     args = [infer_shape(a, shapes, sizes) for a in expr.args]
     if expr.func == "diag":

@@ -306,7 +306,17 @@ class CustomGroup(_Frozen):
     commutes_with: list[Literal["rope"]] = Field(
         default_factory=list,
         description="Restrict the group to elements commuting with these operators: 'rope' "
-        "keeps the elements that commute with every position rotation (A1 under RoPE).",
+        "keeps the matrices that commute with every position rotation (A1 under RoPE), or the "
+        "translations that every rotation fixes (A2: the non-rotated dims).",
+    )
+    fixes: list[Literal["ones"]] = Field(
+        default_factory=list,
+        description="Restrict a matrix group to elements fixing these vectors: 'ones' keeps "
+        "the elements Q with 1 Q = 1 (the rotations a LayerNorm stream allows, B5).",
+    )
+    positive: bool = Field(
+        default=False,
+        description="Restrict a scaling group to positive factors (ReLU's C1 scaling).",
     )
     layers: list[NonNegativeInt] | None = Field(
         default=None,
