@@ -5,8 +5,17 @@ stages. Heavy libraries (torch, transformers) are imported only by the stages th
 """
 
 from symcomp.errors import SpecError, SymcompError
+from symcomp.hf.config_import import import_hf_config
 from symcomp.spec import load_spec, parameter_count, parse_spec
 
 __version__ = "0.1.0"
 
-__all__ = ["SpecError", "SymcompError", "__version__", "load_spec", "parameter_count", "parse_spec"]
+__all__ = [
+    "SpecError",
+    "SymcompError",
+    "__version__",
+    "import_hf_config",
+    "load_spec",
+    "parameter_count",
+    "parse_spec",
+]
