@@ -1,0 +1,175 @@
+"""The reference interpreter: run a :class:`Graph` in float64, one small function per op kind.
+
+``interpret(graph, params, input_ids) -> log-probs (B, T, V)``. Plain torch, no modules: this is
+the ground truth that generated code and symmetry transformations are checked against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from symcomp.ir.graph import Graph, OpNode
+from symcomp.ir.ops import OP_KINDS
+
+Kernel = Callable[..., Tensor]
+KERNELS: dict[str, Kernel] = {}
+
+
+def register(kind: str) -> Callable[[Kernel], Kernel]:
+    assert kind in OP_KINDS, f"no op kind {kind!r} in symcomp.ir.ops"
+
+    def deco(fn: Kernel) -> Kernel:
+        KERNELS[kind] = fn
+        return fn
+
+    return deco
+
+
+def interpret(graph: Graph, params: Mapping[str, Tensor], input_ids: Tensor) -> Tensor:
+    """Log-probabilities (B, T, V) of ``input_ids`` (B, T) under ``params`` (our names)."""
+    missing = set(graph.param) - set(params)
+    assert not missing, f"missing parameters: {sorted(missing)}"
+    env: dict[str, Tensor] = {name: params[name].to(torch.float64) for name in graph.param}
+    env[graph.input] = input_ids
+    for op in graph.ops:
+        args = {i.slot: env[i.node] for i in op.inputs}
+        env[op.output] = KERNELS[op.kind](op, **args)
+    return env[graph.output]
+
+
+# --- kernels ----------------------------------------------------------------------------------
+
+
+@register("embed")
+def _embed(op: OpNode, x: Tensor, W: Tensor) -> Tensor:
+    B, T = x.shape
+    index = op.attr("index")
+    if index == "token":
+        return W[x]  # (B, T, d)
+    if index == "position":
+        offset = op.attr("offset")
+        assert offset + T <= W.shape[0], f"sequence of {T} is longer than the position table"
+        return W[offset : offset + T].expand(B, T, -1)
+    assert index == "token_type", index
+    return W[0].expand(B, T, -1)
+
+
+@register("scale")
+def _scale(op: OpNode, x: Tensor) -> Tensor:
+    return x * op.attr("factor")
+
+
+@register("add")
+def _add(op: OpNode, x: Tensor, y: Tensor) -> Tensor:
+    return x + y
+
+
+@register("norm")
+def _norm(op: OpNode, x: Tensor, gain: Tensor, bias: Tensor | None = None) -> Tensor:
+    if op.attr("type") == "layernorm":
+        x = x - x.mean(-1, keepdim=True)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + op.attr("eps"))
+    x = x * (1.0 + gain if op.attr("gain_form") == "one_plus_w" else gain)
+    return x if bias is None else x + bias
+
+
+@register("linear")
+def _linear(op: OpNode, x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
+    y = x @ (W.T if op.attr("transpose") else W)
+    return y if b is None else y + b
+
+
+@register("split_heads")
+def _split_heads(op: OpNode, x: Tensor) -> Tensor:
+    B, T, _ = x.shape
+    return x.view(B, T, op.attr("heads"), op.attr("head_width")).transpose(1, 2)  # (B, n, T, k)
+
+
+@register("merge_heads")
+def _merge_heads(op: OpNode, x: Tensor) -> Tensor:
+    B, n, T, k = x.shape
+    return x.transpose(1, 2).reshape(B, T, n * k)
+
+
+@register("rope")
+def _rope(op: OpNode, x: Tensor) -> Tensor:
+    T, r = x.shape[-2], op.attr("rotary_width")
+    freqs = 1.0 / op.attr("base") ** (torch.arange(0, r, 2, dtype=torch.float64) / r)  # (r/2,)
+    positions = torch.arange(T, dtype=torch.float64) / op.attr("position_divisor")
+    angles = positions[:, None] * freqs  # (T, r/2)
+    cos, sin = angles.cos(), angles.sin()
+    rot, rest = x[..., :r], x[..., r:]
+    if op.attr("pair_layout") == "split_half":
+        x1, x2 = rot[..., : r // 2], rot[..., r // 2 :]
+        rot = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    else:  # adjacent: pairs (2i, 2i + 1)
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+        rot = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+    return torch.cat((rot, rest), dim=-1)
+
+
+@register("scores")
+def _scores(op: OpNode, q: Tensor, k: Tensor) -> Tensor:
+    k = k.repeat_interleave(op.attr("group"), dim=1)  # kv head g serves query heads g*group...
+    s = (q @ k.transpose(-2, -1)) * op.attr("scale")  # (B, n, T, T)
+    T = q.shape[-2]
+    i = torch.arange(T)[:, None]  # query position
+    j = torch.arange(T)[None, :]  # key position
+    slopes = op.attr("alibi_slopes")
+    if slopes is not None:
+        # slope_h (j - i): BLOOM adds slope_h j, which differs by a per-query constant only
+        s = s + torch.tensor(slopes, dtype=s.dtype)[:, None, None] * (j - i).to(s.dtype)
+    allowed = torch.ones(T, T, dtype=torch.bool)
+    if op.attr("causal"):
+        allowed &= j <= i
+    window = op.attr("window")
+    if window is not None:
+        allowed &= j > i - window
+    return s.masked_fill(~allowed, float("-inf"))
+
+
+@register("softmax")
+def _softmax(op: OpNode, x: Tensor) -> Tensor:
+    return torch.softmax(x, dim=-1)
+
+
+@register("weighted_sum")
+def _weighted_sum(op: OpNode, p: Tensor, v: Tensor) -> Tensor:
+    return p @ v.repeat_interleave(op.attr("group"), dim=1)  # (B, n, T, k)
+
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
+@register("activation")
+def _activation(op: OpNode, x: Tensor) -> Tensor:
+    return ACTIVATIONS[op.attr("fn")](x)
+
+
+@register("gate")
+def _gate(op: OpNode, a: Tensor, b: Tensor) -> Tensor:
+    return ACTIVATIONS[op.attr("fn")](a) * b
+
+
+@register("unembed")
+def _unembed(op: OpNode, x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
+    logits = x @ (W.T if op.attr("transpose") else W)  # (B, T, V)
+    return logits if b is None else logits + b
+
+
+@register("log_softmax")
+def _log_softmax(op: OpNode, x: Tensor) -> Tensor:
+    return torch.log_softmax(x, dim=-1)
+
+
+missing_kernels = set(OP_KINDS) - set(KERNELS)
+assert not missing_kernels, f"op kinds without a kernel: {sorted(missing_kernels)}"
