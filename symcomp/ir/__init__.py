@@ -24,7 +24,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "interpret":
-        from symcomp.ir.interpret import interpret
+        from symcomp.ir.interpreter import interpret
 
         return interpret
     raise AttributeError(f"module 'symcomp.ir' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The op kinds of the graph IR: one registry entry each.
 
 An entry names the op's input slots (required, then optional) and its attributes. The builder
-checks every op it emits against its entry; the interpreter (:mod:`symcomp.ir.interpret`) and
+checks every op it emits against its entry; the interpreter (:mod:`symcomp.ir.interpreter`) and
 the symmetry derivation each keep their own registry keyed by the same kinds, so supporting one
 more op means one entry here and one function in each of those.
 
