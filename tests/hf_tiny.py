@@ -1,7 +1,8 @@
 """Tiny transformers models mirroring ``specs/tiny/<family>.yaml``, for ground-truth tests.
 
-Every model has d=8, f=12, V=11, 6 positions, 1 layer, RoPE base 10 and norm eps 0.1, is in
-float64 and has every parameter drawn at random (:func:`symcomp.verify.nullity.randomize_`).
+Every model has d=8, f=12, the tiny spec's vocabulary, 6 positions, 1 layer, RoPE base 10 and
+norm eps 0.1, is in float64 and has every parameter drawn at random
+(:func:`symcomp.verify.nullity.randomize_`).
 Attention uses PyTorch's scaled-dot-product attention (``sdpa``): the eager paths of most
 families compute the softmax in float32, which would blur exact symmetries to ~1e-8; SDPA's
 math kernel stays in float64 and supports forward-mode AD.
@@ -9,15 +10,16 @@ math kernel stays in float64 and supports forward-mode AD.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
-import yaml
 from torch import Tensor, nn
 
+from symcomp.spec import load_spec
 from symcomp.spec.model import Spec
 from symcomp.verify.nullity import randomize_
 
@@ -36,7 +38,7 @@ FAMILIES: dict[str, str] = {
     "gemma": "gemma",
 }
 
-D, F, V, T, EPS, BASE = 8, 12, 11, 6, 0.1, 10.0
+D, F, T, EPS, BASE = 8, 12, 6, 0.1, 10.0
 
 
 def _rope(fraction: float = 1.0) -> dict[str, Any]:
@@ -48,7 +50,14 @@ def _rope(fraction: float = 1.0) -> dict[str, Any]:
 
 def tiny_config(family: str, *, tied: bool | None = None) -> transformers.PretrainedConfig:
     """The transformers config of the tiny model of ``family``; ``tied`` overrides the tying."""
-    common: dict[str, Any] = {"vocab_size": V, "dtype": "float64"}
+    common: dict[str, Any] = {
+        # the vocabulary follows the tiny spec (parallel blocks need a larger one, see there)
+        "vocab_size": tiny_spec(family).architecture.vocab_size,
+        "dtype": "float64",
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": None,
+    }
     if family == "gpt2":
         kw = dict(
             n_positions=T, n_embd=D, n_layer=1, n_head=2, n_inner=F,
@@ -76,6 +85,7 @@ def tiny_config(family: str, *, tied: bool | None = None) -> transformers.Pretra
             cfg = transformers.MistralConfig(**common, **kw, head_dim=4, sliding_window=3)
         else:
             cfg = transformers.Qwen2Config(**common, **kw, use_sliding_window=False)
+            cfg.head_dim = 4  # not a declared field of Qwen2Config, but read by the model
     elif family == "pythia":
         cfg = transformers.GPTNeoXConfig(
             **common, hidden_size=D, num_hidden_layers=1, num_attention_heads=2,
@@ -110,9 +120,46 @@ def tiny_config(family: str, *, tied: bool | None = None) -> transformers.Pretra
     return cfg
 
 
-def build(family: str, *, tied: bool | None = None, seed: int = 0) -> nn.Module:
-    """A tiny float64 transformers model of ``family`` with every parameter random."""
+def _rmsnorm_float64(self: nn.Module, x: Tensor) -> Tensor:
+    eps = getattr(self, "variance_epsilon", None) or self.eps
+    normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return (
+        normed * (1.0 + self.weight)
+        if type(self).__name__ == "GemmaRMSNorm"
+        else (self.weight * normed)
+    )
+
+
+def float64_norms_(model: nn.Module) -> int:
+    """Make every RMSNorm of ``model`` compute in the input's dtype (transformers casts to float32
+    inside, which blurs the exact symmetries of a float64 model to ~1e-8); returns how many."""
+    count = 0
+    for module in model.modules():
+        if type(module).__name__.endswith("RMSNorm"):
+            module.forward = types.MethodType(_rmsnorm_float64, module)
+            count += 1
+    return count
+
+
+def build(
+    family: str,
+    *,
+    tied: bool | None = None,
+    seed: int = 0,
+    float64_norms: bool = True,
+    vocab: int | None = None,
+    layers: int | None = None,
+) -> nn.Module:
+    """A tiny float64 transformers model of ``family`` with every parameter random.
+
+    ``float64_norms`` replaces the RMSNorms' float32 arithmetic by float64 (same formula);
+    ``vocab`` and ``layers`` override the vocabulary size and the number of layers.
+    """
     cfg = tiny_config(family, tied=tied)
+    if vocab is not None:
+        cfg.vocab_size = vocab
+    if layers is not None:
+        cfg.num_hidden_layers = layers
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(seed)
     if family == "bert":
@@ -124,8 +171,35 @@ def build(family: str, *, tied: bool | None = None, seed: int = 0) -> nn.Module:
         for module in model.modules():
             if isinstance(module, nn.LayerNorm):
                 module.eps = EPS
-    randomize_(model, torch.Generator().manual_seed(seed))
-    return model
+    if float64_norms:
+        float64_norms_(model)
+    for attempt in range(100):
+        randomize_(model, torch.Generator().manual_seed(seed + 1000 * attempt))
+        if family != "opt" or relu_neurons_mixed(model, cfg.vocab_size):
+            return model
+    raise RuntimeError("no seed gave ReLU neurons that are all sometimes on, sometimes off")
+
+
+def relu_neurons_mixed(model: nn.Module, vocab: int, low: float = 0.05) -> bool:
+    """Whether every ReLU neuron (OPT's fc1) is active on at least ``low`` and at most
+    ``1 - low`` of the positions of a probe sample. A neuron dead (or always on) on every input
+    adds null directions of that random point only, which a derivation cannot predict."""
+    pre: list[Tensor] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: pre.append(out.detach()))
+        for name, m in model.named_modules()
+        if name.endswith("fc1")
+    ]
+    probe = torch.randint(0, vocab, (256, T), generator=torch.Generator().manual_seed(12345))
+    with torch.no_grad():
+        model(probe)
+    for h in hooks:
+        h.remove()
+    for out in pre:
+        active = (out > 0).double().reshape(-1, out.shape[-1]).mean(0)
+        if bool(((active < low) | (active > 1 - low)).any()):
+            return False
+    return True
 
 
 def hf_params(model: nn.Module) -> dict[str, Tensor]:
@@ -144,16 +218,9 @@ def logprob_fn(model: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor
 
 
 def tiny_spec(family: str, *, tied: bool | None = None) -> Spec:
-    """The spec of ``specs/tiny/<family>.yaml`` (tying overridden if asked), loaded and normalized."""
+    """The spec of ``specs/tiny/<family>.yaml`` (tying overridden if asked), loaded."""
     path = ROOT / "specs" / "tiny" / f"{family}.yaml"
-    try:
-        from symcomp.spec import load_spec
-
-        spec = load_spec(path)
-    except ImportError:  # the loader's later passes may not have landed yet
-        from symcomp.spec.loader import normalize
-
-        spec = normalize(Spec.model_validate(yaml.safe_load(path.read_text())))
+    spec = load_spec(path)
     if tied is not None:
         emb = spec.architecture.embeddings.model_copy(update={"tied": tied})
         arch = spec.architecture.model_copy(update={"embeddings": emb})

@@ -165,7 +165,9 @@ TINY_SPEC = {"gpt_neox": "pythia"}  # model_type -> specs/tiny file stem, where 
 
 def _tiny(model_type: str, **overrides: Any) -> transformers.PreTrainedConfig:
     cls, kwargs = TINY[model_type]
-    return cls(**{**kwargs, **overrides})
+    # the vocabulary follows the tiny spec (parallel blocks use a larger one, see there)
+    spec = load_spec(SPECS / "tiny" / f"{TINY_SPEC.get(model_type, model_type)}.yaml")
+    return cls(**{**kwargs, "vocab_size": spec.architecture.vocab_size, **overrides})
 
 
 def _save(config: transformers.PreTrainedConfig, tmp_path: Path) -> Path:

@@ -31,14 +31,19 @@ def register(kind: str) -> Callable[[Kernel], Kernel]:
 
 def interpret(graph: Graph, params: Mapping[str, Tensor], input_ids: Tensor) -> Tensor:
     """Log-probabilities (B, T, V) of ``input_ids`` (B, T) under ``params`` (our names)."""
+    return evaluate(graph, params, input_ids)[graph.output]
+
+
+def evaluate(graph: Graph, params: Mapping[str, Tensor], input_ids: Tensor) -> dict[str, Tensor]:
+    """Every value of the graph (and every parameter) by name, in float64."""
     missing = set(graph.param) - set(params)
     assert not missing, f"missing parameters: {sorted(missing)}"
     env: dict[str, Tensor] = {name: params[name].to(torch.float64) for name in graph.param}
     env[graph.input] = input_ids
     for op in graph.ops:
-        args = {i.slot: env[i.node] for i in op.inputs}
-        env[op.output] = KERNELS[op.kind](op, **args)
-    return env[graph.output]
+        out = KERNELS[op.kind](op, **{i.slot: env[i.node] for i in op.inputs})
+        env[op.output] = out.clone()  # a fresh tensor: expanded views cannot carry tangents
+    return env
 
 
 # --- kernels ----------------------------------------------------------------------------------

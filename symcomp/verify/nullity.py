@@ -78,9 +78,7 @@ def randomize_(
     return target
 
 
-def sample_inputs(
-    vocab: int, seq_len: int, n_seq: int, generator: torch.Generator
-) -> Tensor:
+def sample_inputs(vocab: int, seq_len: int, n_seq: int, generator: torch.Generator) -> Tensor:
     """``n_seq`` token sequences of length ``seq_len``, uniform over the vocabulary (int64)."""
     return torch.randint(0, vocab, (n_seq, seq_len), generator=generator, dtype=torch.long)
 
@@ -111,7 +109,7 @@ def jacobian_of_logprobs(
     params: Mapping[str, Tensor],
     inputs: Any,
     *,
-    chunk_size: int = 64,
+    chunk_size: int = 256,
     use_vmap: bool | None = None,
 ) -> Tensor:
     """The Jacobian of ``fn(params, inputs)`` (any shape, flattened) w.r.t. every parameter.
@@ -172,9 +170,13 @@ def jacobian_of_logprobs(
 class NullityReport:
     """The nullity of a Jacobian, with the evidence for the cut.
 
-    The rank is chosen at the largest gap (ratio of consecutive singular values) in the spectrum;
-    full rank is a candidate too, its gap measured against the floating-point noise floor
-    ``eps * max(m, n) * sigma_max``. ``trustworthy`` says the gap is at least 1e3.
+    Singular values below the noise floor ``eps * max(m, n) * sigma_max`` (NumPy's default
+    ``matrix_rank`` tolerance) are raised to it, so that the ragged tail of exact zeros cannot
+    hold the largest ratio; the rank is then cut at the largest ratio of consecutive singular
+    values, full rank included (its gap is measured against the floor). ``trustworthy`` says that
+    gap is at least 1e3. ``alternatives`` lists the other cuts whose gap is that large too: a
+    spectrum with two trustworthy cuts has a tier of near-zeros (for example exact symmetries
+    blurred to ~1e-8 by float32 arithmetic inside float64 code) and needs a person to look.
     """
 
     parameters: int
@@ -185,24 +187,42 @@ class NullityReport:
     last_kept: float
     first_dropped: float
     sigma_max: float
+    floor: float
     around_cut: tuple[float, ...]
-    """Up to 4 singular values on each side of the cut (the kept ones first), descending."""
+    """Up to ``context`` singular values on each side of the cut, descending."""
+    alternatives: tuple[tuple[int, float], ...] = ()
+    """(nullity, gap) of every other cut with a gap of at least 1e3, largest gap first."""
 
     @property
     def trustworthy(self) -> bool:
         return self.gap >= TRUST_GAP
 
+    @property
+    def ambiguous(self) -> bool:
+        return bool(self.alternatives)
+
     def summary(self) -> str:
         flag = "" if self.trustworthy else "  (NOT trustworthy)"
+        if self.alternatives:
+            other = ", ".join(f"nullity {k} at gap {g:.3g}" for k, g in self.alternatives)
+            flag += f"  (AMBIGUOUS: also {other})"
         return (
             f"params {self.parameters}, rank {self.rank}, nullity {self.nullity}, "
             f"gap {self.gap:.3g} ({self.last_kept:.3g} | {self.first_dropped:.3g}){flag}"
         )
 
 
+def compress(J: Tensor) -> Tensor:
+    """A matrix with the singular values and right singular vectors of ``J`` (m, n) and at most
+    n rows: the R factor of a QR decomposition when J is tall (much faster to decompose than J,
+    and as accurate: Householder QR is backward stable), else ``J`` itself."""
+    m, n = J.shape
+    return torch.linalg.qr(J, mode="r").R if m > n else J
+
+
 def singular_values(J: Tensor) -> Tensor:
     """All ``n`` singular values of an (m, n) matrix, descending; zeros appended when m < n."""
-    s = torch.linalg.svdvals(J)
+    s = torch.linalg.svdvals(compress(J))
     n = J.shape[1]
     if s.numel() < n:
         s = torch.cat([s, s.new_zeros(n - s.numel())])
@@ -211,30 +231,43 @@ def singular_values(J: Tensor) -> Tensor:
 
 def nullity_report(J: Tensor, *, context: int = 4) -> NullityReport:
     """Nullity of ``J`` (outputs, parameters) with the cut at the largest spectral gap."""
-    m, n = J.shape
-    s = singular_values(J.detach()).to(torch.float64)
+    m = J.shape[0]
+    eps = torch.finfo(J.dtype).eps
+    return report_from_singular_values(singular_values(J.detach()), m, context=context, eps=eps)
+
+
+def report_from_singular_values(
+    s: Tensor, outputs: int, *, context: int = 4, eps: float | None = None
+) -> NullityReport:
+    """:func:`nullity_report` from the singular values (all n of them, descending)."""
+    eps = torch.finfo(s.dtype).eps if eps is None else eps
+    s = s.to(torch.float64)
+    n = s.numel()
     smax = float(s[0]) if n else 0.0
+    floor = eps * max(outputs, n) * smax
     if n == 0 or smax == 0.0:
-        return NullityReport(n, m, 0, n, math.inf, 0.0, 0.0, smax, tuple(s.tolist()[:context]))
-    floor = torch.finfo(J.dtype).eps * max(m, n) * smax
-    tiny = torch.finfo(torch.float64).tiny
-    below = torch.cat([s[1:], s.new_tensor([floor])])  # the value after each candidate cut
-    ratios = s / below.clamp_min(tiny)
-    ratios[s <= tiny] = 0.0  # never cut after a zero singular value
+        return NullityReport(n, outputs, 0, n, math.inf, 0.0, 0.0, smax, floor, ())
+    clamped = s.clamp_min(floor)
+    ratios = clamped / torch.cat([clamped[1:], clamped.new_tensor([floor])])
     rank = int(torch.argmax(ratios)) + 1
     gap = float(ratios[rank - 1])
-    first_dropped = float(s[rank]) if rank < n else 0.0
-    around = s[max(0, rank - context) : rank + context]
+    others = [
+        (n - (i + 1), float(ratios[i]))
+        for i in torch.argsort(ratios, descending=True).tolist()
+        if i != rank - 1 and ratios[i] >= TRUST_GAP
+    ]
     return NullityReport(
         parameters=n,
-        outputs=m,
+        outputs=outputs,
         rank=rank,
         nullity=n - rank,
         gap=gap,
         last_kept=float(s[rank - 1]),
-        first_dropped=first_dropped,
+        first_dropped=float(s[rank]) if rank < n else 0.0,
         sigma_max=smax,
-        around_cut=tuple(around.tolist()),
+        floor=floor,
+        around_cut=tuple(s[max(0, rank - context) : rank + context].tolist()),
+        alternatives=tuple(others),
     )
 
 
@@ -244,7 +277,7 @@ def null_space(J: Tensor, nullity: int) -> Tensor:
     m, n = J.shape
     if nullity == 0:
         return J.new_zeros(n, 0)
-    _, _, vh = torch.linalg.svd(J.detach(), full_matrices=m < n)
+    _, _, vh = torch.linalg.svd(compress(J.detach()), full_matrices=m < n)
     return vh[n - nullity : n].T.contiguous()
 
 
@@ -286,12 +319,30 @@ def measure_nullity(
     jacobian: Callable[..., Tensor] = jacobian_of_logprobs,
 ) -> tuple[NullityMeasurement, Tensor]:
     """Measure the nullity on ``n_seq >= factor * params / (T (V - 1))`` sequences and on twice
-    as many; returns the measurement and the Jacobian of the doubled sample."""
+    as many (fresh sequences added).
+
+    Returns the measurement and ``R``, an (n, n) matrix with the singular values and right
+    singular vectors of the Jacobian on the doubled sample (its QR factor): pass it to
+    :func:`null_space` for the null directions.
+    """
     total = sum(p.numel() for p in params.values())
     n_seq = n_seq or sequences_needed(total, seq_len, vocab, factor)
     first = sample_inputs(vocab, seq_len, n_seq, generator)
     second = sample_inputs(vocab, seq_len, n_seq, generator)
     J1 = jacobian(fn, params, first)
+    m1 = J1.shape[0]
+    R1 = compress(J1)
+    del J1
     J2 = jacobian(fn, params, second)
-    J = torch.cat([J1, J2])
-    return NullityMeasurement(n_seq, nullity_report(J), nullity_report(J1)), J
+    m2 = J2.shape[0]
+    R = compress(torch.cat([R1, J2]))
+    del J2
+    eps = torch.finfo(R.dtype).eps
+    half = report_from_singular_values(_svdvals_n(R1, total), m1, eps=eps)
+    full = report_from_singular_values(_svdvals_n(R, total), m1 + m2, eps=eps)
+    return NullityMeasurement(n_seq, full, half), R
+
+
+def _svdvals_n(A: Tensor, n: int) -> Tensor:
+    s = torch.linalg.svdvals(A)
+    return torch.cat([s, s.new_zeros(n - s.numel())]) if s.numel() < n else s

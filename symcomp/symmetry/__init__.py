@@ -1,0 +1,5 @@
+"""Symmetry derivation: the linear system of ``docs/derivation.md``."""
+
+from symcomp.symmetry.linear_system import RULES, DerivationResult, derive_count
+
+__all__ = ["RULES", "DerivationResult", "derive_count"]
