@@ -276,7 +276,8 @@ _RESIDUAL_ROTATION = """
     unembed.W_U: diag(final_norm.gain)^-1 Q^T diag(final_norm.gain) W_U
 """
 
-# B5 on a LayerNorm stream (tiny pythia: parallel block, two norms, untied): O(d) fixing 1.
+# B5 on a LayerNorm stream (tiny pythia: parallel block, two norms, untied): O(d) fixing 1. The
+# norm biases rotate too: a reader sees beta W, and its weight became diag(g)^-1 Q^T diag(g) W.
 _RESIDUAL_ROTATION_LAYERNORM = """
 - name: residual_rotation
   group: O
@@ -294,6 +295,9 @@ _RESIDUAL_ROTATION_LAYERNORM = """
     layers.*.attn.W_V: diag(attn_norm.gain)^-1 Q^T diag(attn_norm.gain) W_V
     layers.*.mlp.W_up: diag(mlp_norm.gain)^-1 Q^T diag(mlp_norm.gain) W_up
     unembed.W_U: diag(final_norm.gain)^-1 Q^T diag(final_norm.gain) W_U
+    layers.*.attn_norm.bias: bias diag(gain)^-1 Q diag(gain)
+    layers.*.mlp_norm.bias: bias diag(gain)^-1 Q diag(gain)
+    final_norm.bias: bias diag(gain)^-1 Q diag(gain)
 """
 
 # A2 on a partial-rotary model (tiny pythia, key biases): only what every rotation fixes shifts.
@@ -351,6 +355,7 @@ _RELU_SCALING_PER_LAYER = """
   group: scaling
   per: layer
   size: hidden
+  positive: true
   acts:
     layers.*.mlp.W_up: W_up diag(s)
     layers.*.mlp.b_up: b_up diag(s)

@@ -40,14 +40,6 @@ CASES: dict[str, tuple[str, bool | None]] = {
 
 DESIGN_NOTE = {"gpt2-untied": 239, "llama-untied": 112, "llama-tied": 68}
 
-# Measured on the tiny transformers models (float64, RMSNorms in float64, SDPA math kernel).
-# Not asserted: the derivation is to be compared against these. pythia and phi are inflated by
-# their tiny shape: in a parallel block the first layer's MLP reads the current token alone (RoPE
-# adds no position to the stream), so with V=11 its output is an 11 x 8 table that other
-# parameters mostly reach already; their nullity then grows with f (pythia: f=4 -> 239, f=12 ->
-# 375, f=24 -> 579, the rank staying 349) and is no symmetry. At V=96 (150 sequences): pythia
-# 294, phi 374.
-
 _cache: dict[tuple[str, bool, bool], NullityMeasurement] = {}
 
 

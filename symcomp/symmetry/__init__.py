@@ -1,5 +1,10 @@
 """Symmetry derivation: the linear system of ``docs/derivation.md``."""
 
-from symcomp.symmetry.linear_system import RULES, DerivationResult, derive_count
+from symcomp.symmetry.linear_system import (
+    RULES,
+    DerivationResult,
+    derivation_inputs,
+    derive_count,
+)
 
-__all__ = ["RULES", "DerivationResult", "derive_count"]
+__all__ = ["RULES", "DerivationResult", "derivation_inputs", "derive_count"]

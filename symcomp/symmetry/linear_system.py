@@ -15,6 +15,7 @@ the ``dtheta`` coordinates, is the symmetry algebra the rules see: ``redundant =
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from symcomp.ir.graph import Graph, OpNode
 from symcomp.ir.interpreter import KERNELS, evaluate
-from symcomp.verify.nullity import report_from_singular_values
+from symcomp.verify.nullity import report_from_singular_values, sample_inputs
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,14 @@ def _rank(D: Tensor) -> tuple[int, float]:
     if float(s[0]) < 1e-10:
         return 0, float("inf")
     return rep.rank, rep.gap
+
+
+def derivation_inputs(graph: Graph, generator: torch.Generator) -> Tensor:
+    """Enough random sequences for the values' hulls: every token seen about ten times, so that
+    no embedding row looks unread (an unread row is a free direction of the sample only)."""
+    vocab, seq_len = graph.arch.vocab_size, graph.arch.max_positions
+    n_seq = max(32, math.ceil(10 * vocab / seq_len))
+    return sample_inputs(vocab, seq_len, n_seq, generator)
 
 
 def derive_count(graph: Graph, params: Mapping[str, Tensor], input_ids: Tensor) -> DerivationResult:

@@ -1,0 +1,607 @@
+"""Numerical action of a custom symmetry group on a model's parameters.
+
+A :class:`~symcomp.spec.model.CustomGroup` declares, for each parameter it moves, the new value as
+an expression (:mod:`symcomp.spec.expr`). This module evaluates those expressions on float64
+torch tensors, with the semantics of :mod:`symcomp.spec.groups`:
+
+- :func:`units` lists the copies of the group (one per model, layer, key/value head, query head
+  or MLP neuron);
+- :func:`random_element` draws one element per unit, respecting ``commutes_with: [rope]``,
+  ``fixes: [ones]`` and ``positive``;
+- :func:`apply_group` moves the parameters by those elements (each unit's actions evaluated on
+  the values before that unit, then written; units one after another);
+- :func:`lie_algebra_basis` and :func:`vertical_vectors` give the infinitesimal action: the
+  tangent directions of the group orbit through a point, which must lie in the null space of the
+  Jacobian of the log-probabilities when the group is a symmetry.
+
+Everything is functional (new tensors, no in-place writes), so :func:`apply_group` can be
+differentiated with ``torch.func.jvp``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from symcomp.ir.graph import Graph, build_graph
+from symcomp.ir.interpreter import KERNELS
+from symcomp.spec.expr import (
+    BinOp,
+    Call,
+    Expr,
+    Inverse,
+    Name,
+    Neg,
+    Number,
+    Power,
+    Transpose,
+    evaluate_size_int,
+    iter_names,
+    parse_expr,
+)
+from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED
+from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup, Spec
+from symcomp.spec.params import parameter_shapes, sizes_of
+
+DTYPE = torch.float64
+MATRIX_GROUPS = ("GL", "O", "SO", "permutation")
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+_KV_SLICED = frozenset(n for n in HEAD_SLICED if n.split(".")[1][-1] in "KV")
+_Q_SLICED = frozenset(HEAD_SLICED) - _KV_SLICED
+
+
+class ActionError(ValueError):
+    """A group whose action cannot be evaluated (unknown name, shape mismatch, ...)."""
+
+
+# --- units ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One copy of a group: ``layer`` (None per model) and ``index`` (the head, kv head or
+    neuron; None per model and per layer)."""
+
+    scope: str
+    layer: int | None = None
+    index: int | None = None
+
+    def __str__(self) -> str:
+        if self.layer is None:
+            return "model"
+        if self.index is None:
+            return f"layer {self.layer}"
+        return f"layer {self.layer} {self.scope.replace('_', ' ')} {self.index}"
+
+
+def _arch(spec: Spec | Architecture) -> Architecture:
+    return spec.architecture if isinstance(spec, Spec) else spec
+
+
+def units(group: CustomGroup, arch: Spec | Architecture) -> list[Unit]:
+    """The copies of ``group``: 1 per model; each layer (restricted by ``layers``); each (layer,
+    kv head), (layer, head) or (layer, neuron)."""
+    arch = _arch(arch)
+    s = sizes_of(arch)
+    if group.per == "model":
+        return [Unit("model")]
+    layers = group.layers if group.layers is not None else list(range(s.layers))
+    count = {"layer": 0, "kv_head": s.kv_heads, "head": s.heads, "neuron": s.hidden}[group.per]
+    if group.per == "layer":
+        return [Unit("layer", layer) for layer in layers]
+    return [Unit(group.per, layer, i) for layer in layers for i in range(count)]
+
+
+def group_size(group: CustomGroup, arch: Spec | Architecture) -> int:
+    """The element's size n."""
+    if isinstance(group.size, int):
+        return group.size
+    return evaluate_size_int(parse_expr(group.size), sizes_of(_arch(arch)).as_dict())
+
+
+def element_name(group: CustomGroup) -> str:
+    return group.element or DEFAULT_ELEMENT[group.group]
+
+
+def identity_element(group: CustomGroup, arch: Spec | Architecture) -> Tensor:
+    n = group_size(group, arch)
+    if group.group in MATRIX_GROUPS:
+        return torch.eye(n, dtype=DTYPE)
+    if group.group == "scaling":
+        return torch.ones(1, n, dtype=DTYPE)
+    return torch.zeros(1, n, dtype=DTYPE)
+
+
+# --- restrictions: RoPE commutant, fixed ones -------------------------------------------------
+
+
+def rope_rotations(arch: Spec | Architecture, graph: Graph | None = None) -> Tensor:
+    """(positions, k, k): the rotation R_p of one head's features at each position p, for row
+    vectors (x -> x R_p), computed with the interpreter's own rope kernel."""
+    arch = _arch(arch)
+    graph = graph if graph is not None else build_graph(arch)
+    op = next((op for op in graph.ops if op.kind == "rope"), None)
+    if op is None:
+        raise ActionError("commutes_with: rope on a model without rotary positions")
+    k, T = graph.sizes.head_width, arch.max_positions
+    basis = torch.eye(k, dtype=DTYPE)[:, None, :].expand(k, T, k).contiguous()
+    out = KERNELS["rope"](op, basis)  # out[a, p] = e_a R_p
+    return out.permute(1, 0, 2).contiguous()
+
+
+def _rope_operators(n: int, arch: Architecture, graph: Graph | None) -> Tensor:
+    R = rope_rotations(arch, graph)
+    k = R.shape[-1]
+    if n % k:
+        raise ActionError(f"commutes_with: rope needs a size that is a multiple of {k}, not {n}")
+    eye = torch.eye(n // k, dtype=DTYPE)
+    return torch.stack([torch.kron(eye, r) for r in R])
+
+
+def _null_space(M: Tensor, tol: float = 1e-9) -> Tensor:
+    """Orthonormal rows spanning {v : M v = 0}."""
+    if M.shape[0] == 0:
+        return torch.eye(M.shape[1], dtype=DTYPE)
+    _, S, Vh = torch.linalg.svd(M, full_matrices=True)
+    scale = float(S.max()) if S.numel() else 1.0
+    cut = tol * max(scale, 1.0)
+    rank = int(torch.count_nonzero(S.ge(cut)))
+    return Vh[rank:]
+
+
+def _matrix_constraints(group: CustomGroup, n: int, arch: Architecture, graph: Graph | None):
+    """Linear maps X -> residual whose common kernel is the Lie algebra (n x n matrices)."""
+    maps: list[Callable[[Tensor], Tensor]] = []
+    if group.group in ("O", "SO"):
+        maps.append(lambda X: X + X.T)
+    if "ones" in group.fixes:
+        ones = torch.ones(1, n, dtype=DTYPE)
+        maps.append(lambda X: ones @ X)
+    if "rope" in group.commutes_with:
+        R = _rope_operators(n, arch, graph)
+        maps.append(lambda X: R @ X - X @ R)
+    return maps
+
+
+def lie_algebra_basis(
+    group: CustomGroup, arch: Spec | Architecture, graph: Graph | None = None
+) -> Tensor:
+    """A basis of the group's Lie algebra: (dim, n, n) for matrix groups, (dim, n) for scaling
+    and translation (the directions of s or t); dimension 0 for permutations."""
+    arch = _arch(arch)
+    n = group_size(group, arch)
+    if group.group == "permutation":
+        return torch.zeros(0, n, n, dtype=DTYPE)
+    if group.group in ("scaling", "translation"):
+        if not group.commutes_with:
+            return torch.eye(n, dtype=DTYPE)
+        R = _rope_operators(n, arch, graph)
+        if group.group == "translation":  # t R_p = t
+            M = (R - torch.eye(n, dtype=DTYPE)).transpose(1, 2).reshape(-1, n)
+        else:  # diag(x) commutes with R_p
+            M = torch.stack(
+                [
+                    (R @ torch.diag(e) - torch.diag(e) @ R).reshape(-1)
+                    for e in torch.eye(n, dtype=DTYPE)
+                ],
+                1,
+            )
+        return _cleanup(_null_space(M))
+    maps = _matrix_constraints(group, n, arch, graph)
+    E = torch.eye(n * n, dtype=DTYPE).reshape(n * n, n, n)
+    if not maps:
+        return E
+    if group.group in ("O", "SO") and len(maps) == 1:
+        i, j = torch.triu_indices(n, n, 1)
+        return E.reshape(n, n, n, n)[i, j] - E.reshape(n, n, n, n)[j, i]
+    columns = [torch.cat([f(X).reshape(-1) for f in maps]) for X in E]
+    basis = _null_space(torch.stack(columns, 1))
+    return _cleanup(basis).reshape(-1, n, n)
+
+
+def _cleanup(basis: Tensor) -> Tensor:
+    """Zero the round-off entries of a numerical basis (keeps it exact where it is sparse)."""
+    return torch.where(basis.abs() < 1e-13, torch.zeros_like(basis), basis)
+
+
+# --- random elements --------------------------------------------------------------------------
+
+
+def _haar_orthogonal(n: int, generator: torch.Generator) -> Tensor:
+    Q, R = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=DTYPE))
+    return Q * torch.sign(torch.diagonal(R))[None, :]
+
+
+def _well_conditioned(n: int, generator: torch.Generator) -> Tensor:
+    U, V = _haar_orthogonal(n, generator), _haar_orthogonal(n, generator)
+    s = 0.5 * 4.0 ** torch.rand(n, generator=generator, dtype=DTYPE)  # in [0.5, 2]
+    return U @ torch.diag(s) @ V
+
+
+def _combination(basis: Tensor, generator: torch.Generator, scale: float) -> Tensor:
+    c = torch.randn(basis.shape[0], generator=generator, dtype=DTYPE)
+    c = c / max(1.0, math.sqrt(basis.shape[0]))  # Frobenius norm about ``scale``
+    return scale * torch.einsum("i,i...->...", c, basis)
+
+
+def random_element(
+    group: CustomGroup,
+    arch: Spec | Architecture,
+    generator: torch.Generator,
+    graph: Graph | None = None,
+) -> Tensor:
+    """One random element of the group (for one unit): n x n, or a 1 x n row for scaling and
+    translation."""
+    arch = _arch(arch)
+    n = group_size(group, arch)
+    kind = group.group
+    restricted = bool(group.commutes_with or group.fixes)
+    if kind == "permutation":
+        perm = torch.randperm(n, generator=generator)
+        return torch.eye(n, dtype=DTYPE)[perm]
+    if kind == "translation":
+        return _combination(lie_algebra_basis(group, arch, graph), generator, 1.0)[None, :]
+    if kind == "scaling":
+        if group.commutes_with:
+            x = _combination(lie_algebra_basis(group, arch, graph), generator, 0.5)
+            return torch.exp(x)[None, :]
+        s = 0.5 * 4.0 ** torch.rand(1, n, generator=generator, dtype=DTYPE)
+        if not group.positive:
+            s = s * torch.where(torch.rand(1, n, generator=generator) < 0.5, -1.0, 1.0)
+        return s
+    if not restricted:
+        if kind == "GL":
+            return _well_conditioned(n, generator)
+        Q = _haar_orthogonal(n, generator)
+        if kind == "SO" and torch.linalg.det(Q) < 0:
+            Q = torch.cat([-Q[:, :1], Q[:, 1:]], dim=1)
+        return Q
+    if kind in ("O", "SO") and not group.commutes_with:  # fixes ones: rotate the complement of 1
+        u = torch.full((n, 1), 1.0 / math.sqrt(n), dtype=DTYPE)
+        B = _null_space(u.T).T  # n x (n - 1), orthonormal, 1 B = 0
+        R = _haar_orthogonal(n - 1, generator)
+        if kind == "SO" and torch.linalg.det(R) < 0:
+            R = torch.cat([-R[:, :1], R[:, 1:]], dim=1)
+        return u @ u.T + B @ R @ B.T
+    basis = lie_algebra_basis(group, arch, graph)
+    if kind in ("O", "SO"):
+        return torch.linalg.matrix_exp(_combination(basis, generator, 1.0))
+    for _ in range(100):  # GL: I + 0.3 * a random element of the algebra, well conditioned
+        A = torch.eye(n, dtype=DTYPE) + _combination(basis, generator, 0.3 * math.sqrt(n))
+        S = torch.linalg.svdvals(A)
+        if S.min() > 0.25 and S.max() / S.min() < 20:
+            return A
+    raise ActionError(f"no well-conditioned random element of {group.name}")  # pragma: no cover
+
+
+def random_elements(
+    group: CustomGroup,
+    arch: Spec | Architecture,
+    generator: torch.Generator,
+    graph: Graph | None = None,
+) -> list[Tensor]:
+    """One random element per unit, in the order of :func:`units`."""
+    return [random_element(group, arch, generator, graph) for _ in units(group, arch)]
+
+
+# --- the action -------------------------------------------------------------------------------
+
+
+def _local(path: str) -> str | None:
+    """``attn.W_Q`` for ``layers.3.attn.W_Q``; None for a parameter outside the layers."""
+    return _LAYER.sub("", path) if _LAYER.match(path) else None
+
+
+def _layer_of(path: str) -> int | None:
+    m = _LAYER.match(path)
+    return int(m.group(1)) if m else None
+
+
+def _as_matrix(t: Tensor) -> Tensor:
+    return t[None, :] if t.ndim == 1 else t
+
+
+@dataclass(frozen=True)
+class _Slicing:
+    """Which blocks of the split parameters a unit sees: query heads, kv head, neuron."""
+
+    per: str
+    q_blocks: tuple[int, ...] = ()
+    kv_block: int | None = None
+    neuron: int | None = None
+
+    def axis_width(self, local: str | None, k: int) -> tuple[int, int] | None:
+        """(axis, block width) of a sliced parameter, None for a whole one."""
+        if local is None:
+            return None
+        if self.per in ("kv_head", "head") and local in HEAD_SLICED:
+            return HEAD_SLICED[local], k
+        if self.per == "neuron" and local in NEURON_SLICED:
+            return NEURON_SLICED[local], 1
+        return None
+
+    def blocks(self, local: str | None) -> tuple[int, ...]:
+        if self.per in ("kv_head", "head") and local in HEAD_SLICED:
+            return self.q_blocks if local in _Q_SLICED else (self.kv_block,)  # type: ignore[return-value]
+        if self.per == "neuron" and local in NEURON_SLICED:
+            return (self.neuron,)  # type: ignore[return-value]
+        return ()
+
+
+def _slicing(unit: Unit, arch: Architecture) -> _Slicing:
+    s = sizes_of(arch)
+    group = s.heads // s.kv_heads
+    if unit.scope == "kv_head":
+        g = unit.index or 0
+        return _Slicing("kv_head", tuple(range(g * group, (g + 1) * group)), g)
+    if unit.scope == "head":
+        j = unit.index or 0
+        return _Slicing("head", (j,), j // group)
+    if unit.scope == "neuron":
+        return _Slicing("neuron", neuron=unit.index)
+    return _Slicing(unit.scope)
+
+
+@dataclass(frozen=True)
+class _Action:
+    key: str
+    pattern: re.Pattern[str]
+    expr: Expr
+
+
+def _actions(group: CustomGroup) -> list[_Action]:
+    return [
+        _Action(key, re.compile(re.escape(key).replace(r"\*", r"\d+")), parse_expr(text))
+        for key, text in group.acts.items()
+    ]
+
+
+def _targets(action: _Action, unit: Unit, names: Sequence[str]) -> list[str]:
+    """The parameters the action moves in ``unit``: per model every match; per layer (or finer)
+    the matches in the unit's layer and those outside the layers."""
+    out = []
+    for name in names:
+        if not action.pattern.fullmatch(name):
+            continue
+        layer = _layer_of(name)
+        if unit.layer is None or layer is None or layer == unit.layer:
+            out.append(name)
+    return out
+
+
+def _resolve(name: str, target: str, params: Mapping[str, Tensor]) -> str | None:
+    """The parameter that ``name`` denotes in ``target``'s action (spec/groups.py's order)."""
+    if name == target.rsplit(".", 1)[-1]:
+        return target
+    m = _LAYER.match(target)
+    layer_prefix = m.group(0) if m else ""
+    module = target.rsplit(".", 1)[0] + "." if "." in target else ""
+    if layer_prefix:
+        here = name.replace("layers.*.", layer_prefix, 1)
+        if here.startswith("layers.") and here in params:
+            return here
+    for prefix in (module, layer_prefix, ""):
+        if prefix + name in params:
+            return prefix + name
+    return None
+
+
+class _Evaluator:
+    """Evaluates one action expression on float64 matrices."""
+
+    def __init__(self, names: Mapping[str, Tensor | Callable[[], Tensor]], sizes: dict[str, int]):
+        self.names = names
+        self.sizes = sizes
+
+    def __call__(self, node: Expr) -> Tensor:
+        if isinstance(node, Number):
+            return torch.full((1, 1), node.value, dtype=DTYPE)
+        if isinstance(node, Name):
+            if node.name in self.sizes:
+                return torch.full((1, 1), float(self.sizes[node.name]), dtype=DTYPE)
+            value = self.names.get(node.name)
+            if value is None:
+                raise ActionError(f"unknown name {node.name!r}")
+            return value() if callable(value) else value
+        if isinstance(node, Neg):
+            return -self(node.operand)
+        if isinstance(node, Transpose):
+            return self(node.operand).T
+        if isinstance(node, Inverse):
+            x = self(node.operand)
+            return 1.0 / x if x.shape == (1, 1) else torch.linalg.inv(x)
+        if isinstance(node, Power):
+            return self(node.operand) ** node.exponent
+        if isinstance(node, BinOp):
+            a, b = self(node.left), self(node.right)
+            if node.op == "+":
+                return a + b
+            if node.op == "-":
+                return a - b
+            if node.op == "*":
+                return a * b
+            if node.op == "/":
+                return a / b
+            if a.shape == (1, 1) or b.shape == (1, 1):
+                return a * b
+            return a @ b
+        assert isinstance(node, Call)
+        if node.func in ("ones", "eye"):
+            n = evaluate_size_int(node.args[0], self.sizes)
+            return (
+                torch.ones(1, n, dtype=DTYPE) if node.func == "ones" else torch.eye(n, dtype=DTYPE)
+            )
+        args = [self(a) for a in node.args]
+        if node.func == "diag":
+            return torch.diag(args[0].reshape(-1))
+        if node.func == "kron":
+            return torch.kron(args[0], args[1])
+        if node.func == "sqrt":
+            return torch.sqrt(args[0])
+        if node.func == "sum":
+            return args[0].sum().reshape(1, 1)
+        raise ActionError(f"unknown function {node.func!r}")  # pragma: no cover
+
+
+def _block(value: Tensor, axis: int, width: int, blocks: Sequence[int]) -> Tensor:
+    """The sum of the given blocks of a 2-D value along ``axis``."""
+    parts = [value.narrow(axis, b * width, width) for b in blocks]
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + p
+    return out
+
+
+def _replace(value: Tensor, axis: int, start: int, new: Tensor) -> Tensor:
+    """``value`` with the slice starting at ``start`` along ``axis`` replaced (functionally)."""
+    width, total = new.shape[axis], value.shape[axis]
+    pieces = [
+        value.narrow(axis, 0, start),
+        new,
+        value.narrow(axis, start + width, total - start - width),
+    ]
+    return torch.cat(pieces, dim=axis)
+
+
+def _apply_unit(
+    group: CustomGroup,
+    arch: Architecture,
+    actions: list[_Action],
+    state: dict[str, Tensor],
+    unit: Unit,
+    element: Tensor,
+) -> None:
+    """Move ``state`` (2-D values) by ``element`` acting as ``unit``: evaluate every action on the
+    old values, then write."""
+    sizes = sizes_of(arch).as_dict()
+    k = sizes["head_width"]
+    sl = _slicing(unit, arch)
+    ename = element_name(group)
+    writes: list[tuple[str, int | None, int, Tensor]] = []  # (param, axis, start, new value)
+
+    def value_of(path: str, q_block: int | None) -> Tensor:
+        local = _local(path)
+        aw = sl.axis_width(local, k)
+        if aw is None:
+            return state[path]
+        blocks = sl.blocks(local)
+        if q_block is not None and local in _Q_SLICED:
+            blocks = (q_block,)
+        return _block(state[path], aw[0], aw[1], blocks)
+
+    for action in actions:
+        for target in _targets(action, unit, list(state)):
+            local = _local(target)
+            aw = sl.axis_width(local, k)
+            contexts: list[int | None] = [None]
+            if aw is not None and local in _Q_SLICED:
+                contexts = list(sl.q_blocks)
+            for q_block in contexts:
+                env: dict[str, Tensor | Callable[[], Tensor]] = {ename: element}
+                for node_name in _names(action.expr):
+                    if node_name == ename or node_name in sizes:
+                        continue
+                    path = _resolve(node_name, target, state)
+                    if path is None:
+                        raise ActionError(
+                            f"{group.name}: unknown name {node_name!r} in {action.key}"
+                        )
+                    env[node_name] = value_of(path, q_block)
+                new = _Evaluator(env, sizes)(action.expr)
+                if aw is None:
+                    expected = state[target].shape
+                    writes.append((target, None, 0, _fit(new, expected, group, target)))
+                else:
+                    axis, width = aw
+                    block = q_block if q_block is not None else sl.blocks(local)[0]
+                    expected = state[target].narrow(axis, 0, width).shape
+                    writes.append((target, axis, block * width, _fit(new, expected, group, target)))
+    for target, axis, start, new in writes:
+        state[target] = new if axis is None else _replace(state[target], axis, start, new)
+
+
+def _fit(new: Tensor, shape: torch.Size, group: CustomGroup, target: str) -> Tensor:
+    if new.shape == (1, 1) and tuple(shape) != (1, 1):
+        new = new.expand(shape)
+    if new.shape != shape:
+        raise ActionError(
+            f"{group.name}: the action on {target} gives {tuple(new.shape)}, not {tuple(shape)}"
+        )
+    return new
+
+
+def _names(expr: Expr) -> list[str]:
+    return list(dict.fromkeys(n.name for n in iter_names(expr)))
+
+
+def _apply_pairs(
+    group: CustomGroup,
+    arch: Architecture,
+    params: Mapping[str, Tensor],
+    pairs: Sequence[tuple[Unit, Tensor]],
+) -> dict[str, Tensor]:
+    state = {name: _as_matrix(p.to(DTYPE)) for name, p in params.items()}
+    actions = _actions(group)
+    for unit, element in pairs:
+        _apply_unit(group, arch, actions, state, unit, element.to(DTYPE))
+    return {name: state[name].reshape(p.shape) for name, p in params.items()}
+
+
+def apply_group(
+    group: CustomGroup,
+    arch: Spec | Architecture,
+    params: Mapping[str, Tensor],
+    elements: Sequence[Tensor] | Mapping[Unit, Tensor],
+) -> dict[str, Tensor]:
+    """New parameters: ``params`` moved by one element per unit (a sequence in the order of
+    :func:`units`, or a mapping from some units to their elements; the others stay put)."""
+    arch = _arch(arch)
+    if isinstance(elements, Mapping):
+        pairs = list(elements.items())
+    else:
+        all_units = units(group, arch)
+        if len(elements) != len(all_units):
+            raise ActionError(f"{group.name}: {len(all_units)} units, {len(elements)} elements")
+        pairs = list(zip(all_units, elements, strict=True))
+    return _apply_pairs(group, arch, params, pairs)
+
+
+# --- the infinitesimal action -----------------------------------------------------------------
+
+
+def vertical_vectors(
+    group: CustomGroup,
+    arch: Spec | Architecture,
+    graph: Graph | None,
+    params: Mapping[str, Tensor],
+) -> Tensor:
+    """(total parameters, units x Lie algebra dimension): the derivative at eps = 0 of the action
+    of ``I + eps X`` (``1 + eps x`` for scaling, ``eps x`` for translation) on one unit, for each
+    unit and each basis element X, by forward-mode AD. Parameters flattened in the order of
+    :func:`parameter_shapes`."""
+    arch = _arch(arch)
+    order = [name for name in parameter_shapes(arch) if name in params]
+    params = {name: params[name].to(DTYPE) for name in order}
+    total = sum(p.numel() for p in params.values())
+    basis = lie_algebra_basis(group, arch, graph)
+    if basis.shape[0] == 0:
+        return torch.zeros(total, 0, dtype=DTYPE)
+    base = identity_element(group, arch)
+    columns = []
+    for unit in units(group, arch):
+        for X in basis:
+            direction = X if X.ndim == 2 else X[None, :]
+
+            def moved(eps: Tensor, unit: Unit = unit, direction: Tensor = direction) -> Tensor:
+                new = _apply_pairs(group, arch, params, [(unit, base + eps * direction)])
+                return torch.cat([new[name].reshape(-1) for name in order])
+
+            zero = torch.zeros((), dtype=DTYPE)
+            _, tangent = torch.func.jvp(moved, (zero,), (torch.ones((), dtype=DTYPE),))
+            columns.append(tangent)
+    return torch.stack(columns, dim=1)

@@ -1,0 +1,1063 @@
+"""Symbolic verification: SymPy proves on a small instance that a group leaves a model unchanged.
+
+``prove_invariance(spec, group) -> SymbolicProof``. Works for any custom group of the spec
+language (catalogue groups are declared the same way); nothing here is specific to a family.
+
+1. **A minimal instance.** :func:`minimal_instance` shrinks the architecture keeping its structure
+   (width 2, or 3 under LayerNorm so that 1^perp is 2-d; head width 2, or 4 when only part of it
+   is rotated; GQA stays GQA; hidden 2, vocab 3, two positions, one layer), and the graph is built
+   from it. The input is the token sequence ``[0, 1]``.
+2. **A SymPy interpreter** of the IR (:data:`SYMBOLIC_KERNELS`, one function per op kind, like the
+   float64 one): activations are explicit ``sympy.Matrix`` values (T x features, or one T x k
+   matrix per head), parameters are matrices of symbols (``layers.0.attn.W_Q[0,1]``), constants
+   are exact (eps = 1/10, RoPE angles cos(1), scale 1/sqrt(k)).
+3. **Symbolic group elements**, one per unit: GL a matrix of symbols; O/SO the Cayley transform
+   (I - S)(I + S)^-1 of a skew matrix of symbols (rational, so identities need no trigonometry;
+   O adds a second proof through a reflection); scaling and translation rows of symbols
+   (positive when declared); permutations one proof per adjacent swap. ``commutes_with: [rope]``
+   and ``fixes: [ones]`` are linear conditions on the symbols, solved with ``linsolve`` against
+   generic rotations (symbols c_i, s_i per rotated pair, in the graph's pair layout).
+4. **The action** follows :mod:`symcomp.spec.groups` (slicing per head, kv head, neuron; each
+   unit's actions evaluated on the values before it, units one after another).
+5. **The proof** propagates through the graph in topological order. An op whose inputs are all
+   unchanged is skipped and its output replaced by fresh symbols, keeping the structure that
+   later ops may need: a norm's output is z * gain + bias with z fresh (and of mean zero under
+   LayerNorm), probabilities are fresh rows summing to one, masked scores stay -inf. Otherwise the
+   op runs on the values before and after the action; if ``after - before`` is zero (a random
+   numerical point first, then ``cancel``, ``radsimp``, ``trigsimp``, ``simplify``) the value is
+   *settled* and replaced by fresh symbols in turn, else it stays changed. Arguments of sqrt, exp
+   and log are put in canonical form, and softmax / log-softmax are computed relative to their
+   first entry, so the constant shifts of the attention logits and of the logits vanish exactly.
+   The claim holds iff the log-probabilities are unchanged.
+
+Replacing unchanged values by fresh symbols is sound (an identity in the fresh symbols holds for
+every value they stand for) and keeps every expression local and small. A claim that fails is
+first caught by a concrete float64 check of the whole instance (the reference interpreter at a
+random point); the propagation then runs numerically to name the value where it fails.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sympy
+import torch
+
+from symcomp.ir.graph import Graph, OpNode, build_graph
+from symcomp.ir.interpreter import interpret
+from symcomp.spec.expr import (
+    BinOp,
+    Call,
+    Expr,
+    Inverse,
+    Name,
+    Neg,
+    Number,
+    Power,
+    Transpose,
+    evaluate_size_int,
+    iter_names,
+    parse_expr,
+    to_sympy,
+)
+from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED
+from symcomp.spec.model import (
+    DEFAULT_ELEMENT,
+    Architecture,
+    CustomGroup,
+    RotaryPositions,
+    Spec,
+)
+from symcomp.spec.params import sizes_of
+
+__all__ = [
+    "SYMBOLIC_KERNELS",
+    "SymbolicError",
+    "SymbolicProof",
+    "minimal_instance",
+    "prove_invariance",
+]
+
+TOKENS = (0, 1)
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+_Q_SLICED = frozenset({"attn.W_Q", "attn.b_Q", "attn.W_O"})
+_NEG_INF = sympy.S.NegativeInfinity
+_PREC = 40  # digits of the numerical checks
+_TOL = sympy.Float("1e-20")
+
+
+class SymbolicError(ValueError):
+    """A group or model this verifier cannot handle (an unknown name, a bad shape, ...)."""
+
+
+class _Budget(Exception):
+    """The proof ran out of time or its expressions grew too big."""
+
+
+@dataclass(frozen=True)
+class SymbolicProof:
+    """The outcome of :func:`prove_invariance`.
+
+    ``settled`` lists the values (in graph order) where the change made by the group vanished,
+    e.g. ``L0.attn.scores`` for the query/key gauge; ``failed_at`` is the first value where a
+    change that should have been absorbed survives (an op where a changed value meets another
+    changed input, and whose output still changes), or the output; ``note`` says why a proof is
+    missing when the claim was not refuted (time, size, an identity SymPy could not show).
+    """
+
+    group: str
+    holds: bool
+    settled: tuple[str, ...]
+    failed_at: str | None
+    seconds: float
+    note: str = ""
+
+
+# --- 1. the minimal instance --------------------------------------------------------------------
+
+
+def minimal_instance(spec: Spec | Architecture, group: CustomGroup | None = None) -> Architecture:
+    """The architecture shrunk to the smallest sizes that keep its structure."""
+    arch = spec.architecture if isinstance(spec, Spec) else spec
+    att = arch.attention
+    h, g = att.heads, att.kv_heads
+    if g == h:
+        heads = kv = min(h, 2)
+    elif g == 1:
+        heads, kv = 2, 1
+    else:
+        heads, kv = 4, 2
+    k = 2
+    positions = arch.positions
+    if isinstance(positions, RotaryPositions) and positions.rotated_fraction < 1:
+        k = 4  # half rotated: 2 rotated dims, 2 passing through
+        positions = positions.model_copy(update={"rotated_fraction": 0.5})
+    layers = 1
+    if group is not None and group.layers is not None and group.layers and 0 not in group.layers:
+        layers = min(min(group.layers) + 1, arch.layers)
+    embeddings = arch.embeddings.model_copy(
+        update={"token_types": min(arch.embeddings.token_types, 2)}
+    )
+    return arch.model_copy(
+        update={
+            "width": 3 if arch.norm.type == "layernorm" else 2,
+            "vocab_size": 3,
+            "max_positions": 2,
+            "layers": layers,
+            "attention": att.model_copy(update={"heads": heads, "kv_heads": kv, "head_width": k}),
+            "positions": positions,
+            "mlp": arch.mlp.model_copy(update={"hidden": 2}),
+            "embeddings": embeddings,
+        }
+    )
+
+
+# --- exact constants ----------------------------------------------------------------------------
+
+
+def _exact(x: float) -> sympy.Expr:
+    """A float attribute as an exact number (0.1 -> 1/10)."""
+    if float(x).is_integer():
+        return sympy.Integer(int(x))
+    return sympy.Rational(repr(float(x)))
+
+
+def _exact_size_expr(text: str, arch: Architecture) -> sympy.Expr:
+    sizes = {n: sympy.Integer(v) for n, v in sizes_of(arch).as_dict().items()}
+    return sympy.sympify(to_sympy(parse_expr(text), sizes))
+
+
+# --- values: T x F matrices, or a list of per-head T x k matrices --------------------------------
+
+Value = Any  # sympy.Matrix | list[sympy.Matrix] | tuple[int, ...] (token ids)
+
+
+def _entries(v: Value) -> list[Any]:
+    if isinstance(v, list):
+        return [e for m in v for e in m]
+    if isinstance(v, sympy.MatrixBase):
+        return list(v)
+    return []
+
+
+def _map(v: Value, fn: Callable[[Any], Any]) -> Value:
+    if isinstance(v, list):
+        return [m.applyfunc(fn) for m in v]
+    return v.applyfunc(fn)
+
+
+class _Ctx:
+    """The symbol factory and canonical forms of one run: symbolic, or numerical (every fresh
+    symbol drawn as a random number, every canonical form the identity)."""
+
+    def __init__(self, numeric: Mapping[sympy.Symbol, Any] | None, rng: random.Random):
+        self.numeric = numeric
+        self.rng = rng
+        self.atoms: dict[tuple[str, Any], sympy.Symbol] = {}
+
+    def fn(self, name: str, arg: Any) -> Any:
+        """``name(arg)``; symbolically an atom: one fresh symbol per canonical argument, so that
+        equal arguments give the same symbol and every expression stays rational in its atoms
+        (sound: an identity in independent atoms holds for their actual values)."""
+        f = _FUNCTIONS[name]
+        if self.numeric is not None:
+            return f(sympy.N(arg, _PREC))
+        arg = self.canon(arg)
+        value = f(arg)
+        if value.is_number:
+            return value
+        key = (name, arg)
+        if key not in self.atoms:
+            positive = name in ("sqrt", "exp", "Abs")
+            self.atoms[key] = self.fresh(f"{name}#{len(self.atoms)}", positive=positive)
+        return self.atoms[key]
+
+    def fresh(self, name: str, positive: bool = False) -> Any:
+        if self.numeric is not None:
+            return sympy.Float(
+                self.rng.uniform(0.3, 1.7) * (1 if positive else self._sign()), _PREC
+            )
+        return sympy.Symbol(name, positive=True) if positive else sympy.Symbol(name, real=True)
+
+    def _sign(self) -> int:
+        return 1 if self.rng.random() < 0.5 else -1
+
+    def canon(self, e: Any) -> Any:
+        """The canonical form of a function's argument (so that equal arguments are identical)."""
+        if self.numeric is not None:
+            return sympy.N(e, _PREC)
+        return sympy.cancel(e)
+
+
+_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
+    "sqrt": sympy.sqrt,
+    "exp": sympy.exp,
+    "log": sympy.log,
+    "erf": sympy.erf,
+    "tanh": sympy.tanh,
+    "Abs": sympy.Abs,
+}
+
+
+# --- 2. the SymPy interpreter ------------------------------------------------------------------
+
+Kernel = Callable[..., Value]
+SYMBOLIC_KERNELS: dict[str, Kernel] = {}
+
+
+def register(kind: str) -> Callable[[Kernel], Kernel]:
+    def deco(fn: Kernel) -> Kernel:
+        SYMBOLIC_KERNELS[kind] = fn
+        return fn
+
+    return deco
+
+
+@register("embed")
+def _embed(op: OpNode, ctx: _Ctx, x: tuple[int, ...], W: sympy.Matrix) -> sympy.Matrix:
+    index = op.attr("index")
+    if index == "token":
+        rows = list(x)
+    elif index == "position":
+        rows = [op.attr("offset") + t for t in range(len(x))]
+    else:
+        rows = [0] * len(x)
+    return sympy.Matrix.vstack(*[W.row(r) for r in rows])
+
+
+@register("scale")
+def _scale(op: OpNode, ctx: _Ctx, x: sympy.Matrix) -> sympy.Matrix:
+    return x * ctx.scale_factor(op)  # type: ignore[attr-defined]
+
+
+@register("add")
+def _add(op: OpNode, ctx: _Ctx, x: sympy.Matrix, y: sympy.Matrix) -> sympy.Matrix:
+    return x + y
+
+
+def _normalized(op: OpNode, ctx: _Ctx, x: sympy.Matrix) -> sympy.Matrix:
+    """(x - mean) / sqrt(var + eps) (layernorm) or x / sqrt(mean(x^2) + eps), row by row."""
+    eps = _exact(op.attr("eps"))
+    rows = []
+    for t in range(x.rows):
+        r = x.row(t)
+        if op.attr("type") == "layernorm":
+            mean = sum(r) / r.cols
+            r = r.applyfunc(lambda e, m=mean: e - m)
+        ms = sum(e**2 for e in r) / r.cols + eps
+        rows.append(r / ctx.fn("sqrt", ms))
+    return sympy.Matrix.vstack(*rows)
+
+
+def _norm_out(op: OpNode, z: sympy.Matrix, gain: sympy.Matrix, bias: sympy.Matrix | None):
+    if op.attr("gain_form") == "one_plus_w":
+        gain = gain.applyfunc(lambda e: 1 + e)
+    out = sympy.Matrix(z.rows, z.cols, lambda t, i: z[t, i] * gain[0, i])
+    if bias is not None:
+        out = out + sympy.Matrix.vstack(*[bias] * z.rows)
+    return out
+
+
+@register("norm")
+def _norm(
+    op: OpNode, ctx: _Ctx, x: sympy.Matrix, gain: sympy.Matrix, bias: sympy.Matrix | None = None
+) -> sympy.Matrix:
+    return _norm_out(op, _normalized(op, ctx, x), gain, bias)
+
+
+def _rows(b: sympy.Matrix, T: int) -> sympy.Matrix:
+    return sympy.Matrix.vstack(*[b] * T)
+
+
+@register("linear")
+def _linear(
+    op: OpNode, ctx: _Ctx, x: sympy.Matrix, W: sympy.Matrix, b: sympy.Matrix | None = None
+) -> sympy.Matrix:
+    y = x * (W.T if op.attr("transpose") else W)
+    return y if b is None else y + _rows(b, x.rows)
+
+
+@register("split_heads")
+def _split_heads(op: OpNode, ctx: _Ctx, x: sympy.Matrix) -> list[sympy.Matrix]:
+    k = op.attr("head_width")
+    return [x[:, j * k : (j + 1) * k] for j in range(op.attr("heads"))]
+
+
+@register("merge_heads")
+def _merge_heads(op: OpNode, ctx: _Ctx, x: list[sympy.Matrix]) -> sympy.Matrix:
+    return sympy.Matrix.hstack(*x)
+
+
+def _rope_pairs(layout: str, r: int) -> list[tuple[int, int]]:
+    if layout == "split_half":
+        return [(i, i + r // 2) for i in range(r // 2)]
+    return [(2 * i, 2 * i + 1) for i in range(r // 2)]
+
+
+@register("rope")
+def _rope(op: OpNode, ctx: _Ctx, x: list[sympy.Matrix]) -> list[sympy.Matrix]:
+    r = op.attr("rotary_width")
+    base, div = _exact(op.attr("base")), _exact(op.attr("position_divisor"))
+    out = []
+    for m in x:
+        m = sympy.Matrix(m)
+        for t in range(m.rows):
+            for i, (a, b) in enumerate(_rope_pairs(op.attr("pair_layout"), r)):
+                angle = sympy.Integer(t) / div * base ** sympy.Rational(-2 * i, r)
+                c, s = sympy.cos(angle), sympy.sin(angle)
+                if ctx.numeric is not None:
+                    c, s = sympy.N(c, _PREC), sympy.N(s, _PREC)
+                xa, xb = m[t, a], m[t, b]
+                m[t, a], m[t, b] = xa * c - xb * s, xb * c + xa * s
+        out.append(m)
+    return out
+
+
+def _allowed(op: OpNode, i: int, j: int) -> bool:
+    window = op.attr("window")
+    if op.attr("causal") and j > i:
+        return False
+    return not (window is not None and j <= i - window)
+
+
+@register("scores")
+def _scores(op: OpNode, ctx: _Ctx, q: list[sympy.Matrix], k: list[sympy.Matrix]):
+    group, slopes = op.attr("group"), op.attr("alibi_slopes")
+    scale = 1 / sympy.sqrt(q[0].cols)
+    if abs(float(scale) - op.attr("scale")) > 1e-12:
+        scale = _exact(op.attr("scale"))
+    out = []
+    for h, qh in enumerate(q):
+        s = sympy.Matrix(qh * k[h // group].T * scale)
+        T = s.rows
+        for i in range(T):
+            for j in range(T):
+                if slopes is not None:
+                    s[i, j] += _exact(slopes[h]) * (j - i)
+                if not _allowed(op, i, j):
+                    s[i, j] = _NEG_INF
+        out.append(s)
+    return out
+
+
+def _softmax_row(ctx: _Ctx, row: list[Any], log: bool) -> list[Any]:
+    """Softmax (or log-softmax) of one row relative to its first finite entry: a constant
+    shift of the row leaves every exponent unchanged."""
+    ref = next(e for e in row if e is not _NEG_INF)
+    shifted = [None if e is _NEG_INF else ctx.canon(e - ref) for e in row]
+    exps = [None if d is None else ctx.fn("exp", d) for d in shifted]
+    total = sum(e for e in exps if e is not None)
+    if log:
+        return [d - ctx.fn("log", total) for d in shifted]  # no -inf in logits
+    return [sympy.Integer(0) if e is None else e / total for e in exps]
+
+
+@register("softmax")
+def _softmax(op: OpNode, ctx: _Ctx, x: list[sympy.Matrix]) -> list[sympy.Matrix]:
+    out = []
+    for m in x:
+        rows = [_softmax_row(ctx, list(m.row(i)), log=False) for i in range(m.rows)]
+        out.append(sympy.Matrix(rows))
+    return out
+
+
+@register("weighted_sum")
+def _weighted_sum(op: OpNode, ctx: _Ctx, p: list[sympy.Matrix], v: list[sympy.Matrix]):
+    group = op.attr("group")
+    return [ph * v[h // group] for h, ph in enumerate(p)]
+
+
+def _act(fn: str, ctx: _Ctx, x: Any) -> Any:
+    if fn == "relu":  # (x + |x|) / 2; a positive factor comes out of |.| once factored
+        if ctx.numeric is not None:
+            return (x + abs(x)) / 2
+        a = sympy.Abs(sympy.factor_terms(sympy.expand(x)))  # positive factors come out
+        a = a.replace(lambda e: isinstance(e, sympy.Abs), lambda e: ctx.fn("Abs", e.args[0]))
+        return (x + a) / 2
+    if fn == "gelu":
+        return x * (1 + ctx.fn("erf", x / sympy.sqrt(2))) / 2
+    if fn == "gelu_tanh":
+        c = sympy.sqrt(2 / sympy.pi)
+        return x * (1 + ctx.fn("tanh", c * (x + sympy.Rational(44715, 1000000) * x**3))) / 2
+    if fn == "silu":
+        return x / (1 + ctx.fn("exp", -x))
+    raise SymbolicError(f"no symbolic activation {fn!r}")
+
+
+@register("activation")
+def _activation(op: OpNode, ctx: _Ctx, x: sympy.Matrix) -> sympy.Matrix:
+    return x.applyfunc(lambda e: _act(op.attr("fn"), ctx, e))
+
+
+@register("gate")
+def _gate(op: OpNode, ctx: _Ctx, a: sympy.Matrix, b: sympy.Matrix) -> sympy.Matrix:
+    return sympy.Matrix(a.rows, a.cols, lambda t, i: _act(op.attr("fn"), ctx, a[t, i]) * b[t, i])
+
+
+@register("unembed")
+def _unembed(op, ctx, x, W, b=None):  # type: ignore[no-untyped-def]
+    return _linear(op, ctx, x, W, b)
+
+
+@register("log_softmax")
+def _log_softmax(op: OpNode, ctx: _Ctx, x: sympy.Matrix) -> sympy.Matrix:
+    return sympy.Matrix([_softmax_row(ctx, list(x.row(t)), log=True) for t in range(x.rows)])
+
+
+# --- abstract values: fresh symbols with the structure later ops rely on ------------------------
+
+
+def _fresh_matrix(ctx: _Ctx, name: str, rows: int, cols: int) -> sympy.Matrix:
+    return sympy.Matrix(rows, cols, lambda t, i: ctx.fresh(f"{name}[{t},{i}]"))
+
+
+def _fresh_z(op: OpNode, ctx: _Ctx, name: str, T: int, d: int) -> sympy.Matrix:
+    """A fresh normalized value: of mean zero per row under LayerNorm."""
+    z = _fresh_matrix(ctx, f"{name}.z", T, d)
+    if op.attr("type") == "layernorm":
+        for t in range(T):
+            z[t, d - 1] = -sum(z[t, i] for i in range(d - 1))
+    return z
+
+
+def _abstract(op: OpNode, ctx: _Ctx, graph: Graph, ins: Mapping[str, Value], T: int) -> Value:
+    """Fresh symbols standing for the (unchanged) output of ``op``."""
+    name, axes = op.output, graph.value[op.output].axes
+    if op.kind == "norm":
+        z = _fresh_z(op, ctx, name, T, axes[-1].size)
+        return _norm_out(op, z, ins["gain"], ins.get("bias"))
+    if len(axes) == 3:
+        return _fresh_matrix(ctx, name, T, axes[-1].size)
+    n, cols = axes[1].size, axes[-1].size or T
+    out = [_fresh_matrix(ctx, f"{name}[{h}]", T, cols) for h in range(n)]
+    if op.kind in ("scores", "softmax"):
+        for m in out:
+            for i in range(T):
+                allowed = [j for j in range(T) if _allowed(_scores_op(graph, op), i, j)]
+                for j in range(T):
+                    if j not in allowed:
+                        m[i, j] = _NEG_INF if op.kind == "scores" else sympy.Integer(0)
+                if op.kind == "softmax":  # a row of probabilities sums to one
+                    last = allowed[-1]
+                    m[i, last] = 1 - sum(m[i, j] for j in allowed[:-1])
+    return out
+
+
+def _scores_op(graph: Graph, op: OpNode) -> OpNode:
+    if op.kind == "scores":
+        return op
+    producer = {o.output: o for o in graph.ops}
+    return producer[op.inputs[0].node]
+
+
+# --- 3. symbolic group elements --------------------------------------------------------------
+
+
+def _group_size(group: CustomGroup, arch: Architecture) -> int:
+    if isinstance(group.size, int):
+        return group.size
+    return evaluate_size_int(parse_expr(group.size), sizes_of(arch).as_dict())
+
+
+def _generic_rope(n: int, arch: Architecture, tag: str) -> sympy.Matrix:
+    """A generic position rotation on n = m * k features (x -> x R), with symbols c_i, s_i per
+    rotated pair of the graph's layout and the identity on the other dims."""
+    pos = arch.positions
+    if not isinstance(pos, RotaryPositions):
+        raise SymbolicError("commutes_with: rope on a model without rotary positions")
+    s = sizes_of(arch)
+    k, r = s.head_width, s.rotary_width
+    if n % k:
+        raise SymbolicError(f"commutes_with: rope needs a size that is a multiple of {k}")
+    R = sympy.eye(k)
+    for i, (a, b) in enumerate(_rope_pairs(pos.pair_layout, r)):
+        c, sn = sympy.symbols(f"c{i}_{tag} s{i}_{tag}", nonzero=True)
+        R[a, a], R[b, b], R[a, b], R[b, a] = c, c, sn, -sn
+    return sympy.diag(*([R] * (n // k)))
+
+
+def _solve(template: sympy.Matrix, unknowns: Sequence[sympy.Symbol], eqs: list[Any]):
+    eqs = [e for e in (sympy.expand(e) for e in eqs) if e != 0]
+    if not eqs:
+        return template
+    sol = list(sympy.linsolve(eqs, list(unknowns)))
+    if not sol:
+        raise SymbolicError("the group's restrictions leave no element")
+    subs = {u: sympy.cancel(v) for u, v in zip(unknowns, sol[0], strict=True)}
+    return template.xreplace(subs)
+
+
+def _elements(group: CustomGroup, arch: Architecture, tag: str) -> list[sympy.Matrix]:
+    """Generic elements of one unit's copy of the group, one per proof (O: both components)."""
+    n = _group_size(group, arch)
+    e = group.element or DEFAULT_ELEMENT[group.group]
+    R = _generic_rope(n, arch, tag) if "rope" in group.commutes_with else None
+    ones = sympy.ones(1, n)
+    kind = group.group
+
+    def commutes(X: sympy.Matrix) -> bool:
+        ok = R is None or (R * X - X * R).expand() == sympy.zeros(n, n)
+        return ok and ("ones" not in group.fixes or (ones * X - ones).expand().is_zero_matrix)
+
+    if kind in ("scaling", "translation"):
+        syms = sympy.symbols(f"{e}{tag}_0:{n}", positive=True) if group.positive else None
+        if syms is None:
+            syms = sympy.symbols(f"{e}{tag}_0:{n}", real=True, nonzero=kind == "scaling")
+        row = sympy.Matrix([list(syms)])
+        if R is None:
+            return [row]
+        if kind == "translation":  # t R = t
+            return [_solve(row, syms, list(row * R - row))]
+        D = sympy.diag(*syms)
+        return [_solve(row, syms, list(R * D - D * R))]
+    if kind == "permutation":
+        swaps = []
+        for i in range(n - 1):
+            P = sympy.eye(n)
+            P.row_swap(i, i + 1)
+            if commutes(P):
+                swaps.append(P)
+        return swaps or [sympy.eye(n)]
+    if kind == "GL":
+        syms = sympy.symbols(f"{e}{tag}_0:{n * n}", real=True)
+        A = sympy.Matrix(n, n, list(syms))
+        eqs = [] if R is None else list(R * A - A * R)
+        if "ones" in group.fixes:
+            eqs += list(ones * A - ones)
+        return [_solve(A, syms, eqs)]
+    # O, SO: the Cayley transform of a skew matrix with the same restrictions
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    syms = sympy.symbols(f"{e}{tag}_0:{max(len(pairs), 1)}", real=True)
+    S = sympy.zeros(n, n)
+    for x, (i, j) in zip(syms, pairs, strict=False):
+        S[i, j], S[j, i] = x, -x
+    eqs = [] if R is None else list(R * S - S * R)
+    if "ones" in group.fixes:
+        eqs += list(ones * S)
+    S = _solve(S, syms[: len(pairs)], eqs)
+    eye = sympy.eye(n)
+    Q = ((eye - S) * (eye + S).inv()).applyfunc(sympy.cancel)
+    out = [Q]
+    if kind == "O":
+        candidates = []
+        if n >= 2:
+            P = sympy.eye(n)
+            P.row_swap(0, 1)
+            candidates.append(P)
+        candidates.append(sympy.diag(-1, *([1] * (n - 1))))
+        reflection = next((P for P in candidates if commutes(P)), None)
+        if reflection is not None:
+            out.append((reflection * Q).applyfunc(sympy.cancel))
+    return out
+
+
+# --- 4. the action ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Unit:
+    layer: int | None
+    q_blocks: tuple[int, ...] = ()  # the query heads of a kv_head / head unit
+    kv_block: int | None = None
+    neuron: int | None = None
+
+
+def _units(group: CustomGroup, arch: Architecture) -> list[_Unit]:
+    s = sizes_of(arch)
+    if group.per == "model":
+        return [_Unit(None)]
+    layers = [i for i in (group.layers or range(s.layers)) if i < s.layers]
+    ratio = s.heads // s.kv_heads
+    out = []
+    for layer in layers:
+        if group.per == "layer":
+            out.append(_Unit(layer))
+        elif group.per == "kv_head":
+            out += [
+                _Unit(layer, tuple(range(g * ratio, (g + 1) * ratio)), g) for g in range(s.kv_heads)
+            ]
+        elif group.per == "head":
+            out += [_Unit(layer, (j,), j // ratio) for j in range(s.heads)]
+        else:
+            out += [_Unit(layer, neuron=n) for n in range(s.hidden)]
+    return out
+
+
+def _local(path: str) -> str | None:
+    return _LAYER.sub("", path) if _LAYER.match(path) else None
+
+
+def _layer_of(path: str) -> int | None:
+    m = _LAYER.match(path)
+    return int(m.group(1)) if m else None
+
+
+def _resolve(name: str, target: str, params: Mapping[str, Any]) -> str | None:
+    """The parameter that ``name`` denotes in ``target``'s action (the order of spec/groups.py)."""
+    if name == target.rsplit(".", 1)[-1]:
+        return target
+    m = _LAYER.match(target)
+    layer_prefix = m.group(0) if m else ""
+    module = target.rsplit(".", 1)[0] + "." if "." in target else ""
+    if layer_prefix:
+        here = name.replace("layers.*.", layer_prefix, 1)
+        if here.startswith("layers.") and here in params:
+            return here
+    for prefix in (module, layer_prefix, ""):
+        if prefix + name in params:
+            return prefix + name
+    return None
+
+
+def _slice(per: str, unit: _Unit, local: str | None, k: int) -> tuple[int, int, tuple[int, ...]]:
+    """(axis, width, blocks) of a parameter sliced in this unit; blocks () when whole."""
+    if per in ("kv_head", "head") and local in HEAD_SLICED:
+        blocks = unit.q_blocks if local in _Q_SLICED else (unit.kv_block,)
+        return HEAD_SLICED[local], k, blocks  # type: ignore[return-value]
+    if per == "neuron" and local in NEURON_SLICED:
+        return NEURON_SLICED[local], 1, (unit.neuron,)  # type: ignore[return-value]
+    return 0, 0, ()
+
+
+def _block(m: sympy.Matrix, axis: int, width: int, b: int) -> sympy.Matrix:
+    return m[:, b * width : (b + 1) * width] if axis == 1 else m[b * width : (b + 1) * width, :]
+
+
+def _evaluate(expr: Expr, names: Mapping[str, Any], sizes: Mapping[str, int]) -> sympy.Matrix:
+    """An action expression on explicit matrices (1 x 1 operands broadcast as scalars)."""
+
+    def scalar(x: sympy.Matrix) -> Any:
+        return x[0, 0] if x.shape == (1, 1) else None
+
+    def ev(node: Expr) -> sympy.Matrix:
+        if isinstance(node, Number):
+            return sympy.Matrix([[_exact(node.value)]])
+        if isinstance(node, Name):
+            if node.name in names:
+                return names[node.name]
+            return sympy.Matrix([[sympy.Integer(sizes[node.name])]])
+        if isinstance(node, Neg):
+            return -ev(node.operand)
+        if isinstance(node, Transpose):
+            return ev(node.operand).T
+        if isinstance(node, Inverse):
+            x = ev(node.operand)
+            return sympy.Matrix([[1 / x[0, 0]]]) if x.shape == (1, 1) else x.inv()
+        if isinstance(node, Power):
+            p = _exact(node.exponent)
+            return ev(node.operand).applyfunc(lambda e: e**p)
+        if isinstance(node, BinOp):
+            a, b = ev(node.left), ev(node.right)
+            sa, sb = scalar(a), scalar(b)
+            if sa is not None and sb is None:
+                a = sympy.Matrix(b.rows, b.cols, lambda i, j: sa)
+            if sb is not None and sa is None:
+                b = sympy.Matrix(a.rows, a.cols, lambda i, j: sb)
+            if node.op == "+":
+                return a + b
+            if node.op == "-":
+                return a - b
+            if node.op == "*" or (node.op == "@" and (sa is not None or sb is not None)):
+                return a.multiply_elementwise(b)
+            if node.op == "/":
+                return sympy.Matrix(a.rows, a.cols, lambda i, j: a[i, j] / b[i, j])
+            return a * b
+        assert isinstance(node, Call)
+        if node.func in ("ones", "eye"):
+            n = evaluate_size_int(node.args[0], sizes)
+            return sympy.ones(1, n) if node.func == "ones" else sympy.eye(n)
+        args = [ev(a) for a in node.args]
+        x = args[0]
+        if node.func == "diag":
+            return sympy.diag(*list(x))
+        if node.func == "kron":
+            return sympy.kronecker_product(args[0], args[1])
+        if node.func == "sqrt":
+            return x.applyfunc(sympy.sqrt)
+        if node.func == "sum":
+            return sympy.Matrix([[sum(x)]])
+        raise SymbolicError(f"unknown function {node.func!r}")
+
+    return ev(expr)
+
+
+def apply_symbolic(
+    group: CustomGroup,
+    arch: Architecture,
+    params: Mapping[str, sympy.Matrix],
+    elements: Sequence[sympy.Matrix],
+) -> dict[str, sympy.Matrix]:
+    """The parameters moved by one element per unit (in the order of the units)."""
+    sizes = sizes_of(arch).as_dict()
+    k = sizes["head_width"]
+    ename = group.element or DEFAULT_ELEMENT[group.group]
+    actions = [
+        (re.compile(re.escape(key).replace(r"\*", r"\d+")), parse_expr(text), key)
+        for key, text in group.acts.items()
+    ]
+    state = dict(params)
+    for unit, element in zip(_units(group, arch), elements, strict=True):
+        writes: list[tuple[str, int, int, int, sympy.Matrix]] = []
+
+        def value_of(path: str, q_block: int | None, unit: _Unit = unit) -> sympy.Matrix:
+            local = _local(path)
+            axis, width, blocks = _slice(group.per, unit, local, k)
+            if not blocks or _layer_of(path) != unit.layer:
+                return state[path]
+            if q_block is not None and local in _Q_SLICED:
+                blocks = (q_block,)
+            parts = [_block(state[path], axis, width, b) for b in blocks]
+            return sum(parts[1:], parts[0])
+
+        for pattern, expr, key in actions:
+            for target in state:
+                layer = _layer_of(target)
+                if not pattern.fullmatch(target):
+                    continue
+                if unit.layer is not None and layer is not None and layer != unit.layer:
+                    continue
+                local = _local(target)
+                axis, width, blocks = _slice(group.per, unit, local, k)
+                contexts: list[int | None] = [None]
+                if blocks and local in _Q_SLICED:
+                    contexts = list(unit.q_blocks)
+                for q_block in contexts:
+                    names: dict[str, sympy.Matrix] = {ename: element}
+                    for node in iter_names(expr):
+                        if node.name == ename or node.name in sizes or node.name in names:
+                            continue
+                        path = _resolve(node.name, target, state)
+                        if path is None:
+                            raise SymbolicError(
+                                f"{group.name}: unknown name {node.name!r} in {key}"
+                            )
+                        names[node.name] = value_of(path, q_block)
+                    new = _evaluate(expr, names, sizes)
+                    b = q_block if q_block is not None else (blocks[0] if blocks else 0)
+                    old = _block(state[target], axis, width, b) if blocks else state[target]
+                    if new.shape == (1, 1) and old.shape != (1, 1):
+                        new = sympy.Matrix(old.rows, old.cols, lambda i, j, v=new[0, 0]: v)
+                    if new.shape != old.shape:
+                        raise SymbolicError(
+                            f"{group.name}: the action on {target} gives {new.shape}, "
+                            f"not {old.shape}"
+                        )
+                    writes.append((target, axis, width, b if blocks else -1, new))
+        for target, axis, width, b, new in writes:
+            new = new.applyfunc(sympy.cancel)
+            if b < 0:
+                state[target] = new
+                continue
+            m = sympy.Matrix(state[target])
+            if axis == 1:
+                m[:, b * width : (b + 1) * width] = new
+            else:
+                m[b * width : (b + 1) * width, :] = new
+            state[target] = m
+    return state
+
+
+# --- 5. the proof --------------------------------------------------------------------------------
+
+
+def _symbolic_params(graph: Graph) -> dict[str, sympy.Matrix]:
+    out = {}
+    for p in graph.params:
+        if len(p.shape) == 1:
+            out[p.name] = sympy.Matrix(
+                1, p.shape[0], lambda _, j, n=p.name: sympy.Symbol(f"{n}[{j}]", real=True)
+            )
+        else:
+            out[p.name] = sympy.Matrix(
+                *p.shape, lambda i, j, n=p.name: sympy.Symbol(f"{n}[{i},{j}]", real=True)
+            )
+    return out
+
+
+def _random_point(symbols: set[sympy.Symbol], rng: random.Random) -> dict[sympy.Symbol, Any]:
+    point = {}
+    for s in sorted(symbols, key=str):
+        x = rng.uniform(0.5, 1.5)
+        if not s.is_positive and rng.random() < 0.5:
+            x = -x
+        point[s] = sympy.Rational(round(x * 10**6), 10**6)
+    return point
+
+
+class _ZeroTest:
+    """Decides whether an expression is identically zero: a numerical point first (which proves
+    a nonzero), then cheap exact simplifications, ``simplify`` last."""
+
+    def __init__(self, rng: random.Random, deadline: float, max_ops: int):
+        self.rng = rng
+        self.deadline = deadline
+        self.max_ops = max_ops
+        self.unproven: list[str] = []
+
+    def numeric_zero(self, e: Any) -> bool:
+        free = e.free_symbols
+        point = _random_point(free, self.rng)
+        try:
+            v = sympy.N(e.xreplace(point), _PREC)
+        except (TypeError, ValueError, ZeroDivisionError):  # pragma: no cover - defensive
+            return True
+        if v.has(sympy.nan, sympy.zoo, sympy.oo):
+            return True
+        return bool(abs(v) < _TOL)
+
+    def __call__(self, e: Any) -> bool | None:
+        if e == 0:
+            return True
+        if not self.numeric_zero(e):
+            return False
+        if sympy.count_ops(e) > self.max_ops:
+            raise _Budget(f"an expression of more than {self.max_ops} operations")
+        steps: list[Callable[[Any], Any]] = [
+            lambda x: sympy.expand(sympy.numer(sympy.together(x))),
+            lambda x: sympy.cancel(sympy.together(sympy.expand(x))),
+            lambda x: sympy.cancel(sympy.radsimp(x)),
+            lambda x: sympy.cancel(sympy.powsimp(sympy.expand(x, power_exp=True), force=True)),
+            lambda x: sympy.trigsimp(sympy.cancel(x)),
+            sympy.simplify,
+        ]
+        for step in steps:
+            if time.monotonic() > self.deadline:
+                raise _Budget("out of time")
+            e = step(e)
+            if e == 0:
+                return True
+        return None  # numerically zero, not shown exactly
+
+
+def _compare(before: Value, after: Value, zero: _ZeroTest, numeric: bool) -> bool | None:
+    """True: equal; False: different; None: numerically equal but not proven."""
+    result: bool | None = True
+    for a, b in zip(_entries(before), _entries(after), strict=True):
+        if a is _NEG_INF or b is _NEG_INF:
+            if a is not b:
+                return False
+            continue
+        if numeric:
+            if abs(sympy.N(b - a, _PREC)) > _TOL * (1 + abs(sympy.N(a, _PREC))):
+                return False
+            continue
+        verdict = zero(b - a)
+        if verdict is False:
+            return False
+        if verdict is None:
+            result = None
+    return result
+
+
+@dataclass
+class _Run:
+    holds: bool
+    settled: list[str]
+    failed_at: str | None
+    note: str = ""
+
+
+def _propagate(
+    graph: Graph,
+    before: Mapping[str, sympy.Matrix],
+    after: Mapping[str, sympy.Matrix],
+    changed_params: set[str],
+    ctx: _Ctx,
+    zero: _ZeroTest,
+    max_ops: int,
+) -> _Run:
+    T = len(TOKENS)
+    arch = graph.arch
+    env_b: dict[str, Value] = dict(before)
+    env_a: dict[str, Value] = dict(after)
+    env_b[graph.input] = env_a[graph.input] = TOKENS
+    changed = set(changed_params)
+    settled: list[str] = []
+    failed_at: str | None = None
+    unproven: list[str] = []
+    for op in graph.ops:
+        if op.kind == "scale":
+            expr = op.attr("expr")
+            factor = _exact_size_expr(expr, arch)
+            ctx.scale_factor = lambda _op, f=factor: f  # type: ignore[attr-defined]
+        ins_b = {i.slot: env_b[i.node] for i in op.inputs}
+        moved = [i.node for i in op.inputs if i.node in changed]
+        if not moved:
+            env_b[op.output] = env_a[op.output] = _abstract(op, ctx, graph, ins_b, T)
+            continue
+        if time.monotonic() > zero.deadline:
+            raise _Budget(f"out of time at {op.output}")
+        ins_a = {i.slot: env_a[i.node] for i in op.inputs}
+        kernel = SYMBOLIC_KERNELS[op.kind]
+        if op.kind == "norm" and op.input("x").node not in changed:
+            z = _fresh_z(op, ctx, op.output, T, ins_b["x"].cols)  # the input did not move
+            out_b = _norm_out(op, z, ins_b["gain"], ins_b.get("bias"))
+            out_a = _norm_out(op, z, ins_a["gain"], ins_a.get("bias"))
+        else:
+            out_b, out_a = kernel(op, ctx, **ins_b), kernel(op, ctx, **ins_a)
+        if ctx.numeric is None:
+            size = sum(sympy.count_ops(e) for e in _entries(out_a))
+            if size > max_ops * len(_entries(out_a)):
+                raise _Budget(f"the expressions of {op.output} grew too big ({size} operations)")
+        verdict = _compare(out_b, out_a, zero, ctx.numeric is not None)
+        if verdict:
+            settled.append(op.output)
+            params_moved = any(i.node in changed_params for i in op.inputs)
+            if op.kind == "norm" and params_moved:  # the structure no longer has one gain
+                fresh = _fresh_matrix(ctx, op.output, T, ins_b["x"].cols)
+            else:
+                fresh = _abstract(op, ctx, graph, ins_b, T)
+            env_b[op.output] = env_a[op.output] = fresh
+            continue
+        if verdict is None:
+            unproven.append(op.output)
+        env_b[op.output], env_a[op.output] = out_b, out_a
+        changed.add(op.output)
+        meets = len(moved) >= 2 and any(m not in changed_params for m in moved)
+        if failed_at is None and meets:  # a change from upstream met one that should absorb it
+            failed_at = op.output
+    holds = graph.output not in changed
+    if not holds and failed_at is None:
+        failed_at = graph.output
+    note = ""
+    if unproven:
+        note = "numerically unchanged but not shown exactly: " + ", ".join(unproven)
+    return _Run(holds, settled, None if holds else failed_at, note)
+
+
+def _concrete_check(
+    graph: Graph,
+    before: Mapping[str, sympy.Matrix],
+    after: Mapping[str, sympy.Matrix],
+    point: Mapping[sympy.Symbol, Any],
+) -> bool:
+    """Whether the float64 reference interpreter gives the same log-probs before and after, on
+    every sequence of length 1 and 2 of the instance's vocabulary."""
+
+    def tensors(params: Mapping[str, sympy.Matrix]) -> dict[str, torch.Tensor]:
+        out = {}
+        for p in graph.params:
+            m = params[p.name].xreplace(point)
+            t = torch.tensor([[float(e) for e in m.row(i)] for i in range(m.rows)])
+            out[p.name] = t.to(torch.float64).reshape(p.shape)
+        return out
+
+    tb, ta = tensors(before), tensors(after)
+    V = graph.sizes.vocab
+    for T in (1, 2):
+        ids = torch.cartesian_prod(*[torch.arange(V)] * T).reshape(-1, T)
+        lb, la = interpret(graph, tb, ids), interpret(graph, ta, ids)
+        if not torch.allclose(lb, la, atol=1e-6, rtol=1e-6):
+            return False
+    return True
+
+
+def _differs(a: sympy.Matrix, b: sympy.Matrix) -> bool:
+    return any(sympy.cancel(x - y) != 0 for x, y in zip(a, b, strict=True))
+
+
+def prove_invariance(
+    spec: Spec | Architecture,
+    group: CustomGroup,
+    *,
+    seed: int = 0,
+    max_seconds: float = 60.0,
+    max_ops: int = 4000,
+    shrink: bool = True,
+) -> SymbolicProof:
+    """Prove (or refute) that ``group`` leaves the log-probabilities of ``spec`` unchanged, on
+    the minimal instance of the architecture (``shrink=False``: on the architecture as given)."""
+    start = time.monotonic()
+    arch = spec.architecture if isinstance(spec, Spec) else spec
+    arch = minimal_instance(arch, group) if shrink else arch
+    graph = build_graph(arch)
+    rng = random.Random(seed)
+    params = _symbolic_params(graph)
+    units = _units(group, arch)
+    per_unit = [_elements(group, arch, f"{i}") for i in range(len(units))]
+    variants = max(len(e) for e in per_unit) if per_unit else 1
+    settled: list[str] = []
+    notes: list[str] = []
+    for v in range(variants):
+        elements = [e[min(v, len(e) - 1)] for e in per_unit]
+        moved = apply_symbolic(group, arch, params, elements)
+        for name in moved:
+            if name not in params:
+                raise SymbolicError(f"{group.name}: unknown parameter {name}")
+        changed = {n for n in params if _differs(params[n], moved[n])}
+        symbols = {s for m in moved.values() for s in m.free_symbols}
+        point = _random_point(symbols | {s for m in params.values() for s in m}, rng)
+        deadline = start + max_seconds
+        zero = _ZeroTest(rng, deadline, max_ops)
+        if not _concrete_check(graph, params, moved, point):
+            # refuted: name the failing value with a numerical run of the propagation
+            num = {n: m.xreplace(point).evalf(_PREC) for n, m in params.items()}
+            num_a = {n: m.xreplace(point).evalf(_PREC) for n, m in moved.items()}
+            ctx = _Ctx(point, rng)
+            run = _propagate(graph, num, num_a, changed, ctx, zero, max_ops)
+            failed = run.failed_at or graph.output
+            return SymbolicProof(
+                group.name, False, tuple(run.settled), failed, time.monotonic() - start
+            )
+        try:
+            run = _propagate(graph, params, moved, changed, _Ctx(None, rng), zero, max_ops)
+        except _Budget as exc:
+            return SymbolicProof(
+                group.name, False, tuple(settled), None, time.monotonic() - start, str(exc)
+            )
+        if not run.holds:
+            note = run.note or "the change reaches the output though the numbers agree"
+            return SymbolicProof(
+                group.name, False, tuple(run.settled), run.failed_at, time.monotonic() - start, note
+            )
+        settled += [s for s in run.settled if s not in settled]
+        if run.note:
+            notes.append(run.note)
+    return SymbolicProof(
+        group.name, True, tuple(settled), None, time.monotonic() - start, "; ".join(notes)
+    )
