@@ -10,7 +10,6 @@ from symcomp.spec import load_spec
 from symcomp.symmetry.analysis import analyze
 from symcomp.symmetry.catalogue import (
     SIZE_SYMBOLS,
-    UnsupportedStructure,
     qk_dimension,
     rope_pair_commutant_dims,
 )
@@ -24,18 +23,7 @@ except ImportError:  # tests/ became a package
     from tests.test_hf_nullity import measure
 
 
-POST_NORM = pytest.mark.xfail(
-    raises=UnsupportedStructure,
-    strict=True,
-    reason="a post-norm stack: the norm of layer l is read by layer l + 1, which the group rules "
-    "cannot name yet (the linear system still derives BERT's count: test_derivation_vs_hf)",
-)
-
-
-@pytest.mark.parametrize(
-    "family",
-    [pytest.param(f, marks=POST_NORM) if f == "bert" else f for f in hf_tiny.FAMILIES],
-)
+@pytest.mark.parametrize("family", list(hf_tiny.FAMILIES))
 def test_closed_form_equals_the_transformers_nullity(family):
     analysis = analyze(hf_tiny.tiny_spec(family))
     measured = measure(family)
@@ -60,17 +48,9 @@ def test_rope_commutant_is_solved_not_assumed():
     assert qk_dimension(False) == k**2
 
 
-@pytest.mark.parametrize(
-    "path", [p for p in EXAMPLE_SPECS if p.stem != "bert-base"], ids=lambda p: p.stem
-)
+@pytest.mark.parametrize("path", EXAMPLE_SPECS, ids=lambda p: p.stem)
 def test_full_size_analysis_needs_no_full_size_matrix(path):
     analysis = analyze(load_spec(path))
     assert 0 < analysis.redundant < analysis.parameters
     formula = sympy.sympify(analysis.formula, locals={str(s): s for s in SIZE_SYMBOLS.values()})
     assert formula.free_symbols  # a closed form in the sizes, not a number
-
-
-def test_deep_post_norm_stack_is_refused_not_miscounted():
-    # a post-norm norm is read by the next layer: the rules cannot name that yet, and say so
-    with pytest.raises(UnsupportedStructure, match="another layer"):
-        analyze(load_spec(EXAMPLE_SPECS[0].parent / "bert-base.yaml"))

@@ -98,7 +98,11 @@ def _span(graph: Graph, syms: Symmetries, seed: int = 0) -> tuple[int, int]:
 
     params = generic_point(graph, seed)
     shapes = parameter_shapes(graph.arch)
-    columns = [vertical_vectors(gi.group, graph.arch, graph, params) for gi in syms.groups]
+    columns = [
+        vertical_vectors(group, graph.arch, graph, params)
+        for gi in syms.groups
+        for group in gi.all_groups
+    ]
     offsets, start = {}, 0
     for name, shape in shapes.items():
         offsets[name] = start

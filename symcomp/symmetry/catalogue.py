@@ -15,7 +15,7 @@ named groups leave unexplained.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import sympy
@@ -53,10 +53,17 @@ class GroupInfo:
     invariants: str
     chart: str
     projection: str
+    instances: tuple[CustomGroup, ...] = ()
+    """further copies, where one action per unit cannot be written with '*' (a norm of layer l
+    read by layer l + 1 in a post-norm stack): each names its parameters in full"""
 
     @property
     def total(self) -> sympy.Expr:
         return sympy.expand(self.dimension * self.units)
+
+    @property
+    def all_groups(self) -> tuple[CustomGroup, ...]:
+        return (self.group, *self.instances)
 
 
 @dataclass(frozen=True)
@@ -351,49 +358,69 @@ def _linear_readers(facts: Facts, norm: OpNode) -> list[OpNode] | None:
     return readers
 
 
-class UnsupportedStructure(NotImplementedError):
-    """A structure the named-group rules cannot express yet (the count is still derived by the
-    linear system; only its closed form is missing)."""
-
-
-def _check_readers_in_own_layer(facts: Facts, ops: list[OpNode]) -> None:
-    # The rules write one action per layer with '*' for the layer index: a norm read by the
-    # next layer (a post-norm stack deeper than one layer) would need 'layer + 1'.
-    for op in ops:
-        if not op.name.startswith("L"):
-            continue
-        for reader in facts.readers(op.output):
-            W = facts.param(reader, "W") or ""
-            if W.startswith("layers.") and W.split(".")[1] != op.name[1:].split(".")[0]:
-                raise UnsupportedStructure(
-                    f"{op.name} is read by {W} in another layer (a post-norm stack of several "
-                    "layers): its closed form needs per-layer offsets the group rules lack"
-                )
-
-
 def _holding(
     facts: Facts, pred: Callable[[OpNode], bool]
-) -> Iterator[tuple[OpNode, dict[str, object], sympy.Expr]]:
-    """Norms (layer 0's standing for its layer siblings) where ``pred`` holds, with the
-    CustomGroup fields restricting the layers and the number of units: a condition that holds
-    in every layer gives L units; one that holds in some (the last layer of a post-norm stack,
-    read by the head) gives those layers only."""
+) -> Iterator[tuple[list[OpNode], bool, sympy.Expr]]:
+    """Norms where ``pred`` holds: ``(ops, pinned, units)``. Layer 0's norm stands for its
+    siblings (one action with '*', L units) when the condition holds in every layer and its
+    readers sit in its own layer; otherwise (a global norm, a norm read by the next layer or by
+    the head) each holding norm is pinned: its parameters are named in full."""
     for ops, layers in facts.norms():
-        _check_readers_in_own_layer(facts, ops)
-        held = [i for i, op in enumerate(ops) if pred(op)]
+        held = [op for op in ops if pred(op)]
         if not held:
             continue
-        outside = any(
-            not (facts.param(r, "W") or "layers.").startswith("layers.")
-            for i in held
-            for r in facts.readers(ops[i].output)
-        )
         if layers is None:
-            yield ops[0], {}, sympy.Integer(1)
-        elif len(held) == len(ops) and not outside:
-            yield ops[0], {}, L
-        else:
-            yield ops[held[0]], {"layers": [layers[i] for i in held]}, sympy.Integer(len(held))
+            yield held, True, sympy.Integer(1)
+            continue
+        local = all(_readers_in_own_layer(facts, op) for op in held)
+        if len(held) == len(ops) and local:
+            yield [held[0]], False, L
+            continue
+        yield held, True, _layer_units(facts, len(held))
+
+
+def _readers_in_own_layer(facts: Facts, op: OpNode) -> bool:
+    layer = op.name[1:].split(".")[0]
+    for reader in facts.readers(op.output):
+        W = facts.param(reader, "W") or ""
+        if not W.startswith(f"layers.{layer}."):
+            return False
+    return True
+
+
+def _norm_groups(
+    facts: Facts,
+    pred: Callable[[OpNode], bool],
+    build: Callable[[OpNode, Callable[[str], str], str], list[GroupInfo]],
+) -> Iterator[GroupInfo]:
+    """Run ``build(norm, name, per)`` for the norms where ``pred`` holds and merge the pinned
+    copies of each group (same rule, same parameter pattern) into one line."""
+    for ops, pinned, units in _holding(facts, pred):
+        name, per = (_keep, "model") if pinned else (_pattern, "layer")
+        in_layers = ops[0].name.startswith("L")
+        merged: dict[tuple[str, str], list[GroupInfo]] = {}
+        for op in ops:
+            for info in build(op, name, per if in_layers else "model"):
+                merged.setdefault((info.name, info.acts_on), []).append(info)
+        for infos in merged.values():
+            count = _layer_units(facts, len(infos)) if pinned and in_layers else units
+            yield replace(
+                infos[0],
+                units=count,
+                per="layer" if in_layers else "model",
+                instances=tuple(i.group for i in infos[1:]),
+            )
+
+
+def _layer_units(facts: Facts, count: int) -> sympy.Expr:
+    """``count`` of the model's layers, as a closed form: all of them, all but one (the last of
+    a post-norm stack, read by the head instead), or a fixed number."""
+    layers = facts.graph.arch.layers
+    if count == layers:
+        return L
+    if count == layers - 1 and layers > 2:
+        return L - 1
+    return sympy.Integer(count)
 
 
 def _per(norm: OpNode) -> str:
@@ -404,39 +431,44 @@ def _norm_name(facts: Facts, norm: OpNode) -> str:
     return _pattern(facts.param(norm, "gain") or "").rsplit(".", 1)[0]
 
 
+def _norm_info(
+    name: str, cid: str, group: CustomGroup, acts_on: str, per: str, dim: sympy.Expr, *meta: str
+) -> GroupInfo:
+    return GroupInfo(name, cid, group, acts_on, per, dim, sympy.Integer(1), *meta)
+
+
+def _tag(text: str) -> str:
+    return text.replace(".", "_").replace("*", "i")
+
+
 @rule
 def norm_gain_scaling(facts: Facts) -> Iterator[GroupInfo]:
-    for norm, restrict, units in _holding(facts, lambda n: _linear_readers(facts, n) is not None):
-        P = _keep if restrict else _pattern  # a pinned layer is named as it is
-        readers = _linear_readers(facts, norm) or []
+    def build(norm: OpNode, P: Callable[[str], str], per: str) -> list[GroupInfo]:
         gain = P(facts.param(norm, "gain") or "")
         one_plus = norm.attr("gain_form") == "one_plus_w"
         acts = {gain: "(1 + gain) diag(s) - 1" if one_plus else "gain diag(s)"}
         if facts.param(norm, "bias"):
             acts[P(facts.param(norm, "bias") or "")] = "bias diag(s)"
-        for op in readers:
+        for op in _linear_readers(facts, norm) or []:
             W = P(facts.param(op, "W") or "")
             acts[W] = f"diag(s)^-1 {_short(W)}"
         name = _norm_name(facts, norm)
-        yield GroupInfo(
-            "norm_gain_scaling",
-            "B1",
-            _custom(
-                f"norm_gain_scaling_{name.replace('.', '_').replace('*', 'i')}",
-                "scaling",
-                _per(norm),
-                "width",
-                acts,
-                **restrict,
-            ),
-            f"{name}.gain and its readers",
-            _per(norm),
-            d,
-            units,
-            "diag(gain) W for each reader (the gain folded in)",
-            "gain folded into the readers (gain = 1)",
-            "closed form per coordinate",
-        )
+        group = _custom(f"norm_gain_scaling_{_tag(name)}", "scaling", per, "width", acts)
+        return [
+            _norm_info(
+                "norm_gain_scaling",
+                "B1",
+                group,
+                f"{name}.gain and its readers",
+                per,
+                d,
+                "diag(gain) W for each reader (the gain folded in)",
+                "gain folded into the readers (gain = 1)",
+                "closed form per coordinate",
+            )
+        ]
+
+    yield from _norm_groups(facts, lambda n: _linear_readers(facts, n) is not None, build)
 
 
 def _own_linear_readers(facts: Facts, norm: OpNode) -> list[OpNode]:
@@ -483,33 +515,30 @@ def norm_bias_shift_through_writers(facts: Facts) -> Iterator[GroupInfo]:
                 return None
         return acts
 
-    for norm, restrict, units in _holding(facts, lambda n: plan(n) is not None):
-        P = _keep if restrict else _pattern  # a pinned layer is named as it is
+    def build(norm: OpNode, P: Callable[[str], str], per: str) -> list[GroupInfo]:
+        pinned = P is _keep
         acts = {
-            P(k): v.replace("layers.0.", "layers.*." if P is _pattern else "layers.0.")
+            P(k): v if pinned else v.replace("layers.0.", "layers.*.")
             for k, v in (plan(norm) or {}).items()
         }
         acts[P(facts.param(norm, "bias") or "")] = "bias + t"
         name = _norm_name(facts, norm)
-        yield GroupInfo(
-            "norm_bias_fold",
-            "B2",
-            _custom(
-                f"norm_bias_shift_{name.replace('.', '_').replace('*', 'i')}",
-                "translation",
-                _per(norm),
-                "width",
-                acts,
-                **restrict,
-            ),
-            f"{name}.bias, its readers' biases and the writer bias beside it",
-            _per(norm),
-            d,
-            units,
-            "beta W + b for each linear reader; beta + b' on the residual path",
-            "the norm bias set to zero",
-            "closed form",
-        )
+        group = _custom(f"norm_bias_shift_{_tag(name)}", "translation", per, "width", acts)
+        return [
+            _norm_info(
+                "norm_bias_fold",
+                "B2",
+                group,
+                f"{name}.bias, its readers' biases and the writer bias beside it",
+                per,
+                d,
+                "beta W + b for each linear reader; beta + b' on the residual path",
+                "the norm bias set to zero",
+                "closed form",
+            )
+        ]
+
+    yield from _norm_groups(facts, lambda n: plan(n) is not None, build)
 
 
 @rule
@@ -517,35 +546,29 @@ def norm_bias_fold(facts: Facts) -> Iterator[GroupInfo]:
     def holds(n: OpNode) -> bool:
         return bool(facts.param(n, "bias")) and _biased_linear_readers(facts, n) is not None
 
-    for norm, restrict, units in _holding(facts, holds):
-        P = _keep if restrict else _pattern  # a pinned layer is named as it is
-        bias = facts.param(norm, "bias") or ""
-        readers = _biased_linear_readers(facts, norm) or []
-        acts = {P(bias): "bias + t"}
-        for op in readers:
+    def build(norm: OpNode, P: Callable[[str], str], per: str) -> list[GroupInfo]:
+        acts = {P(facts.param(norm, "bias") or ""): "bias + t"}
+        for op in _biased_linear_readers(facts, norm) or []:
             W, b = P(facts.param(op, "W") or ""), P(facts.param(op, "b") or "")
             read = f"{W}^T" if op.kind == "unembed" and op.attr("transpose") else W
             acts[b] = f"{_short(b)} - t {read}"
         name = _norm_name(facts, norm)
-        yield GroupInfo(
-            "norm_bias_fold",
-            "B2",
-            _custom(
-                f"norm_bias_fold_{name.replace('.', '_').replace('*', 'i')}",
-                "translation",
-                _per(norm),
-                "width",
-                acts,
-                **restrict,
-            ),
-            f"{name}.bias and its readers' biases",
-            _per(norm),
-            d,
-            units,
-            "beta W + b for each reader",
-            "norm bias folded into the readers' biases (beta = 0)",
-            "closed form",
-        )
+        group = _custom(f"norm_bias_fold_{_tag(name)}", "translation", per, "width", acts)
+        return [
+            _norm_info(
+                "norm_bias_fold",
+                "B2",
+                group,
+                f"{name}.bias and its readers' biases",
+                per,
+                d,
+                "beta W + b for each reader",
+                "norm bias folded into the readers' biases (beta = 0)",
+                "closed form",
+            )
+        ]
+
+    yield from _norm_groups(facts, holds, build)
 
 
 @rule
@@ -557,50 +580,46 @@ def reader_centering(facts: Facts) -> Iterator[GroupInfo]:
     def holds(n: OpNode) -> bool:
         return n.attr("type") == "layernorm" and bool(_own_linear_readers(facts, n))
 
-    for norm, restrict, units in _holding(facts, holds):
-        P = _keep if restrict else _pattern  # a pinned layer is named as it is
+    def build(norm: OpNode, P: Callable[[str], str], per: str) -> list[GroupInfo]:
         readers = _own_linear_readers(facts, norm)
         all_linear = len(readers) == len(facts.readers(norm.output))
         gain = _gain(facts, norm, P)
         bias = facts.param(norm, "bias")
-        per = _per(norm)
         a = f"diag({gain})^-1 ones(width)^T"
+        out = []
         for op in readers:
             W = P(facts.param(op, "W") or "")
             b = facts.param(op, "b")
-            out_size = _out_size(facts, op)
             if b is None and bias is not None and not all_linear:
                 continue  # the norm bias cannot absorb it without moving its other readers
             if b is not None or bias is None:
                 acts = {W: f"{_short(W)} + {a} t"}
                 if b is not None and bias is not None:
                     acts[P(b)] = f"{_short(b)} - {P(bias)} {a} t"
-                size, dim = out_size
+                size, dim = _out_size(facts, op)
             else:  # compensated through the norm bias: W -> (I + a u) W, bias -> bias (I + a u)^-1
                 acts = {
                     W: f"(eye(width) + {a} t) {_short(W)}",
                     P(bias): f"bias (eye(width) + {a} t)^-1",
                 }
                 size, dim = "width", d
-            yield GroupInfo(
-                "reader_centering",
-                "B3",
-                _custom(
-                    f"reader_centering_{W.replace('.', '_').replace('*', 'i')}",
-                    "translation",
+            group = _custom(f"reader_centering_{_tag(W)}", "translation", per, size, acts)
+            out.append(
+                _norm_info(
+                    "reader_centering",
+                    "B3",
+                    group,
+                    f"{_pattern(W)} (+ bias)",
                     per,
-                    size,
-                    acts,
-                    **restrict,
-                ),
-                f"{W} (+ bias)",
-                per,
-                dim,
-                units,
-                "W projected on (diag(gain)^-1 1)^⊥",
-                "the column sums of diag(gain) W set to zero",
-                "closed form (a rank-one projection per column)",
+                    dim,
+                    "W projected on (diag(gain)^-1 1)^⊥",
+                    "the column sums of diag(gain) W set to zero",
+                    "closed form (a rank-one projection per column)",
+                )
             )
+        return out
+
+    yield from _norm_groups(facts, holds, build)
 
 
 _OUT_SIZES = {
