@@ -18,9 +18,11 @@ from symcomp.errors import SymcompError
 
 
 def _console():  # rich is imported lazily, only for human output
+    import shutil
+
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, width=max(140, shutil.get_terminal_size().columns))
 
 
 def cmd_check(args: argparse.Namespace) -> None:
@@ -65,6 +67,77 @@ def cmd_import_hf(args: argparse.Namespace) -> None:
     _console().print(f"wrote {args.output} ({spec.name})")
 
 
+def _spec_or_hf(args: argparse.Namespace):
+    if (args.spec is None) == (args.hf is None):
+        from symcomp.errors import SpecError
+
+        raise SpecError.at("give a spec or --hf CONFIG, not both or neither", file="<command line>")
+    if args.hf is not None:
+        from symcomp.hf.config_import import import_hf_config
+
+        return import_hf_config(args.hf)
+    from symcomp.spec import load_spec
+
+    return load_spec(args.spec)
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    """Count the redundant parameters: a closed form in the sizes, group by group."""
+    from rich.table import Table
+
+    from symcomp.symmetry.analysis import analyze
+
+    analysis = analyze(_spec_or_hf(args))
+    if args.json:
+        print(json.dumps(asdict(analysis), indent=2))
+        return
+    table = Table(title=f"{analysis.name}: redundant parameters", title_justify="left")
+    for column in ("group", "id", "acts on", "per", "dim each", "units", "formula", "dimension"):
+        table.add_column(column, justify="right" if column == "dimension" else "left")
+    for line in analysis.groups:
+        table.add_row(
+            line.name,
+            line.catalogue_id,
+            line.acts_on,
+            line.per,
+            line.dimension_each,
+            line.units,
+            line.formula,
+            f"{line.dimension:,}",
+        )
+    console = _console()
+    console.print(table)
+    console.print(f"parameters          {analysis.parameters:,}")
+    console.print(f"redundant           {analysis.redundant:,} = {analysis.formula}")
+    console.print(f"reduced parameters  {analysis.reduced_parameters:,}")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    """Check every group symbolically, numerically and against the Jacobian nullity."""
+    from symcomp.spec import load_spec
+    from symcomp.verify.report import verify
+
+    report = verify(load_spec(args.spec), symbolic=not args.no_symbolic)
+    console = _console()
+    for check in report.checks:
+        mark = "ok " if check.holds else "REJECTED"
+        settled = f" (settled at {', '.join(check.settled[:3])})" if check.settled else ""
+        console.print(
+            f"{mark} {check.name}: symbolic {check.symbolic}{settled}; "
+            f"max |d log p| = {check.numeric_error:.2e} (tolerance 1e-10)"
+        )
+    console.print(
+        f"Jacobian nullity {report.nullity}, derived {report.derived}, spectral gap "
+        f"{report.gap:.2e}{'' if report.trustworthy else ' (too small to trust)'}"
+    )
+    for name, count in report.unexplained:
+        console.print(f"  unexplained null directions touching {name}: {count}")
+    if args.json:
+        print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+    if not report.ok:
+        raise SystemExit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symcomp",
@@ -84,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object")
 
     add("schema", cmd_schema)
+
+    analyze = add("analyze", cmd_analyze)
+    analyze.add_argument("spec", type=Path, nargs="?", help="a YAML spec")
+    analyze.add_argument("--hf", type=Path, help="a Hugging Face config.json (or its folder)")
+    analyze.add_argument("--json", action="store_true", help="print one JSON object")
+
+    ver = add("verify", cmd_verify)
+    ver.add_argument("spec", type=Path, help="a YAML spec")
+    ver.add_argument("--no-symbolic", action="store_true", help="skip the SymPy proofs")
+    ver.add_argument("--json", action="store_true", help="also print one JSON object")
 
     imp = add("import-hf", cmd_import_hf)
     imp.add_argument("config", type=Path, help="a Hugging Face config.json, or its folder")

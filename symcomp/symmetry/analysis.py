@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import sympy
 
 from symcomp.ir.graph import Graph, build_graph
-from symcomp.spec.model import Architecture, RotaryPositions, Spec
+from symcomp.spec.model import Architecture, CustomGroup, RotaryPositions, Spec
 from symcomp.spec.params import parameter_count, sizes_of
-from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries, derive_groups
+from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries, derive_groups, select_groups
+
+SymmetrySetting = str | list[str | CustomGroup]
 
 L = SIZE_SYMBOLS["layers"]
 
@@ -113,6 +115,8 @@ def _span(graph: Graph, syms: Symmetries, seed: int = 0) -> tuple[int, int]:
         eye = torch.zeros(start, unread.rows * width, dtype=torch.float64)
         eye[base : base + unread.rows * width].copy_(torch.eye(unread.rows * width))
         columns.append(eye)
+    if not columns:
+        return 0, 0
     V = torch.cat(columns, dim=1)
     claimed = V.shape[1]
     s = torch.linalg.svdvals(V)
@@ -120,14 +124,22 @@ def _span(graph: Graph, syms: Symmetries, seed: int = 0) -> tuple[int, int]:
     return claimed, rank
 
 
-def overlap_formula(arch: Architecture) -> sympy.Expr:
+def groups_of(graph: Graph, symmetries: SymmetrySetting = "auto") -> Symmetries:
+    """The derived groups, or the ones a spec lists."""
+    syms = derive_groups(graph)
+    if symmetries == "auto":
+        return syms
+    return select_groups(syms, list(symmetries), graph.arch.layers)
+
+
+def overlap_formula(arch: Architecture, symmetries: SymmetrySetting = "auto") -> sympy.Expr:
     """The overlap of the named groups as ``a + b L``, measured at one and two layers and
     checked at three."""
     values = []
     for layers in (1, 2, 3):
         tiny = measurement_instance(arch, layers)
         graph = build_graph(tiny)
-        claimed, rank = _span(graph, derive_groups(graph))
+        claimed, rank = _span(graph, groups_of(graph, symmetries))
         values.append(claimed - rank)
     a, b = 2 * values[0] - values[1], values[1] - values[0]
     assert values[2] == a + 3 * b, f"the overlap is not linear in the layers: {values}"
@@ -137,7 +149,8 @@ def overlap_formula(arch: Architecture) -> sympy.Expr:
 def analyze(spec: Spec | Architecture, name: str | None = None) -> Analysis:
     arch = spec.architecture if isinstance(spec, Spec) else spec
     name = name or (spec.name if isinstance(spec, Spec) else "model")
-    syms = derive_groups(build_graph(arch))
+    symmetries = spec.symmetries if isinstance(spec, Spec) else "auto"
+    syms = groups_of(build_graph(arch), symmetries)
     sizes = _sizes(arch)
     lines = [
         GroupLine(
@@ -165,7 +178,7 @@ def analyze(spec: Spec | Architecture, name: str | None = None) -> Analysis:
                 int(unread.count.subs(sizes)),
             )
         )
-    overlap = overlap_formula(arch)
+    overlap = overlap_formula(arch, symmetries)
     if overlap != 0:
         lines.append(
             GroupLine(

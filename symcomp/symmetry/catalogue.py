@@ -819,7 +819,7 @@ def embedding_translation(facts: Facts) -> Iterator[GroupInfo]:
     E = facts.param(first, "W") or ""
     for op, _ in rest:
         P = facts.param(op, "W") or ""
-        rows = facts.graph.param[P].shape[0]
+        rows, _ = _rows(facts, P)
         t = f"t / {scale}" if scale else "t"
         acts = {E: f"W_E + ones(vocab)^T {t}", P: f"{_short(P)} - ones({rows})^T t"}
         yield GroupInfo(
@@ -962,3 +962,68 @@ def derive_groups(graph: Graph) -> Symmetries:
     facts = Facts(graph)
     groups = tuple(info for rule_fn in RULES for info in rule_fn(facts))
     return Symmetries(groups, tuple(unread_rows(facts)))
+
+
+# --- custom groups ----------------------------------------------------------------------------
+
+
+def _algebra_dimension(group: CustomGroup, n: sympy.Expr) -> sympy.Expr:
+    """The Lie algebra dimension of one unit of a declared group of size n."""
+    rope = "rope" in group.commutes_with
+    if group.group == "permutation":
+        return sympy.Integer(0)
+    if group.group in ("scaling", "translation"):
+        return n - r if rope and group.group == "translation" else n
+    if rope:
+        return qk_dimension(True).subs(k, n)
+    if group.group == "GL":
+        return n**2 - n if group.fixes else n**2  # 1 X = 0: n constraints
+    m = n - 1 if group.fixes else n
+    return m * (m - 1) / 2
+
+
+def custom_group_info(group: CustomGroup, arch_layers: int) -> GroupInfo:
+    """A group declared in the spec, with its dimension as a closed form in the sizes."""
+    from symcomp.spec.expr import parse_expr, to_sympy
+
+    n = (
+        group.size
+        if isinstance(group.size, int)
+        else to_sympy(parse_expr(group.size), SIZE_SYMBOLS)
+    )
+    n = sympy.sympify(n)
+    if isinstance(n, sympy.MatrixBase):
+        n = n[0, 0]
+    layers = L if group.layers is None else sympy.Integer(len(group.layers))
+    units = {
+        "model": sympy.Integer(1),
+        "layer": layers,
+        "kv_head": layers * g,
+        "head": layers * h,
+        "neuron": layers * f,
+    }[group.per]
+    return GroupInfo(
+        group.name,
+        "custom",
+        group,
+        ", ".join(group.acts),
+        group.per.replace("_", " "),
+        sympy.expand(_algebra_dimension(group, n)),
+        units,
+        "as declared",
+        "not derived for custom groups",
+        "the joint least-squares projection",
+    )
+
+
+def select_groups(syms: Symmetries, wanted: list[str | CustomGroup], layers: int) -> Symmetries:
+    """The groups a spec lists instead of ``auto``: catalogue names pick the derived groups of
+    that name (none if the graph does not admit it), custom groups are taken as declared."""
+    chosen: list[GroupInfo] = []
+    for item in wanted:
+        if isinstance(item, CustomGroup):
+            chosen.append(custom_group_info(item, layers))
+        else:
+            chosen += [gi for gi in syms.groups if gi.name == item]
+    unread = syms.unread if "unread_parameters" in wanted else ()
+    return Symmetries(tuple(chosen), unread)

@@ -1,0 +1,88 @@
+"""`symcomp analyze` and `symcomp verify` end to end, false claims included."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import ROOT, SPECS
+
+CONFIGS = ROOT / "tests" / "data" / "hf_configs"
+
+HEAD_MIXING = """
+symmetries:
+  - name: head_mixing
+    group: GL
+    per: layer
+    size: heads * head_width
+    acts:
+      layers.*.attn.W_Q: W_Q A
+      layers.*.attn.b_Q: b_Q A
+      layers.*.attn.W_K: W_K A^-T
+      layers.*.attn.b_K: b_K A^-T
+"""
+
+
+def test_analyze_json_has_the_promised_fields(run_cli):
+    code, out, _ = run_cli("analyze", str(SPECS / "gpt2-small.yaml"), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["parameters"] == 124_439_808
+    assert data["reduced_parameters"] == data["parameters"] - data["redundant"]
+    assert sum(g["dimension"] for g in data["groups"]) == data["redundant"]
+    assert {g["name"] for g in data["groups"]} >= {"qk_gauge", "vo_gauge", "overlap"}
+    assert "L*g*k**2" in data["formula"]
+
+
+def test_analyze_from_a_hugging_face_config(run_cli):
+    _, from_spec, _ = run_cli("analyze", str(SPECS / "llama-2-7b.yaml"), "--json")
+    code, from_hf, _ = run_cli("analyze", "--hf", str(CONFIGS / "llama-2-7b"), "--json")
+    assert code == 0
+    assert json.loads(from_hf)["redundant"] == json.loads(from_spec)["redundant"]
+
+
+def test_analyze_prints_a_table(run_cli):
+    code, out, _ = run_cli("analyze", str(SPECS / "mistral-7b.yaml"))
+    assert code == 0
+    assert "residual_rotation" in out and "reduced parameters" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("analyze", "missing.yaml"), ("analyze",), ("verify", "missing.yaml")],
+    ids=["missing", "neither", "verify-missing"],
+)
+def test_bad_input_exits_2(run_cli, argv):
+    code, _, err = run_cli(*argv)
+    assert code == 2 and "Traceback" not in err
+
+
+def test_verify_passes_on_a_true_spec(run_cli):
+    code, out, _ = run_cli("verify", str(SPECS / "tiny" / "llama.yaml"), "--json")
+    assert code == 0, out
+    report = json.loads(out[out.index("{") :])
+    assert report["ok"] and report["nullity"] == report["derived"] == 112
+    assert all(c["symbolic"] == "proven" for c in report["checks"])
+
+
+def test_verify_rejects_head_mixing_with_its_measured_error(run_cli, tmp_path):
+    path = tmp_path / "claim.yaml"
+    path.write_text((SPECS / "tiny" / "gpt2.yaml").read_text() + HEAD_MIXING)
+    code, out, _ = run_cli("verify", str(path))
+    assert code == 1
+    assert "REJECTED head_mixing" in out
+    assert float(out.split("max |d log p| = ")[1].split()[0]) > 1e-4
+
+
+@pytest.mark.parametrize(("spec", "tied"), [("bert", None), ("llama", True)])
+def test_verify_rejects_a_rotation_the_graph_does_not_admit(run_cli, tmp_path, spec, tied):
+    # a post-norm stream (BERT), and a tied unembedding behind a final gain
+    text = (SPECS / "tiny" / f"{spec}.yaml").read_text()
+    if tied:
+        text = text.replace("embeddings: {tied: false}", "embeddings: {tied: true}")
+    path = tmp_path / "claim.yaml"
+    path.write_text(text + "symmetries: [residual_rotation]\n")
+    code, out, _ = run_cli("verify", str(path), "--no-symbolic")
+    assert code == 1
+    assert "REJECTED residual_rotation: symbolic not admitted by this graph" in out
