@@ -18,7 +18,13 @@ import sympy
 from symcomp.ir.graph import Graph, build_graph
 from symcomp.spec.model import Architecture, CustomGroup, RotaryPositions, Spec
 from symcomp.spec.params import parameter_count, sizes_of
-from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries, derive_groups, select_groups
+from symcomp.symmetry.catalogue import (
+    SIZE_SYMBOLS,
+    Symmetries,
+    action_sympy,
+    derive_groups,
+    select_groups,
+)
 
 SymmetrySetting = str | list[str | CustomGroup]
 
@@ -37,6 +43,8 @@ class GroupLine:
     units: str
     formula: str
     dimension: int
+    action: tuple[tuple[str, str], ...] = ()
+    """each parameter the group moves, and its new value as a SymPy expression"""
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,7 @@ def analyze(spec: Spec | Architecture, name: str | None = None) -> Analysis:
             str(gi.units),
             str(gi.total),
             int(gi.total.subs(sizes)),
+            tuple((path, str(e)) for path, e in action_sympy(gi.group).items()),
         )
         for gi in syms.groups
     ]

@@ -897,6 +897,55 @@ def mlp_scaling(facts: Facts) -> Iterator[GroupInfo]:
         )
 
 
+@rule
+def head_permutation(facts: Facts) -> Iterator[GroupInfo]:
+    """Key/value heads permute together with the query heads they serve (A5, discrete)."""
+    p = _attention_params(facts)
+    group_width = "heads / kv_heads * head_width"  # the query heads of one kv head, together
+    acts = {}
+    for name in ("W_Q", "b_Q"):
+        if p[name]:
+            acts[p[name]] = f"{name} kron(P, eye({group_width}))"
+    for name in ("W_K", "b_K", "W_V", "b_V"):
+        if p[name]:
+            acts[p[name]] = f"{name} kron(P, eye(head_width))"
+    acts[p["W_O"] or ""] = f"kron(P, eye({group_width}))^T W_O"
+    yield GroupInfo(
+        "head_permutation",
+        "A5",
+        _custom("head_permutation", "permutation", "layer", "kv_heads", acts),
+        "every attention projection",
+        "layer",
+        sympy.Integer(0),
+        L,
+        "the set of heads",
+        "heads sorted (e.g. by the norm of W_Q W_K^T)",
+        "none (discrete)",
+    )
+
+
+@rule
+def neuron_permutation(facts: Facts) -> Iterator[GroupInfo]:
+    """MLP neurons permute with their rows of W_down (C3, discrete)."""
+    acts = {}
+    for name in ("W_up", "b_up", "W_gate", "b_gate"):
+        if f"layers.0.mlp.{name}" in facts.graph.param:
+            acts[f"layers.*.mlp.{name}"] = f"{name} P"
+    acts["layers.*.mlp.W_down"] = "P^T W_down"
+    yield GroupInfo(
+        "neuron_permutation",
+        "C3",
+        _custom("neuron_permutation", "permutation", "layer", "hidden", acts),
+        "W_up, W_gate, W_down and biases",
+        "layer",
+        sympy.Integer(0),
+        L,
+        "the set of neurons",
+        "neurons sorted",
+        "none (discrete)",
+    )
+
+
 def _fresh_writers(facts: Facts, value: str) -> Iterator[OpNode]:
     """Writers into ``value`` since the last point anything read the stream."""
     op = facts.producer.get(value)
@@ -1027,3 +1076,79 @@ def select_groups(syms: Symmetries, wanted: list[str | CustomGroup], layers: int
             chosen += [gi for gi in syms.groups if gi.name == item]
     unread = syms.unread if "unread_parameters" in wanted else ()
     return Symmetries(tuple(chosen), unread)
+
+
+# --- actions as SymPy expressions -------------------------------------------------------------
+
+_SLICED = {
+    # local name -> (rows, cols) whole, and under per kv_head / head / neuron
+    "W_Q": ((d, h * k), (d, k)),
+    "b_Q": ((1, h * k), (1, k)),
+    "W_K": ((d, g * k), (d, k)),
+    "b_K": ((1, g * k), (1, k)),
+    "W_V": ((d, g * k), (d, k)),
+    "b_V": ((1, g * k), (1, k)),
+    "W_O": ((h * k, d), (k, d)),
+    "W_up": ((d, f), (d, 1)),
+    "W_gate": ((d, f), (d, 1)),
+    "b_up": ((1, f), (1, 1)),
+    "b_gate": ((1, f), (1, 1)),
+    "W_down": ((f, d), (1, d)),
+    "W_E": ((V, d), (V, d)),
+    "W_P": ((T, d), (T, d)),
+    "W_U": ((d, V), (d, V)),
+    "b_U": ((1, V), (1, V)),
+    "W_dense": ((d, d), (d, d)),
+}
+
+
+def _symbolic_shape(path: str, per: str) -> tuple[sympy.Expr, sympy.Expr]:
+    local = path.rsplit(".", 1)[-1]
+    if local in _SLICED:
+        whole, sliced = _SLICED[local]
+        head_sliced = per in ("kv_head", "head") and local[-1] in "QKVO"
+        neuron_sliced = per == "neuron" and local in ("W_up", "W_gate", "b_up", "b_gate", "W_down")
+        return sliced if head_sliced or neuron_sliced else whole
+    if local == "W_T":
+        return (sympy.Symbol("types", positive=True, integer=True), d)
+    return (sympy.Integer(1), d)  # gains, norm biases, b_O, b_down
+
+
+def action_sympy(group: CustomGroup) -> dict[str, sympy.Expr]:
+    """The group's action on each parameter as a SymPy matrix expression over symbolic sizes:
+    parameters and the element are MatrixSymbols shaped in d, h, g, k, f, V, T."""
+    from symcomp.spec.expr import parse_expr, to_sympy
+
+    size = group.size
+    n = sympy.sympify(size if isinstance(size, int) else to_sympy(parse_expr(size), SIZE_SYMBOLS))
+    element = (
+        group.element
+        or {"GL": "A", "O": "Q", "SO": "Q", "scaling": "s", "translation": "t", "permutation": "P"}[
+            group.group
+        ]
+    )
+    square = group.group in ("GL", "O", "SO", "permutation")
+    symbols: dict[str, object] = {
+        **SIZE_SYMBOLS,
+        element: sympy.MatrixSymbol(element, n if square else 1, n),
+    }
+    out = {}
+    for path, text in group.acts.items():
+        expr = parse_expr(text)
+        for name in sorted(_names(expr)):
+            if name not in symbols:
+                rows, cols = _symbolic_shape(name, group.per if "." not in name else "model")
+                symbols[name] = sympy.MatrixSymbol(
+                    name.replace(".", "_").replace("*", "i"), rows, cols
+                )
+        own = path.rsplit(".", 1)[-1]
+        rows, cols = _symbolic_shape(path, group.per)
+        symbols[own] = sympy.MatrixSymbol(own, rows, cols)
+        out[path] = to_sympy(expr, symbols)
+    return out
+
+
+def _names(expr) -> set[str]:
+    from symcomp.spec.expr import free_names
+
+    return set(free_names(expr))
