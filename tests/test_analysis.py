@@ -17,9 +17,11 @@ from tests.conftest import EXAMPLE_SPECS
 
 try:
     import hf_tiny
+    from custom_catalogue import load_custom
     from test_hf_nullity import measure
 except ImportError:  # tests/ became a package
     from tests import hf_tiny
+    from tests.custom_catalogue import load_custom
     from tests.test_hf_nullity import measure
 
 
@@ -62,3 +64,26 @@ def test_each_group_carries_its_action_as_sympy_over_symbolic_sizes():
     assert actions["qk_gauge"]["layers.*.attn.W_K"] == "W_K*A.T**(-1)"
     assert actions["residual_rotation"]["embed.W_E"] == "W_E*Q"
     assert "Q.T" in actions["residual_rotation"]["layers.*.attn.W_Q"]
+
+
+# catalogue id -> the names of the derived groups that the custom re-declaration spells out
+SAME_AS = {
+    "A1": ["qk_gauge"],
+    "A1'": ["qk_gauge"],
+    "A1'_gqa": ["qk_gauge"],
+    "A2_partial_rotary": ["key_bias_shift"],
+    "A3_gqa": ["vo_gauge"],
+    "A4": ["value_bias_fold"],
+    "B5": ["residual_rotation"],
+    "B5_layernorm": ["residual_rotation"],
+    "B7": ["unembedding_shift"],
+    "C1_per_layer": ["mlp_scaling"],
+    "C2": ["mlp_scaling"],
+}
+
+
+@pytest.mark.parametrize("group_id", sorted(SAME_AS))
+def test_a_catalogue_group_re_declared_as_custom_gives_the_same_count(group_id):
+    custom = load_custom(group_id)
+    by_name = custom.model_copy(update={"symmetries": SAME_AS[group_id]})
+    assert analyze(custom).redundant == analyze(by_name).redundant > 0
