@@ -32,7 +32,7 @@ acted-on parameter's module (``W_O`` beside ``attn.b_O``), to its layer (``attn_
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from symcomp.errors import KeyPath, Problem
@@ -67,6 +67,35 @@ _SLICE_WORDS = {
     "neuron": "one neuron's slice under per: neuron",
 }
 _LAYER = re.compile(r"^layers\.(\d+)\.")
+
+
+def local_path(path: str) -> str | None:
+    """``layers.3.attn.W_Q`` -> ``attn.W_Q``; None for a parameter outside the layers."""
+    return _LAYER.sub("", path) if _LAYER.match(path) else None
+
+
+def layer_of(path: str) -> int | None:
+    m = _LAYER.match(path)
+    return int(m.group(1)) if m else None
+
+
+def resolve_name(name: str, target: str, params: Collection[str]) -> str | None:
+    """The parameter that ``name`` denotes in the action of ``target`` (a concrete parameter):
+    ``target``'s own short name, then a path relative to its module, to its layer (``layers.*.``
+    meaning the same layer), then a global path; None if nothing matches."""
+    if name == target.rsplit(".", 1)[-1]:
+        return target
+    m = _LAYER.match(target)
+    layer_prefix = m.group(0) if m else ""
+    module = target.rsplit(".", 1)[0] + "." if "." in target else ""
+    if layer_prefix:
+        here = name.replace("layers.*.", layer_prefix, 1)
+        if here.startswith("layers.") and here in params:
+            return here
+    for prefix in (module, layer_prefix, ""):
+        if prefix + name in params:
+            return prefix + name
+    return None
 
 
 def check_custom_groups(spec: Spec, source: Source) -> Iterator[Problem]:

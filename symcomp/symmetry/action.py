@@ -44,7 +44,7 @@ from symcomp.spec.expr import (
     iter_names,
     parse_expr,
 )
-from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED
+from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED, layer_of, local_path, resolve_name
 from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup, Spec
 from symcomp.spec.params import parameter_shapes, sizes_of
 
@@ -292,16 +292,6 @@ def random_elements(
 # --- the action -------------------------------------------------------------------------------
 
 
-def _local(path: str) -> str | None:
-    """``attn.W_Q`` for ``layers.3.attn.W_Q``; None for a parameter outside the layers."""
-    return _LAYER.sub("", path) if _LAYER.match(path) else None
-
-
-def _layer_of(path: str) -> int | None:
-    m = _LAYER.match(path)
-    return int(m.group(1)) if m else None
-
-
 def _as_matrix(t: Tensor) -> Tensor:
     return t[None, :] if t.ndim == 1 else t
 
@@ -368,27 +358,10 @@ def _targets(action: _Action, unit: Unit, names: Sequence[str]) -> list[str]:
     for name in names:
         if not action.pattern.fullmatch(name):
             continue
-        layer = _layer_of(name)
+        layer = layer_of(name)
         if unit.layer is None or layer is None or layer == unit.layer:
             out.append(name)
     return out
-
-
-def _resolve(name: str, target: str, params: Mapping[str, Tensor]) -> str | None:
-    """The parameter that ``name`` denotes in ``target``'s action (spec/groups.py's order)."""
-    if name == target.rsplit(".", 1)[-1]:
-        return target
-    m = _LAYER.match(target)
-    layer_prefix = m.group(0) if m else ""
-    module = target.rsplit(".", 1)[0] + "." if "." in target else ""
-    if layer_prefix:
-        here = name.replace("layers.*.", layer_prefix, 1)
-        if here.startswith("layers.") and here in params:
-            return here
-    for prefix in (module, layer_prefix, ""):
-        if prefix + name in params:
-            return prefix + name
-    return None
 
 
 class _Evaluator:
@@ -485,7 +458,7 @@ def _apply_unit(
     writes: list[tuple[str, int | None, int, Tensor]] = []  # (param, axis, start, new value)
 
     def value_of(path: str, q_block: int | None) -> Tensor:
-        local = _local(path)
+        local = local_path(path)
         aw = sl.axis_width(local, k)
         if aw is None:
             return state[path]
@@ -496,7 +469,7 @@ def _apply_unit(
 
     for action in actions:
         for target in _targets(action, unit, list(state)):
-            local = _local(target)
+            local = local_path(target)
             aw = sl.axis_width(local, k)
             contexts: list[int | None] = [None]
             if aw is not None and local in _Q_SLICED:
@@ -506,7 +479,7 @@ def _apply_unit(
                 for node_name in _names(action.expr):
                     if node_name == ename or node_name in sizes:
                         continue
-                    path = _resolve(node_name, target, state)
+                    path = resolve_name(node_name, target, state)
                     if path is None:
                         raise ActionError(
                             f"{group.name}: unknown name {node_name!r} in {action.key}"

@@ -65,7 +65,7 @@ from symcomp.spec.expr import (
     parse_expr,
     to_sympy,
 )
-from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED
+from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED, layer_of, local_path, resolve_name
 from symcomp.spec.model import (
     DEFAULT_ELEMENT,
     Architecture,
@@ -628,32 +628,6 @@ def _units(group: CustomGroup, arch: Architecture) -> list[_Unit]:
     return out
 
 
-def _local(path: str) -> str | None:
-    return _LAYER.sub("", path) if _LAYER.match(path) else None
-
-
-def _layer_of(path: str) -> int | None:
-    m = _LAYER.match(path)
-    return int(m.group(1)) if m else None
-
-
-def _resolve(name: str, target: str, params: Mapping[str, Any]) -> str | None:
-    """The parameter that ``name`` denotes in ``target``'s action (the order of spec/groups.py)."""
-    if name == target.rsplit(".", 1)[-1]:
-        return target
-    m = _LAYER.match(target)
-    layer_prefix = m.group(0) if m else ""
-    module = target.rsplit(".", 1)[0] + "." if "." in target else ""
-    if layer_prefix:
-        here = name.replace("layers.*.", layer_prefix, 1)
-        if here.startswith("layers.") and here in params:
-            return here
-    for prefix in (module, layer_prefix, ""):
-        if prefix + name in params:
-            return prefix + name
-    return None
-
-
 def _slice(per: str, unit: _Unit, local: str | None, k: int) -> tuple[int, int, tuple[int, ...]]:
     """(axis, width, blocks) of a parameter sliced in this unit; blocks () when whole."""
     if per in ("kv_head", "head") and local in HEAD_SLICED:
@@ -745,9 +719,9 @@ def apply_symbolic(
         writes: list[tuple[str, int, int, int, sympy.Matrix]] = []
 
         def value_of(path: str, q_block: int | None, unit: _Unit = unit) -> sympy.Matrix:
-            local = _local(path)
+            local = local_path(path)
             axis, width, blocks = _slice(group.per, unit, local, k)
-            if not blocks or _layer_of(path) != unit.layer:
+            if not blocks or layer_of(path) != unit.layer:
                 return state[path]
             if q_block is not None and local in _Q_SLICED:
                 blocks = (q_block,)
@@ -756,12 +730,12 @@ def apply_symbolic(
 
         for pattern, expr, key in actions:
             for target in state:
-                layer = _layer_of(target)
+                layer = layer_of(target)
                 if not pattern.fullmatch(target):
                     continue
                 if unit.layer is not None and layer is not None and layer != unit.layer:
                     continue
-                local = _local(target)
+                local = local_path(target)
                 axis, width, blocks = _slice(group.per, unit, local, k)
                 contexts: list[int | None] = [None]
                 if blocks and local in _Q_SLICED:
@@ -771,7 +745,7 @@ def apply_symbolic(
                     for node in iter_names(expr):
                         if node.name == ename or node.name in sizes or node.name in names:
                             continue
-                        path = _resolve(node.name, target, state)
+                        path = resolve_name(node.name, target, state)
                         if path is None:
                             raise SymbolicError(
                                 f"{group.name}: unknown name {node.name!r} in {key}"
