@@ -13,16 +13,18 @@ A group that does not hold is rejected with its measured error, never dropped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from symcomp.ir.graph import Graph, build_graph
 from symcomp.ir.interpreter import interpret
-from symcomp.spec.model import Spec
+from symcomp.spec.model import CustomGroup, Spec
 from symcomp.spec.params import parameter_shapes
 from symcomp.symmetry.action import vertical_vectors
 from symcomp.symmetry.analysis import analyze, groups_of, measurement_instance
+from symcomp.symmetry.catalogue import GroupInfo
 from symcomp.verify.generic import generic_point
 from symcomp.verify.invariance import TOLERANCE, measure_invariance
 from symcomp.verify.nullity import measure_nullity, null_space
@@ -60,7 +62,7 @@ class VerifyReport:
         return all(c.holds for c in self.checks) and counts_agree and self.trustworthy
 
 
-def _check(spec: Spec, graph: Graph, group, symbolic: bool) -> GroupCheck:
+def _check(spec: Spec, graph: Graph, group: CustomGroup, symbolic: bool) -> GroupCheck:
     numeric = measure_invariance(graph, group)
     if not symbolic:
         return GroupCheck(group.name, "skipped", (), numeric.max_error)
@@ -74,7 +76,14 @@ def _check(spec: Spec, graph: Graph, group, symbolic: bool) -> GroupCheck:
     return GroupCheck(group.name, status, proof.settled, numeric.max_error)
 
 
-def _unexplained(graph: Graph, groups, params, R, nullity) -> tuple[tuple[str, int], ...]:
+def _unexplained(
+    graph: Graph,
+    groups: Sequence[GroupInfo],
+    params: Mapping[str, torch.Tensor],
+    R: torch.Tensor,
+    nullity: int,
+) -> tuple[tuple[str, int], ...]:
+    """The Jacobian's null directions outside the named groups' span, by parameter touched."""
     N = null_space(R, nullity)
     columns = [
         vertical_vectors(g, graph.arch, graph, params) for gi in groups for g in gi.all_groups
