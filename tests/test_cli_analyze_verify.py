@@ -86,3 +86,16 @@ def test_verify_rejects_a_rotation_the_graph_does_not_admit(run_cli, tmp_path, s
     code, out, _ = run_cli("verify", str(path), "--no-symbolic")
     assert code == 1
     assert "REJECTED residual_rotation: symbolic not admitted by this graph" in out
+
+
+def test_verify_names_the_directions_a_partial_list_leaves_unexplained(run_cli, tmp_path):
+    path = tmp_path / "partial.yaml"
+    path.write_text((SPECS / "tiny" / "llama.yaml").read_text() + "symmetries: [qk_gauge]\n")
+    code, out, _ = run_cli("verify", str(path), "--no-symbolic")
+    assert code == 0  # a list need not be complete; nothing it claims is false
+    assert "Jacobian nullity 112, derived 8" in out
+    touched = {
+        line.split("touching ")[1].split(":")[0] for line in out.splitlines() if "touching" in line
+    }
+    assert "layers.0.attn.W_V" in touched and "layers.0.mlp.W_down" in touched
+    assert "layers.0.attn.W_Q" in touched  # residual rotation moves it too; A1 alone explains less
