@@ -728,7 +728,7 @@ def _centering(
     return GroupInfo(
         "writer_centering",
         "B4",
-        _custom(f"writer_centering_{param.replace('.', '_')}", "translation", per, size, acts),
+        _custom(f"writer_centering_{_tag(_pattern(param))}", "translation", per, size, acts),
         _pattern(param),
         per,
         dim,
