@@ -384,6 +384,21 @@ _NEURON_PERMUTATION = """
 """
 
 # id -> (tiny spec file, YAML list of custom groups)
+
+# A false claim (the first seed summary's): linearly mixing attention heads is no symmetry; only
+# permutations are (A5). Tests check that it is rejected with its measured error.
+HEAD_MIXING = """
+- name: head_mixing
+  group: GL
+  per: layer
+  size: heads * head_width
+  acts:
+    layers.*.attn.W_Q: W_Q A
+    layers.*.attn.b_Q: b_Q A
+    layers.*.attn.W_K: W_K A^-T
+    layers.*.attn.b_K: b_K A^-T
+"""
+
 CUSTOM_CATALOGUE: dict[str, tuple[str, str]] = {
     "A1": ("gpt2.yaml", _QK_GAUGE),
     "A1'": ("llama.yaml", _QK_GAUGE_ROPE),

@@ -11,6 +11,7 @@ from custom_catalogue import (
     _RESIDUAL_ROTATION,
     _VO_GAUGE_NO_BIAS,
     CUSTOM_CATALOGUE,
+    HEAD_MIXING,
     TINY,
     load_custom,
 )
@@ -60,18 +61,6 @@ def test_catalogue_group_holds(group_id, index):
 
 # --- false claims are rejected ---------------------------------------------------------------
 
-_HEAD_MIXING = """
-- name: head_mixing
-  group: GL
-  per: layer
-  size: heads * head_width
-  acts:
-    layers.*.attn.W_Q: W_Q A
-    layers.*.attn.b_Q: b_Q A
-    layers.*.attn.W_K: W_K A^-T
-    layers.*.attn.b_K: b_K A^-T
-"""
-
 # B5 transcribed onto post-norm BERT (each reader behind the norm that feeds it; norm biases
 # moved as the LayerNorm form needs): the stream is normalized after every add, so no rotation
 # of it passes through the gains.
@@ -107,7 +96,7 @@ def _false(spec) -> float:
 
 
 def test_mixing_attention_heads_is_not_a_symmetry():
-    assert _false(spec_with("gpt2.yaml", _HEAD_MIXING)) > 1e-4
+    assert _false(spec_with("gpt2.yaml", HEAD_MIXING)) > 1e-4
 
 
 def test_residual_rotation_fails_on_post_norm_bert():
