@@ -622,21 +622,16 @@ def reader_centering(facts: Facts) -> Iterator[GroupInfo]:
     yield from _norm_groups(facts, holds, build)
 
 
-_OUT_SIZES = {
-    "attn.W_Q": ("heads * head_width", h * k),
-    "attn.W_K": ("kv_heads * head_width", g * k),
-    "attn.W_V": ("kv_heads * head_width", g * k),
-    "mlp.W_up": ("hidden", f),
-    "mlp.W_gate": ("hidden", f),
-    "unembed.W_U": ("vocab", V),
-    "head.W_dense": ("width", d),
-}
+def _size_text(expr: sympy.Expr) -> str:
+    """A symbolic size as a spec-language size expression: ``h*k`` -> ``heads*head_width``."""
+    names = {sym: sympy.Symbol(name) for name, sym in SIZE_SYMBOLS.items()}
+    return str(expr.subs(names))
 
 
 def _out_size(facts: Facts, op: OpNode) -> tuple[str, sympy.Expr]:
-    W = facts.param(op, "W") or ""
-    key = ".".join(W.split(".")[-2:])
-    return _OUT_SIZES[key]
+    """Output width of a linear reader, symbolically (from the table of parameter shapes)."""
+    cols = _SLICED[_short(facts.param(op, "W") or "")][0][1]
+    return _size_text(cols), cols
 
 
 # --- the residual stream (B4-B7) --------------------------------------------------------------
@@ -669,18 +664,15 @@ def _stream_values(facts: Facts) -> list[str]:
 
 
 def _rows(facts: Facts, param: str) -> tuple[str, sympy.Expr]:
+    """Rows of a writer table or weight, symbolically where they scale with a size."""
     shape = facts.graph.param[param].shape
-    key = ".".join(param.split(".")[-2:])
-    table = {
-        "embed.W_E": ("vocab", V),
-        "attn.W_O": ("heads * head_width", h * k),
-        "mlp.W_down": ("hidden", f),
-    }
-    if key in table:
-        return table[key]
-    if key == "embed.W_P":  # max_positions rows plus the unread leading ones (OPT)
+    local = _short(param)
+    if local == "W_P":  # max_positions rows plus the unread leading ones (OPT)
         extra = shape[0] - facts.graph.arch.max_positions
         return f"positions + {extra}", T + extra
+    if local in _SLICED and local != "W_T":
+        rows = _SLICED[local][0][0]
+        return _size_text(rows), rows
     return str(shape[0]), sympy.Integer(shape[0])
 
 
