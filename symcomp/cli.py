@@ -138,6 +138,25 @@ def cmd_verify(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_compile(args: argparse.Namespace) -> None:
+    """Generate a standalone PyTorch package (model, reduced model, groups, tests) from a spec."""
+    from symcomp.codegen.compile import compile_spec
+    from symcomp.codegen.emit import OverwriteError, write_package
+    from symcomp.spec import load_spec
+
+    spec = load_spec(args.spec)
+    package = compile_spec(spec, Path(args.spec).read_text())
+    try:
+        write_package(package, args.output, force=args.force)
+    except OverwriteError as exc:
+        print(f"error: {exc}; pass --force to replace it", file=sys.stderr)
+        raise SystemExit(2) from None
+    console = _console()
+    console.print(f"wrote {args.output}/ ({len(package.files)} files) from {args.spec}")
+    if package.chart_problem:
+        console.print(f"no reduced model: {package.chart_problem}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symcomp",
@@ -167,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("spec", type=Path, help="a YAML spec")
     ver.add_argument("--no-symbolic", action="store_true", help="skip the SymPy proofs")
     ver.add_argument("--json", action="store_true", help="also print one JSON object")
+
+    comp = add("compile", cmd_compile)
+    comp.add_argument("spec", type=Path, help="a YAML spec")
+    comp.add_argument("-o", "--output", type=Path, required=True, help="the package directory")
+    comp.add_argument(
+        "--force", action="store_true", help="replace a directory symcomp did not write"
+    )
 
     imp = add("import-hf", cmd_import_hf)
     imp.add_argument("config", type=Path, help="a Hugging Face config.json, or its folder")

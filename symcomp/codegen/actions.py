@@ -1,0 +1,188 @@
+"""Pass: render each symmetry group's action, written in the spec language, as torch source.
+
+An action ``{target pattern: expression}`` becomes one Python expression per target, over
+``v("<parameter pattern>")`` (the unit's 2-D view of a parameter, resolved at run time
+relative to the target's layer), the group element and the sizes ``S``. The expression
+language is small (see :mod:`symcomp.spec.expr`), so rendering is a direct walk of its AST;
+the generated package's ``gauge.py`` defines the few helpers (``mm``, ``inv``, ...) the
+rendered code calls. Names are resolved here, once, on a concrete instance of the target.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from symcomp.spec.expr import (
+    BinOp,
+    Call,
+    Expr,
+    Inverse,
+    Name,
+    Neg,
+    Number,
+    Power,
+    Transpose,
+    parse_expr,
+    unparse,
+)
+from symcomp.spec.groups import resolve_name
+from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup
+from symcomp.spec.params import Sizes, parameter_shapes
+
+_LAYER_PREFIX = re.compile(r"^layers\.(\d+)\.")
+SIZE_NAMES = frozenset(Sizes.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class ActCode:
+    """One target of an action: its pattern, the rendered source and the spec text."""
+
+    target: str
+    source: str
+    text: str
+
+
+@dataclass(frozen=True)
+class GroupCode:
+    """A group as the generated package sees it."""
+
+    name: str
+    catalogue_id: str
+    kind: str
+    per: str
+    size: str  # python source over S
+    element: str
+    positive: bool
+    fixes_ones: bool
+    commutes_with_rope: bool
+    layers: tuple[int, ...] | None
+    acts: tuple[ActCode, ...]
+
+
+class RenderError(ValueError):
+    """An action the generator cannot render (a name that resolves to no parameter)."""
+
+
+def size_source(expr: Expr | str | int) -> str:
+    """A size expression as python over the instance's sizes ``S``."""
+    if isinstance(expr, int):
+        return str(expr)
+    if isinstance(expr, str):
+        expr = parse_expr(expr)
+    return _Renderer(names={}, element="").render(expr)
+
+
+def _concrete(pattern: str, params: dict[str, tuple[int, ...]]) -> str | None:
+    """A parameter that ``pattern`` (``*`` for a layer) matches: layer 0's, or the pattern."""
+    regex = re.compile(re.escape(pattern).replace(r"\*", r"\d+"))
+    return next((name for name in params if regex.fullmatch(name)), None)
+
+
+def _as_pattern(path: str, target: str) -> str:
+    """``layers.<l>.x`` -> ``layers.*.x`` when ``l`` is the target's own layer."""
+    m, t = _LAYER_PREFIX.match(path), _LAYER_PREFIX.match(target)
+    if m and t and m.group(1) == t.group(1):
+        return "layers.*." + path[m.end() :]
+    return path
+
+
+class _Renderer:
+    def __init__(self, names: dict[str, str], element: str):
+        self.names = names  # spec name -> parameter pattern
+        self.element = element
+
+    def render(self, node: Expr) -> str:
+        if isinstance(node, Number):
+            value = node.value
+            return repr(int(value)) if float(value).is_integer() else repr(float(value))
+        if isinstance(node, Name):
+            if node.name == self.element:
+                return self.element
+            if node.name in SIZE_NAMES:
+                return f'S["{node.name}"]'
+            return f'v("{self.names[node.name]}")'
+        if isinstance(node, Neg):
+            return f"-{self.wrap(node.operand)}"
+        if isinstance(node, Transpose):
+            return f"T({self.render(node.operand)})"
+        if isinstance(node, Inverse):
+            return f"inv({self.render(node.operand)})"
+        if isinstance(node, Power):
+            return f"{self.wrap(node.operand)} ** {node.exponent!r}"
+        if isinstance(node, BinOp):
+            a, b = self.render(node.left), self.render(node.right)
+            if node.op in ("+", "-"):
+                return f"({a} {node.op} {b})"
+            if node.op in ("*", "/"):
+                return f"({a} {node.op} {b})"
+            return f"mm({a}, {b})"
+        assert isinstance(node, Call)
+        if node.func in ("ones", "eye"):
+            return f"{node.func}(int({size_source(node.args[0])}))"
+        args = ", ".join(self.render(a) for a in node.args)
+        return f"{'total' if node.func == 'sum' else node.func}({args})"
+
+    def wrap(self, node: Expr) -> str:
+        text = self.render(node)
+        simple = isinstance(node, Name | Number | Call | Transpose | Inverse | BinOp)
+        return text if simple else f"({text})"
+
+
+def _names(expr: Expr) -> list[str]:
+    out: list[str] = []
+
+    def walk(node: Expr) -> None:
+        if isinstance(node, Name):
+            out.append(node.name)
+        for child in getattr(node, "args", ()) or ():
+            walk(child)
+        for attr in ("operand", "left", "right"):
+            child = getattr(node, attr, None)
+            if child is not None:
+                walk(child)
+
+    walk(expr)
+    return list(dict.fromkeys(out))
+
+
+def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -> ActCode | None:
+    """One action target rendered; None when the pattern matches no parameter here."""
+    params = parameter_shapes(arch)
+    concrete = _concrete(target, params)
+    if concrete is None:
+        return None
+    element = group.element or DEFAULT_ELEMENT[group.group]
+    expr = parse_expr(text)
+    names: dict[str, str] = {}
+    for name in _names(expr):
+        if name == element or name in SIZE_NAMES:
+            continue
+        path = resolve_name(name, concrete, params)
+        if path is None:
+            raise RenderError(f"{group.name}: {name!r} in the action on {target} names nothing")
+        names[name] = _as_pattern(path, concrete)
+    source = _Renderer(names, element).render(expr)
+    return ActCode(target=target, source=source, text=unparse(expr))
+
+
+def render_group(group: CustomGroup, catalogue_id: str, arch: Architecture) -> GroupCode:
+    """A group's table entry and rendered actions."""
+    acts = tuple(
+        act
+        for target, text in group.acts.items()
+        if (act := render_act(group, target, text, arch)) is not None
+    )
+    return GroupCode(
+        name=group.name,
+        catalogue_id=catalogue_id,
+        kind=group.group,
+        per=group.per,
+        size=size_source(group.size),
+        element=group.element or DEFAULT_ELEMENT[group.group],
+        positive=group.positive,
+        fixes_ones="ones" in group.fixes,
+        commutes_with_rope="rope" in group.commutes_with,
+        layers=tuple(group.layers) if group.layers is not None else None,
+        acts=acts,
+    )

@@ -1,0 +1,186 @@
+"""Pass: derive the gauge-fixing chart, one step per continuous group, from the groups' actions.
+
+A step fixes a group on one *anchor* parameter that the group moves in a form the chart knows:
+
+- ``X f(E)`` or ``f(E) X`` with ``f(E)`` one of ``E``, ``E^-1``, ``E^T``, ``E^-T`` (or ``diag(s)``,
+  ``diag(s)^-1`` for scalings), possibly offset as ``(c + X) f(E) - c``;
+- ``X + L(t)`` for translations, with ``L`` linear in ``t``.
+
+Steps are ordered so that no later group moves an earlier step's anchor: each step's canonical
+element then depends only on what the later steps leave alone, and the composite is a function
+of the orbit. A group with no usable anchor (or no such order) makes the chart underivable;
+:class:`ChartError` names the groups, and the compiler reports it rather than guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from symcomp.codegen.actions import GroupCode
+from symcomp.spec.expr import BinOp, Call, Expr, Inverse, Name, Number, Transpose, parse_expr
+from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED
+from symcomp.spec.model import Architecture
+from symcomp.spec.params import parameter_shapes
+
+_Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O")
+
+
+class ChartError(ValueError):
+    """No chart could be derived for these groups."""
+
+
+@dataclass(frozen=True)
+class StepCode:
+    group: str
+    kind: str
+    anchor: str
+    side: str
+    form: str
+    offset: float
+
+
+def _element_form(node: Expr, element: str, scaling: bool) -> str | None:
+    """``E``, ``E^-1``, ``E^T`` or ``E^-T`` when ``node`` is that function of the element."""
+    if scaling:
+        if isinstance(node, Call) and node.func == "diag" and node.args == (Name(element),):
+            return "E"
+        if isinstance(node, Inverse) and _element_form(node.operand, element, True) == "E":
+            return "E^-1"
+        return None
+    if node == Name(element):
+        return "E"
+    if isinstance(node, Inverse) and node.operand == Name(element):
+        return "E^-1"
+    if isinstance(node, Transpose):
+        if node.operand == Name(element):
+            return "E^T"
+        if isinstance(node.operand, Inverse) and node.operand.operand == Name(element):
+            return "E^-T"
+    return None
+
+
+def _self(node: Expr, target: str) -> tuple[bool, float]:
+    """Whether ``node`` is the target itself, or ``c + target`` (then c)."""
+    short = target.rsplit(".", 1)[-1]
+    if isinstance(node, Name) and node.name in (short, target):
+        return True, 0.0
+    if isinstance(node, BinOp) and node.op == "+" and isinstance(node.left, Number):
+        ok, _ = _self(node.right, target)
+        return ok, node.left.value if ok else 0.0
+    return False, 0.0
+
+
+def _multiplicative(group: GroupCode, target: str, text: str) -> tuple[str, str, float] | None:
+    """(side, form, offset) of an action ``X f(E)``, ``f(E) X`` or ``(c + X) f(E) - c``."""
+    expr = parse_expr(text)
+    offset = 0.0
+    if isinstance(expr, BinOp) and expr.op == "-" and isinstance(expr.right, Number):
+        offset, expr = expr.right.value, expr.left
+    if not (isinstance(expr, BinOp) and expr.op == "@"):
+        return None
+    scaling = group.kind == "scaling"
+    for side, x, e in (("right", expr.left, expr.right), ("left", expr.right, expr.left)):
+        is_self, c = _self(x, target)
+        form = _element_form(e, group.element, scaling)
+        if is_self and form is not None and c == offset:
+            return side, form, offset
+    return None
+
+
+def _translation(group: GroupCode, target: str, text: str) -> bool:
+    expr = parse_expr(text)
+    return (
+        isinstance(expr, BinOp)
+        and expr.op in ("+", "-")
+        and _self(expr.left, target) == (True, 0.0)
+        and group.element in _names(expr.right)
+    )
+
+
+def _names(node: Expr) -> set[str]:
+    if isinstance(node, Name):
+        return {node.name}
+    out: set[str] = set()
+    for attr in ("operand", "left", "right"):
+        child = getattr(node, attr, None)
+        if child is not None:
+            out |= _names(child)
+    for child in getattr(node, "args", ()) or ():
+        out |= _names(child)
+    return out
+
+
+_KIND = {"GL": "gl", "O": "rotation", "SO": "rotation", "scaling": "scale"}
+
+
+def candidate_steps(group: GroupCode, texts: dict[str, str], arch: Architecture) -> list[StepCode]:
+    """Every anchor the group could be fixed on, in the order of its actions."""
+    shapes = parameter_shapes(arch)
+    out = []
+    for act in group.acts:
+        local = re.sub(r"^layers\.\*\.", "", act.target)
+        if group.per in ("kv_head", "head") and local in _Q_SLICED:
+            continue  # a query-sliced view is a sum of blocks: not an anchor
+        if group.per == "model" and "*" in act.target:
+            continue
+        concrete = act.target.replace("*", "0")
+        if concrete not in shapes:
+            continue
+        text = texts[act.target]
+        if group.kind == "translation":
+            if _translation(group, act.target, text):
+                out.append(StepCode(group.name, "translation", act.target, "right", "E", 0.0))
+            continue
+        if group.kind not in _KIND or group.fixes_ones:
+            continue
+        if group.kind in ("O", "SO") and group.commutes_with_rope:
+            continue
+        if group.kind == "scaling" and group.commutes_with_rope:
+            continue
+        found = _multiplicative(group, act.target, text)
+        if found is None:
+            continue
+        side, form, offset = found
+        shape = shapes[concrete]
+        rows = shape[0] if len(shape) == 2 else 1
+        if group.kind != "scaling" and side == "right" and rows < 2:
+            continue  # a bias row cannot hold k pivot rows
+        if (group.per, local) in (("neuron", "x"),) or (
+            group.per in ("kv_head", "head") and local not in HEAD_SLICED and "*" in act.target
+        ):
+            continue
+        if group.per == "neuron" and local not in NEURON_SLICED:
+            continue
+        out.append(StepCode(group.name, _KIND[group.kind], act.target, side, form, offset))
+    return out
+
+
+def _moves(group: GroupCode, pattern: str) -> bool:
+    return any(act.target == pattern for act in group.acts)
+
+
+def derive_chart(
+    groups: tuple[GroupCode, ...], texts: dict[str, dict[str, str]], arch
+) -> tuple[StepCode, ...]:
+    """The chart's steps in order; ChartError when some group has no anchor or no order works."""
+    remaining = [g for g in groups if g.kind != "permutation"]
+    candidates = {g.name: candidate_steps(g, texts[g.name], arch) for g in remaining}
+    missing = [g.name for g in remaining if not candidates[g.name]]
+    if missing:
+        raise ChartError(f"no anchor the chart can fix for: {', '.join(missing)}")
+    steps: list[StepCode] = []
+    while remaining:
+        for group in remaining:
+            others = [g for g in remaining if g is not group]
+            free = [
+                s for s in candidates[group.name] if not any(_moves(o, s.anchor) for o in others)
+            ]
+            if free:
+                steps.append(free[0])
+                remaining.remove(group)
+                break
+        else:
+            names = ", ".join(g.name for g in remaining)
+            raise ChartError(f"no order fixes these groups one anchor at a time: {names}")
+    return tuple(steps)
