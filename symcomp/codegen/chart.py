@@ -15,6 +15,7 @@ of the orbit. A group with no usable anchor (or no such order) makes the chart u
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from symcomp.codegen.actions import GroupCode
@@ -38,6 +39,15 @@ class StepCode:
     side: str
     form: str
     offset: float
+    joint: tuple[tuple[str, str], ...] = ()  # more (group, anchor) fixed in the same step
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (self.group, *(name for name, _ in self.joint))
+
+    @property
+    def anchors(self) -> tuple[str, ...]:
+        return (self.anchor, *(anchor for _, anchor in self.joint))
 
 
 def _element_form(node: Expr, element: str, scaling: bool) -> str | None:
@@ -89,13 +99,12 @@ def _multiplicative(group: GroupCode, target: str, text: str) -> tuple[str, str,
 
 
 def _translation(group: GroupCode, target: str, text: str) -> bool:
+    """Whether the action on ``target`` involves both the target and the element: a candidate
+    for a minimum-norm step (the generated chart checks that the move is linear in t)."""
     expr = parse_expr(text)
-    return (
-        isinstance(expr, BinOp)
-        and expr.op in ("+", "-")
-        and _self(expr.left, target) == (True, 0.0)
-        and group.element in _names(expr.right)
-    )
+    short = target.rsplit(".", 1)[-1]
+    names = _names(expr)
+    return group.element in names and (short in names or target in names)
 
 
 def _names(node: Expr) -> set[str]:
@@ -132,7 +141,7 @@ def candidate_steps(group: GroupCode, texts: dict[str, str], arch: Architecture)
             if _translation(group, act.target, text):
                 out.append(StepCode(group.name, "translation", act.target, "right", "E", 0.0))
             continue
-        if group.kind not in _KIND or group.fixes_ones:
+        if group.kind not in _KIND or (group.fixes_ones and group.kind == "GL"):
             continue
         if group.kind in ("O", "SO") and group.commutes_with_rope:
             continue
@@ -161,9 +170,17 @@ def _moves(group: GroupCode, pattern: str) -> bool:
 
 
 def derive_chart(
-    groups: tuple[GroupCode, ...], texts: dict[str, dict[str, str]], arch
+    groups: tuple[GroupCode, ...],
+    texts: dict[str, dict[str, str]],
+    arch: Architecture,
+    preserves: Callable[[StepCode, str], bool],
 ) -> tuple[StepCode, ...]:
-    """The chart's steps in order; ChartError when some group has no anchor or no order works."""
+    """The chart's steps in order; ChartError when some group has no anchor or no order works.
+
+    A step may come before a group that also moves its anchor only if that group maps the step's
+    slice into itself (``preserves(step, group)``, checked numerically by the caller): then fixing
+    the later gauges never undoes the earlier ones, and the composite is a function of the orbit.
+    """
     remaining = [g for g in groups if g.kind != "permutation"]
     candidates = {g.name: candidate_steps(g, texts[g.name], arch) for g in remaining}
     missing = [g.name for g in remaining if not candidates[g.name]]
@@ -171,16 +188,67 @@ def derive_chart(
         raise ChartError(f"no anchor the chart can fix for: {', '.join(missing)}")
     steps: list[StepCode] = []
     while remaining:
-        for group in remaining:
-            others = [g for g in remaining if g is not group]
-            free = [
-                s for s in candidates[group.name] if not any(_moves(o, s.anchor) for o in others)
-            ]
-            if free:
-                steps.append(free[0])
-                remaining.remove(group)
-                break
-        else:
+        chosen = _next_step(remaining, candidates, preserves)
+        if chosen is None:
             names = ", ".join(g.name for g in remaining)
             raise ChartError(f"no order fixes these groups one anchor at a time: {names}")
+        steps.append(chosen)
+        remaining = [g for g in remaining if g.name not in chosen.groups]
     return tuple(steps)
+
+
+def _next_step(
+    remaining: list[GroupCode],
+    candidates: dict[str, list[StepCode]],
+    preserves: Callable[[StepCode, str], bool],
+) -> StepCode | None:
+    """The first (group, anchor) whose slice every other remaining group preserves; failing
+    that, a joint step over translations whose directions overlap on shared anchors."""
+    for group in remaining:
+        for step in candidates[group.name]:
+            if _acceptable(step, remaining, preserves):
+                return step
+    for step in _joint_translations(remaining, candidates):
+        if _acceptable(step, remaining, preserves):
+            return step
+    return None
+
+
+def _acceptable(step: StepCode, remaining, preserves) -> bool:
+    movers = {
+        o.name
+        for o in remaining
+        if o.name not in step.groups and any(_moves(o, anchor) for anchor in step.anchors)
+    }
+    return all(preserves(step, other) for other in sorted(movers))
+
+
+def _joint_translations(remaining: list[GroupCode], candidates) -> list[StepCode]:
+    """One joint step per cluster of translations (same units) that move each other's anchors."""
+    translations = [g for g in remaining if g.kind == "translation"]
+    clusters: list[list[GroupCode]] = []
+    for g in translations:
+        linked = [
+            c
+            for c in clusters
+            if c[0].per == g.per
+            and c[0].layers == g.layers
+            and any(_touches(g, h, candidates) or _touches(h, g, candidates) for h in c)
+        ]
+        merged = [g] + [h for c in linked for h in c]
+        clusters = [c for c in clusters if c not in linked] + [merged]
+    out = []
+    for cluster in clusters:
+        if len(cluster) < 2:
+            continue
+        cluster.sort(key=lambda g: translations.index(g))
+        first, *rest = cluster
+        head = candidates[first.name][0]
+        joint = tuple((g.name, candidates[g.name][0].anchor) for g in rest)
+        out.append(StepCode(first.name, "translation", head.anchor, "right", "E", 0.0, joint))
+    return out
+
+
+def _touches(g: GroupCode, h: GroupCode, candidates) -> bool:
+    """Whether g moves one of h's candidate anchors."""
+    return any(_moves(g, step.anchor) for step in candidates[h.name])

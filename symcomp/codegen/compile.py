@@ -18,7 +18,8 @@ import sympy
 
 from symcomp import __version__
 from symcomp.codegen.actions import GroupCode, render_group
-from symcomp.codegen.chart import ChartError, StepCode, derive_chart
+from symcomp.codegen.chart import ChartError, derive_chart
+from symcomp.codegen.chart_check import ChartLab
 from symcomp.codegen.model_code import render_model
 from symcomp.codegen.render import render
 from symcomp.ir.graph import build_graph
@@ -89,30 +90,26 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
         render_group(info.group, info.catalogue_id, spec.architecture) for info in symmetries.groups
     )
     texts = {info.group.name: dict(info.group.acts) for info in symmetries.groups}
-    steps: tuple[StepCode, ...] = ()
-    problem = None
-    try:
-        steps = derive_chart(groups, texts, spec.architecture)
-    except ChartError as exc:
-        problem = str(exc)
     tiny = tiny_sizes(spec, groups)
     redundant, formula = _redundant_at(spec, tiny)
     context = {
         "header": head,
         "name": spec.name,
         "groups": groups,
-        "steps": steps,
         "rope": _rope(spec, graph),
-        "reduced": problem is None,
         "tiny": repr(tiny),
         "redundant": redundant,
         "formula": formula,
     }
     files = {
-        "__init__.py": render("init.py.j2", **context),
         "model.py": head + "\n" + render_model(spec),
         "gauge.py": render("gauge.py.j2", **context),
         "groups.py": render("groups.py.j2", **context),
+    }
+    steps, problem = _chart(groups, texts, spec, files, tiny, redundant)
+    context |= {"steps": steps, "reduced": problem is None}
+    files |= {
+        "__init__.py": render("init.py.j2", **context),
         "invariants.py": render("invariants.py.j2", **context),
         "test_invariance.py": render("test_invariance.py.j2", **context),
     }
@@ -126,6 +123,17 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
         files=tuple(GeneratedFile(path, formatted[path]) for path in sorted(formatted)),
         chart_problem=problem,
     )
+
+
+def _chart(groups, texts, spec: Spec, files, tiny, redundant):
+    """The chart's steps, ordered and checked with the generated runtime; or why there is none."""
+    with ChartLab(files, tiny) as lab:
+        try:
+            steps = derive_chart(groups, texts, spec.architecture, lab.preserves)
+            lab.check(steps, redundant)
+        except ChartError as exc:
+            return (), str(exc)
+    return steps, None
 
 
 def _rope(spec: Spec, graph) -> str:

@@ -1,0 +1,127 @@
+"""Check candidate charts numerically, with the generated runtime itself, before emitting them.
+
+:class:`ChartLab` writes the order-independent files of a package (``model.py``, ``gauge.py``,
+``groups.py``) to a temporary folder, imports them, and answers two questions on a random point
+of the tiny instance, in float64:
+
+- ``preserves(step, group)``: does ``group`` map the slice of ``step`` into itself? (Fix the
+  step's gauge, move the point by a random element of the group, fix the gauge again: nothing
+  may move.) :func:`symcomp.codegen.chart.derive_chart` orders the steps with it.
+- ``check(steps)``: is the whole chart a function of the orbit, and does it determine exactly the
+  redundant count of entries? A chart that fails is not emitted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from symcomp.codegen.chart import ChartError, StepCode
+
+TOL = 1e-8
+
+
+class ChartLab:
+    def __init__(self, files: dict[str, str], tiny: dict[str, int], seed: int = 0):
+        self._dir = Path(tempfile.mkdtemp(prefix="symcomp-chart-"))
+        self._name = f"_symcomp_chart_lab_{id(self)}"
+        package = self._dir / self._name
+        package.mkdir()
+        (package / "__init__.py").write_text("")
+        for path in ("model.py", "gauge.py", "groups.py"):
+            (package / path).write_text(files[path])
+        sys.path.insert(0, str(self._dir))
+        try:
+            self.gauge = importlib.import_module(f"{self._name}.gauge")
+            self.groups: ModuleType = importlib.import_module(f"{self._name}.groups")
+            model = importlib.import_module(f"{self._name}.model").Model
+        finally:
+            sys.path.remove(str(self._dir))
+        shell = model(dtype=torch.float64, device="meta", **tiny)
+        self.sizes = self.gauge.as_sizes(shell.sizes)
+        generator = torch.Generator().manual_seed(seed)
+        self.point = {}
+        for name, p in shell.named_parameters():
+            value = 0.5 * torch.randn(tuple(p.shape), generator=generator, dtype=torch.float64)
+            self.point[name] = value + (2.0 if name.endswith("gain") else 0.0)
+        self._seed = seed
+        self._memo: dict[tuple[StepCode, str], bool] = {}
+
+    def close(self) -> None:
+        for module in [m for m in sys.modules if m.startswith(self._name)]:
+            del sys.modules[module]
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> ChartLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the questions ------------------------------------------------------------------------
+
+    def _chart(self, steps: tuple[StepCode, ...]):
+        g = self.gauge
+        return g.Chart(
+            groups=self.groups.GROUPS, steps=tuple(g.Step(**asdict(s)) for s in steps),
+            rope=self.groups.ROPE,
+        )
+
+    def _moved(self, params: dict, names: list[str], seed: int) -> dict:
+        generator = torch.Generator().manual_seed(seed)
+        for name in names:
+            group = self.groups.GROUPS[name]
+            for unit in self.gauge.units(group, self.sizes):
+                element = self.gauge.random_element(group, self.sizes, self.groups.ROPE, generator)
+                params = self.gauge.apply(group, params, unit, element, self.sizes)
+        return params
+
+    def preserves(self, step: StepCode, group: str) -> bool:
+        key = (step, group)
+        if key not in self._memo:
+            self._memo[key] = self._preserves(step, group)
+        return self._memo[key]
+
+    def _preserves(self, step: StepCode, group: str) -> bool:
+        chart = self._chart((step,))
+        try:
+            on_slice, _ = self.gauge.canonicalize(chart, self.point, self.sizes)
+            moved = self._moved(on_slice, [group], self._seed + 1)
+            again, _ = self.gauge.canonicalize(chart, moved, self.sizes)
+        except (ValueError, RuntimeError, torch.linalg.LinAlgError):
+            return False
+        return _gap(again, moved) <= TOL * (1.0 + _scale(moved))
+
+    def check(self, steps: tuple[StepCode, ...], redundant: int) -> None:
+        """Raise ChartError unless the chart is orbit-invariant and fixes ``redundant`` entries."""
+        chart = self._chart(steps)
+        continuous = [n for n, g in self.groups.GROUPS.items() if g.continuous]
+        try:
+            a, record = self.gauge.canonicalize(chart, self.point, self.sizes)
+            moved = self._moved(self.point, continuous, self._seed + 2)
+            b, _ = self.gauge.canonicalize(chart, moved, self.sizes)
+            shapes = {name: tuple(p.shape) for name, p in self.point.items()}
+            masks = self.gauge.determined(chart, record, shapes, self.sizes)
+        except (ValueError, RuntimeError, torch.linalg.LinAlgError) as exc:
+            raise ChartError(f"the derived chart fails on the tiny instance: {exc}") from None
+        gap = _gap(a, b)
+        if gap > TOL * (1.0 + _scale(a)):
+            raise ChartError(f"the derived chart is not a function of the orbit (gap {gap:.1e})")
+        fixed = sum(int(m.sum()) for m in masks.values())
+        if fixed != redundant:
+            raise ChartError(f"the derived chart fixes {fixed} entries, not the {redundant} redundant")
+
+
+def _gap(a: dict, b: dict) -> float:
+    return max(float((a[n] - b[n]).abs().max()) if a[n].numel() else 0.0 for n in a)
+
+
+def _scale(a: dict) -> float:
+    return max(float(v.abs().max()) if v.numel() else 0.0 for v in a.values())
