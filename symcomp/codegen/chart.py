@@ -173,13 +173,19 @@ def derive_chart(
     groups: tuple[GroupCode, ...],
     texts: dict[str, dict[str, str]],
     arch: Architecture,
-    preserves: Callable[[StepCode, str], bool],
+    preserves: Callable[[tuple[StepCode, ...], StepCode, str], bool],
+    fixes: Callable[[tuple[StepCode, ...], StepCode], int],
 ) -> tuple[StepCode, ...]:
     """The chart's steps in order; ChartError when some group has no anchor or no order works.
 
     A step may come before a group that also moves its anchor only if that group maps the step's
-    slice into itself (``preserves(step, group)``, checked numerically by the caller): then fixing
+    slice into itself (``preserves(steps, step, group)``, checked numerically by the caller at
+    the chart point of the steps so far): then fixing
     the later gauges never undoes the earlier ones, and the composite is a function of the orbit.
+    Among a group's anchors, those where it fixes the most entries after the steps so far
+    (``fixes(steps, step)``) come first: a norm bias folded to zero leaves nothing to fix on the
+    reader biases, but everything on the reader weights. A negative count rules an anchor out
+    (a translation that moves it nonlinearly).
     """
     remaining = [g for g in groups if g.kind != "permutation"]
     candidates = {g.name: candidate_steps(g, texts[g.name], arch) for g in remaining}
@@ -188,7 +194,17 @@ def derive_chart(
         raise ChartError(f"no anchor the chart can fix for: {', '.join(missing)}")
     steps: list[StepCode] = []
     while remaining:
-        chosen = _next_step(remaining, candidates, preserves)
+        ranked = {
+            name: sorted(
+                (step for step in cands if fixes(tuple(steps), step) >= 0),
+                key=lambda step: -fixes(tuple(steps), step),
+            )
+            for name, cands in candidates.items()
+        }
+        done = tuple(steps)
+        chosen = _next_step(
+            remaining, ranked, lambda s, g: preserves(done, s, g), lambda s: fixes(done, s)
+        )
         if chosen is None:
             names = ", ".join(g.name for g in remaining)
             raise ChartError(f"no order fixes these groups one anchor at a time: {names}")
@@ -201,16 +217,23 @@ def _next_step(
     remaining: list[GroupCode],
     candidates: dict[str, list[StepCode]],
     preserves: Callable[[StepCode, str], bool],
+    fixes: Callable[[StepCode], int],
 ) -> StepCode | None:
-    """The first (group, anchor) whose slice every other remaining group preserves; failing
-    that, a joint step over translations whose directions overlap on shared anchors."""
+    """The next step: the first (group, anchor) that fixes something and whose slice every
+    other remaining group preserves; failing that, a joint step over translations whose
+    directions overlap on shared anchors; failing that, a group that fixes nothing new (its
+    directions are all shared with groups fixed before)."""
+    for group in remaining:
+        for step in candidates[group.name]:
+            if fixes(step) > 0 and _acceptable(step, remaining, preserves):
+                return step
+    for step in _joint_translations(remaining, candidates):
+        if fixes(step) >= 0 and _acceptable(step, remaining, preserves):
+            return step
     for group in remaining:
         for step in candidates[group.name]:
             if _acceptable(step, remaining, preserves):
                 return step
-    for step in _joint_translations(remaining, candidates):
-        if _acceptable(step, remaining, preserves):
-            return step
     return None
 
 
@@ -243,6 +266,8 @@ def _joint_translations(remaining: list[GroupCode], candidates) -> list[StepCode
             continue
         cluster.sort(key=lambda g: translations.index(g))
         first, *rest = cluster
+        if any(not candidates[g.name] for g in cluster):
+            continue
         head = candidates[first.name][0]
         joint = tuple((g.name, candidates[g.name][0].anchor) for g in rest)
         out.append(StepCode(first.name, "translation", head.anchor, "right", "E", 0.0, joint))

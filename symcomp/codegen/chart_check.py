@@ -4,9 +4,11 @@
 ``groups.py``) to a temporary folder, imports them, and answers two questions on a random point
 of the tiny instance, in float64:
 
-- ``preserves(step, group)``: does ``group`` map the slice of ``step`` into itself? (Fix the
-  step's gauge, move the point by a random element of the group, fix the gauge again: nothing
-  may move.) :func:`symcomp.codegen.chart.derive_chart` orders the steps with it.
+- ``preserves(before, step, group)``: does ``group`` map the slice of ``step`` into itself, at
+  the chart point of the steps ``before``? (Fix the step's gauge, move the point by a random
+  element of the group, fix the gauge again: nothing may move.) ``fixes(before, step)``: how
+  many entries the step determines there. :func:`symcomp.codegen.chart.derive_chart` orders the
+  steps with them.
 - ``check(steps)``: is the whole chart a function of the orbit, and does it determine exactly the
   redundant count of entries? A chart that fails is not emitted.
 """
@@ -52,7 +54,8 @@ class ChartLab:
             value = 0.5 * torch.randn(tuple(p.shape), generator=generator, dtype=torch.float64)
             self.point[name] = value + (2.0 if name.endswith("gain") else 0.0)
         self._seed = seed
-        self._memo: dict[tuple[StepCode, str], bool] = {}
+        self._memo: dict[tuple[tuple[StepCode, ...], StepCode, str], bool] = {}
+        self._fixed: dict[tuple[tuple[StepCode, ...], StepCode], int] = {}
 
     def close(self) -> None:
         for module in [m for m in sys.modules if m.startswith(self._name)]:
@@ -72,6 +75,7 @@ class ChartLab:
         return g.Chart(
             groups=self.groups.GROUPS, steps=tuple(g.Step(**asdict(s)) for s in steps),
             rope=self.groups.ROPE,
+            unread=self.groups.UNREAD,
         )
 
     def _moved(self, params: dict, names: list[str], seed: int) -> dict:
@@ -83,19 +87,64 @@ class ChartLab:
                 params = self.gauge.apply(group, params, unit, element, self.sizes)
         return params
 
-    def preserves(self, step: StepCode, group: str) -> bool:
-        key = (step, group)
+    def fixes(self, before: tuple[StepCode, ...], step: StepCode) -> int:
+        """How many entries ``step`` determines at the chart point of the steps ``before``."""
+        key = (before, step)
+        if key not in self._fixed:
+            self._fixed[key] = self._fixes(before, step)
+        return self._fixed[key]
+
+    def _fixes(self, before: tuple[StepCode, ...], step: StepCode) -> int:
+        shapes = {name: tuple(p.shape) for name, p in self.point.items()}
+        try:
+            point, _ = self.gauge.canonicalize(self._chart(before), self.point, self.sizes)
+            if step.kind == "translation" and not self._linear(step, point):
+                return -1
+            _, record = self.gauge.canonicalize(self._chart((step,)), point, self.sizes)
+            masks = self.gauge.determined(self._chart((step,)), record, shapes, self.sizes)
+        except Exception:  # noqa: BLE001 - a candidate that fails fixes nothing
+            return 0
+        unread = sum(int(m.sum()) for m in self.gauge._unread_masks(self._chart(()), shapes).values())
+        return sum(int(m.sum()) for m in masks.values()) - unread
+
+    def _linear(self, step: StepCode, point: dict) -> bool:
+        """Whether the step's translations move its anchors linearly in t (at ``point``): the
+        minimum-norm step solves a linear least-squares problem."""
+        g, chart = self.gauge, self._chart((step,))
+        generator = torch.Generator().manual_seed(self._seed + 3)
+        for name in step.groups:
+            group = self.groups.GROUPS[name]
+            for unit in g.units(group, self.sizes):
+                t1, t2 = (g.random_element(group, self.sizes, self.groups.ROPE, generator) for _ in "ab")
+
+                def move(t, group=group, unit=unit):
+                    moved = g.apply(group, point, unit, t, self.sizes)
+                    return g._anchor_vector(chart, chart.steps[0], moved, unit, self.sizes)
+
+                base = move(torch.zeros_like(t1))
+                both = move(t1 + t2) - base
+                if float((both - (move(t1) - base) - (move(t2) - base)).abs().max()) > TOL * (
+                    1.0 + float(both.abs().max())
+                ):
+                    return False
+        return True
+
+    def preserves(self, before: tuple[StepCode, ...], step: StepCode, group: str) -> bool:
+        """Whether ``group`` maps the slice of ``step`` into itself, at the chart point of the
+        steps ``before`` (where the earlier gauges, norm gains included, are already fixed)."""
+        key = (before, step, group)
         if key not in self._memo:
-            self._memo[key] = self._preserves(step, group)
+            self._memo[key] = self._preserves(before, step, group)
         return self._memo[key]
 
-    def _preserves(self, step: StepCode, group: str) -> bool:
+    def _preserves(self, before: tuple[StepCode, ...], step: StepCode, group: str) -> bool:
         chart = self._chart((step,))
         try:
-            on_slice, _ = self.gauge.canonicalize(chart, self.point, self.sizes)
+            start, _ = self.gauge.canonicalize(self._chart(before), self.point, self.sizes)
+            on_slice, _ = self.gauge.canonicalize(chart, start, self.sizes)
             moved = self._moved(on_slice, [group], self._seed + 1)
             again, _ = self.gauge.canonicalize(chart, moved, self.sizes)
-        except (ValueError, RuntimeError, torch.linalg.LinAlgError):
+        except Exception:  # noqa: BLE001 - any failure of a candidate just rules it out
             return False
         return _gap(again, moved) <= TOL * (1.0 + _scale(moved))
 
@@ -109,7 +158,7 @@ class ChartLab:
             b, _ = self.gauge.canonicalize(chart, moved, self.sizes)
             shapes = {name: tuple(p.shape) for name, p in self.point.items()}
             masks = self.gauge.determined(chart, record, shapes, self.sizes)
-        except (ValueError, RuntimeError, torch.linalg.LinAlgError) as exc:
+        except Exception as exc:  # noqa: BLE001 - reported as why there is no chart
             raise ChartError(f"the derived chart fails on the tiny instance: {exc}") from None
         gap = _gap(a, b)
         if gap > TOL * (1.0 + _scale(a)):

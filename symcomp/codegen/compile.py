@@ -97,6 +97,7 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
         "name": spec.name,
         "groups": groups,
         "rope": _rope(spec, graph),
+        "unread": _unread(graph),
         "tiny": repr(tiny),
         "redundant": redundant,
         "formula": formula,
@@ -129,11 +130,26 @@ def _chart(groups, texts, spec: Spec, files, tiny, redundant):
     """The chart's steps, ordered and checked with the generated runtime; or why there is none."""
     with ChartLab(files, tiny) as lab:
         try:
-            steps = derive_chart(groups, texts, spec.architecture, lab.preserves)
+            steps = derive_chart(groups, texts, spec.architecture, lab.preserves, lab.fixes)
             lab.check(steps, redundant)
         except ChartError as exc:
             return (), str(exc)
     return steps, None
+
+
+def _unread(graph) -> str:
+    """Rows of embedding tables that no input reads, as ``(table, first, end)`` source."""
+    out = []
+    for op in graph.ops:
+        if op.kind != "embed":
+            continue
+        table = next(i.node for i in op.inputs if i.slot == "W")
+        rows = graph.param[table].shape[0]
+        if op.attr("index") == "position" and op.attr("offset") > 0:
+            out.append((table, 0, op.attr("offset")))
+        elif op.attr("index") == "token_type" and rows > 1:
+            out.append((table, 1, rows))
+    return repr(tuple(out)).replace("'", '"')
 
 
 def _rope(spec: Spec, graph) -> str:
