@@ -377,8 +377,9 @@ def _greedy_rows(U: Tensor, count: int, exclude: Tensor | None = None) -> list[i
     chosen: list[int] = []
     for _ in range(count):
         norms = (U * U).sum(1)
-        # the first of the (numerically) largest: ties are common in structured constraints
-        i = int(torch.nonzero(norms >= norms.max() * (1 - 1e-9))[0])
+        # the last of the (numerically) largest: ties are common in structured constraints, and
+        # the last entry of a centred row is the one a rotation fixing the ones vector leaves
+        i = int(torch.nonzero(norms >= norms.max() * (1 - 1e-9))[-1])
         if norms[i] <= 1e-24 * max(float(norms.max()), 1.0) or norms[i] == 0:
             raise DegenerateError("rank-deficient")
         chosen.append(i)
@@ -397,7 +398,8 @@ class Step:
     ``kind``: ``gl`` (k pivot rows of the anchor made the identity; with RoPE, one pivot row per
     rotated pair made (1, 0)), ``rotation`` (d pivot rows made lower triangular with a positive
     diagonal), ``scale`` (one pivot entry per scaled column made 1, or its sign), ``translation``
-    (the anchor made orthogonal to the translations: minimum norm). ``form``: how the element E
+    (the anchors made orthogonal to the translations: minimum norm; ``joint`` lists the other
+    translations fixed in the same step, when their directions overlap). ``form``: how the element E
     multiplies the anchor (``E``, ``E^-1``, ``E^T``, ``E^-T``), ``side``: ``right`` (X f(E)) or
     ``left`` (f(E) X); ``offset``: c in (c + X) f(E) - c (Gemma's 1 + w gains).
     """
@@ -408,6 +410,7 @@ class Step:
     side: str = "right"
     form: str = "E"
     offset: float = 0.0
+    joint: tuple[tuple[str, str], ...] = ()  # more (group, anchor) fixed jointly (translations)
 
 
 def _from_multiplier(M: Tensor, form: str, kind: str) -> Tensor:
@@ -439,20 +442,24 @@ def _oriented(step: Step, X: Tensor) -> Tensor:
 
 
 def canonical_element(
-    step: Step, group: Group, X: Tensor, S: Sizes, rope, pivots: Tensor | None = None
+    step: Step, group: Group, X: Tensor, S: Sizes, rope, exclude: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """The element that brings the anchor view ``X`` of one unit to the chart, and the pivots.
 
-    With ``pivots`` given (from a previous call), they are reused instead of chosen."""
+    ``exclude`` (a boolean matrix like X) marks entries an earlier step already determined: no
+    pivot lands on them."""
     Y = _oriented(step, X)
+    taken = (
+        torch.zeros_like(Y, dtype=torch.bool) if exclude is None else _oriented_mask(step, exclude)
+    )
     if step.kind == "gl":
         n = Y.shape[1]
         pairs, rest = rope_pairs(rope if group.commutes_with_rope else None, n)
         M = torch.zeros(n, n, dtype=Y.dtype)
         chosen: list[int] = []
-        for pos, (a, b) in enumerate(pairs):
-            norms = Y[:, a] ** 2 + Y[:, b] ** 2
-            p = int(pivots[pos]) if pivots is not None else int(torch.argmax(norms))
+        for a, b in pairs:
+            norms = (Y[:, a] ** 2 + Y[:, b] ** 2).masked_fill(taken[:, a] | taken[:, b], 0.0)
+            p = int(torch.nonzero(norms >= norms.max() * (1 - 1e-9))[0])
             if norms[p] <= 0:
                 raise DegenerateError("a rotated feature pair is zero")
             xa, xb = Y[p, a] / norms[p], Y[p, b] / norms[p]
@@ -461,11 +468,8 @@ def canonical_element(
         if rest:
             idx = torch.tensor(rest)
             sub = Y[:, idx]
-            if pivots is not None:
-                rows = [int(i) for i in pivots[len(pairs) :]]
-            else:
-                U, _, _ = torch.linalg.svd(sub, full_matrices=False)
-                rows = _greedy_rows(U, len(rest))
+            U, _, _ = torch.linalg.svd(sub, full_matrices=False)
+            rows = _greedy_rows(U, len(rest), taken[:, idx].any(1))
             block = sub[torch.tensor(rows)]
             if torch.linalg.matrix_rank(block) < len(rest):
                 raise DegenerateError("rank-deficient")
@@ -473,19 +477,51 @@ def canonical_element(
             chosen += rows
         return _from_multiplier(M, step.form, "gl"), torch.tensor(chosen)
     if step.kind == "rotation":
-        n = Y.shape[1]
-        rows = [int(i) for i in pivots] if pivots is not None else _greedy_rows(Y, n)
-        Qr, Rr = torch.linalg.qr(Y[torch.tensor(rows)].T)  # Y[p] = Rr^T Qr^T
-        M = Qr * torch.sign(torch.diagonal(Rr))[None, :]
-        return _from_multiplier(M, step.form, "rotation"), torch.tensor(rows)
+        columns = Y.shape[1] - 1 if group.fixes_ones else Y.shape[1]
+        return _rotation_element(step, group, Y, taken[:, :columns].any(1))
     if step.kind == "scale":
-        rows = pivots if pivots is not None else torch.argmax(Y.abs(), dim=0)
+        rows = torch.argmax(Y.abs().masked_fill(taken, -1.0), dim=0)
         value = Y[rows, torch.arange(Y.shape[1])]
         if bool((value == 0).any()):
             raise DegenerateError("a scaled column is zero")
         M = 1.0 / (value.abs() if group.positive else value)
         return _from_multiplier(M[None, :], step.form, "scale"), rows
     raise ValueError(f"unknown step kind {step.kind!r}")
+
+
+def _oriented_mask(step: Step, mask: Tensor) -> Tensor:
+    return mask if step.side == "right" else mask.T
+
+
+def _rotation_element(step: Step, group: Group, Y: Tensor, excluded_rows: Tensor):
+    """The rotation making the anchor's pivot rows lower triangular with a positive diagonal.
+
+    Without ``fixes_ones``: Y[p] = L Q^T (an LQ decomposition), M = Q. With it, the rows of Y
+    lie in the complement of the ones vector (the writer centering before this step put them
+    there), so each row is given by its first n - 1 entries y, with squared norm
+    y (I + 1 1^T) y^T = |y C|^2 (C the Cholesky factor). The LQ decomposition of the pivot rows of
+    Z = Y[:, :n-1] C in those orthonormal coordinates gives O, and y -> y C O C^-1 is lower
+    triangular on the pivot rows in the standard coordinates too (C and C^-1 are lower
+    triangular)."""
+    n = Y.shape[1]
+    if not group.fixes_ones:
+        rows = _greedy_rows(Y, n, excluded_rows)
+        Qr, Rr = torch.linalg.qr(Y[torch.tensor(rows)].T)  # Y[p] = Rr^T Qr^T
+        M = Qr * torch.sign(torch.diagonal(Rr))[None, :]
+        return _from_multiplier(M, step.form, "rotation"), torch.tensor(rows)
+    m = n - 1
+    one = torch.ones(m, m, dtype=Y.dtype)
+    C = torch.linalg.cholesky(torch.eye(m, dtype=Y.dtype) + one)
+    Z = Y[:, :m] @ C
+    rows = _greedy_rows(Z, m, excluded_rows)
+    Qr, Rr = torch.linalg.qr(Z[torch.tensor(rows)].T)
+    O = Qr * torch.sign(torch.diagonal(Rr))[None, :]
+    G = C @ O @ torch.linalg.inv(C)  # y -> y G, orthogonal for the metric I + 1 1^T
+    P = torch.eye(n, dtype=Y.dtype) - torch.full((n, n), 1.0 / n, dtype=Y.dtype)
+    S = torch.eye(n, dtype=Y.dtype)[:, :m]  # x -> y: the first n - 1 entries
+    K = torch.cat([torch.eye(m, dtype=Y.dtype), -torch.ones(m, 1, dtype=Y.dtype)], 1)  # y -> x
+    M = P @ S @ G @ K + torch.full((n, n), 1.0 / n, dtype=Y.dtype)
+    return _from_multiplier(M, step.form, "rotation"), torch.tensor(rows)
 
 
 def pinned(step: Step, group: Group, shape: tuple[int, int], pivots: Tensor, S: Sizes, rope, signs):
@@ -507,8 +543,9 @@ def pinned(step: Step, group: Group, shape: tuple[int, int], pivots: Tensor, S: 
                 cols.append(c)
                 values.append(1.0 if i == j else 0.0)
     elif step.kind == "rotation":
+        columns = n - 1 if group.fixes_ones else n
         for i, p in enumerate(pivots.tolist()):
-            for j in range(i + 1, n):
+            for j in range(i + 1, columns):
                 rows.append(p)
                 cols.append(j)
                 values.append(0.0)
@@ -533,15 +570,12 @@ class Chart:
     groups: Mapping[str, Group]
     steps: tuple[Step, ...]
     rope: Mapping[str, object] | None
+    unread: tuple[tuple[str, int, int], ...] = ()  # (table, first row, end row) nothing reads
 
 
-def _anchor(step: Step, unit: Unit) -> str:
+def _anchor(anchor: str, unit: Unit) -> str:
     layer = unit[0]
-    return (
-        step.anchor.replace("layers.*.", f"layers.{layer}.", 1)
-        if layer is not None
-        else step.anchor
-    )
+    return anchor.replace("layers.*.", f"layers.{layer}.", 1) if layer is not None else anchor
 
 
 def view_index(group: Group, unit: Unit, path: str, shape: tuple[int, ...], S: Sizes) -> Tensor:
@@ -550,47 +584,146 @@ def view_index(group: Group, unit: Unit, path: str, shape: tuple[int, ...], S: S
     return view(group, {path: flat}, unit, path, S).round().long()
 
 
-def _translation_image(group: Group, params: Params, unit: Unit, path: str, S: Sizes, rope):
-    """An orthonormal basis (entries x r) of the anchor directions the translations move."""
-    base = view(group, params, unit, path, S)
-    cols = []
-    for B in algebra_basis(group, S, rope):
-        moved = apply(group, params, unit, B, S)
-        cols.append((view(group, moved, unit, path, S) - base).reshape(-1))
-    if not cols:  # a translation the RoPE commutant leaves no room for
-        return torch.zeros(base.numel(), 0, dtype=base.dtype)
-    C = torch.stack(cols, 1)
-    U, sv, _ = torch.linalg.svd(C, full_matrices=False)
-    rank = int(torch.count_nonzero(sv > 1e-10 * max(float(sv.max()), 1.0)))
-    return U[:, :rank]
+def _members(step: Step) -> tuple[tuple[str, str], ...]:
+    """(group, anchor) of every translation a (joint) translation step fixes."""
+    return ((step.group, step.anchor), *step.joint)
+
+
+def _joint_paths(chart: Chart, step: Step, unit: Unit) -> list[tuple[str, str]]:
+    """(group, path) of each distinct anchor of a translation step, for one unit."""
+    out: list[tuple[str, str]] = []
+    for name, anchor in _members(step):
+        path = _anchor(anchor, unit)
+        if path not in [p for _, p in out]:
+            out.append((name, path))
+    return out
+
+
+def _anchor_entries(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes):
+    """(path, flat index) of every anchor entry a translation step sees: the unit's views of
+    its anchors, less the unread rows (which the chart sets to zero on their own)."""
+    unread = _unread_masks(chart, shapes)
+    out = []
+    for name, path in _joint_paths(chart, step, unit):
+        index = view_index(chart.groups[name], unit, path, tuple(shapes[path]), S).reshape(-1)
+        skip = unread.get(path)
+        out += [(path, int(i)) for i in index if skip is None or not skip[int(i)]]
+    return out
+
+
+def _anchor_vector(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes) -> Tensor:
+    shapes = {name: tuple(value.shape) for name, value in params.items()}
+    entries = _anchor_entries(chart, step, unit, shapes, S)
+    return torch.stack([params[path].reshape(-1)[flat] for path, flat in entries])
+
+
+def _unread_masks(chart: Chart, shapes) -> dict[str, Tensor]:
+    masks = {}
+    for path, start, end in chart.unread:
+        mask = torch.zeros(shapes[path], dtype=torch.bool)
+        mask[start:end] = True
+        masks[path] = mask.reshape(-1)
+    return masks
+
+
+def _zero_unread(chart: Chart, params: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = dict(params)
+    for path, start, end in chart.unread:
+        value = out[path].clone()
+        value[start:end] = 0.0
+        out[path] = value
+    return out
+
+
+def _translation_moves(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes):
+    """(C, elements): the anchors' change under each translation basis element (columns of
+    C), and those elements as (group, element) pairs. The move is linear in t."""
+    base = _anchor_vector(chart, step, params, unit, S)
+    columns, elements = [], []
+    for name, _ in _members(step):
+        group = chart.groups[name]
+        for B in algebra_basis(group, S, chart.rope):
+            moved = apply(group, params, unit, B, S)
+            columns.append(_anchor_vector(chart, step, moved, unit, S) - base)
+            elements.append((name, B))
+    if not columns:  # a translation the RoPE commutant leaves no room for
+        return torch.zeros(base.numel(), 0, dtype=base.dtype), elements
+    return torch.stack(columns, 1), elements
+
+
+def _svd(C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The thin SVD of C cut at its numerical rank (relative tolerance 1e-10)."""
+    U, sv, Vh = torch.linalg.svd(C, full_matrices=False)
+    rank = int(torch.count_nonzero(sv > 1e-10 * max(float(sv.max()), 1.0))) if sv.numel() else 0
+    return U[:, :rank], sv[:rank], Vh[:rank]
+
+
+def _image(C: Tensor) -> Tensor:
+    """An orthonormal basis of the column space of C."""
+    return C if C.shape[1] == 0 else _svd(C)[0]
+
+
+def _fix_translations(chart, step, params, unit, S, determined, support):
+    """Move the anchors to their minimum-norm point along the translations. Returns the new
+    parameters and the dependent entries: one per direction not implied by earlier steps,
+    chosen outside what earlier steps determined or constrained (so that rebuilding can solve
+    the steps in order)."""
+    C, elements = _translation_moves(chart, step, params, unit, S)
+    shapes = {name: tuple(value.shape) for name, value in params.items()}
+    entries = _anchor_entries(chart, step, unit, shapes, S)
+    if C.shape[1] == 0:
+        return dict(params), torch.zeros(0, dtype=torch.long)
+    U, sv, Vh = _svd(C)
+    if U.shape[1] == 0:  # the translations do not move these anchors here
+        return dict(params), torch.zeros(0, dtype=torch.long)
+    x = _anchor_vector(chart, step, params, unit, S)
+    c = -(Vh.T @ ((U.T @ x) / sv))  # the minimum-norm t with C t = -(U U^T x)
+    out = dict(params)
+    for name in dict.fromkeys(name for name, _ in elements):
+        parts = [ci * B for ci, (n, B) in zip(c, elements, strict=True) if n == name]
+        out = apply(chart.groups[name], out, unit, torch.stack(parts).sum(0), S)
+    blocked = torch.tensor([bool(determined[p][i] or support[p][i]) for p, i in entries])
+    free_rank = int(torch.linalg.matrix_rank(U[~blocked])) if bool((~blocked).any()) else 0
+    dependent = _greedy_rows(U, free_rank, blocked) if free_rank else []
+    for row in torch.nonzero(U.abs().amax(1) > 1e-12).reshape(-1).tolist():
+        path, flat = entries[row]
+        support[path][flat] = True
+    for d in dependent:
+        path, flat = entries[d]
+        determined[path][flat] = True
+    return out, torch.tensor(dependent, dtype=torch.long)
+
+
+def _unit_key(i: int, unit: Unit) -> str:
+    return f"{i}.{unit[0]}.{unit[1]}"
 
 
 def canonicalize(chart: Chart, params: Params, S: Sizes) -> tuple[dict[str, Tensor], dict]:
     """The chart's representative of the orbit of ``params`` (float64), and the discrete choices
     made on the way (pivot rows, signs, dependent entries), keyed ``"<step>.<unit>"``."""
     params = {name: value.detach().to(torch.float64) for name, value in params.items()}
+    params = _zero_unread(chart, params)
+    determined = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
+    for path, mask in _unread_masks(chart, {n: tuple(v.shape) for n, v in params.items()}).items():
+        determined[path] |= mask
+    support = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
     record: dict[str, Tensor] = {}
     for i, step in enumerate(chart.steps):
         group = chart.groups[step.group]
         for unit in units(group, S):
-            path = _anchor(step, unit)
-            key = f"{i}.{unit[0]}.{unit[1]}"
+            key = _unit_key(i, unit)
+            path = _anchor(step.anchor, unit)
             try:
                 if step.kind == "translation":
-                    U = _translation_image(group, params, unit, path, S, chart.rope)
-                    if U.shape[1] == 0:
-                        record[key] = torch.zeros(0, dtype=torch.long)
-                        continue
-                    X = view(group, params, unit, path, S).reshape(-1)
-                    coef = -(U.T @ X)  # minimum norm: remove the anchor's component in the image
-                    element = _translation_element(
-                        group, params, unit, path, S, chart.rope, U, coef
+                    params, record[key] = _fix_translations(
+                        chart, step, params, unit, S, determined, support
                     )
-                    params = apply(group, params, unit, element, S)
-                    record[key] = torch.tensor(_greedy_rows(U, U.shape[1]))
                     continue
                 X = view(group, params, unit, path, S)
-                element, pivots = canonical_element(step, group, X, S, chart.rope)
+                index = view_index(group, unit, path, tuple(params[path].shape), S)
+                element, pivots = canonical_element(
+                    step, group, X, S, chart.rope, determined[path][index]
+                )
             except DegenerateError as exc:
                 raise DegenerateError(
                     f"{step.group}: cannot fix the gauge of {path} ({_unit_name(unit)}): {exc}; "
@@ -598,11 +731,12 @@ def canonicalize(chart: Chart, params: Params, S: Sizes) -> tuple[dict[str, Tens
                 ) from None
             if step.kind == "scale" and group.positive:
                 Y = _oriented(step, X)
-                signs = torch.sign(Y[pivots, torch.arange(Y.shape[1])])
-                record[key + ".signs"] = signs
+                record[key + ".signs"] = torch.sign(Y[pivots, torch.arange(Y.shape[1])])
             params = apply(group, params, unit, element, S)
             record[key] = pivots
-    return params, record
+            rows, cols, _ = pinned(step, group, tuple(index.shape), pivots, S, chart.rope, None)
+            determined[path][index[rows, cols]] = True
+    return _zero_unread(chart, params), record
 
 
 def _unit_name(unit: Unit) -> str:
@@ -612,33 +746,25 @@ def _unit_name(unit: Unit) -> str:
     return f"layer {layer}" + (f", unit {index}" if index is not None else "")
 
 
-def _translation_element(group, params, unit, path, S, rope, U, coef) -> Tensor:
-    """The translation t whose move of the anchor is ``U @ coef``."""
-    basis = algebra_basis(group, S, rope)
-    base = view(group, params, unit, path, S)
-    cols = [
-        (view(group, apply(group, params, unit, B, S), unit, path, S) - base).reshape(-1)
-        for B in basis
-    ]
-    C = torch.stack(cols, 1)
-    c = torch.linalg.lstsq(C, (U @ coef)[:, None]).solution[:, 0]
-    return torch.einsum("i,i...->...", c, basis)
-
-
 def determined(chart: Chart, record: Mapping[str, Tensor], shapes, S: Sizes) -> dict[str, Tensor]:
     """For each parameter, a boolean mask of the entries the chart determines."""
     masks = {
         name: torch.zeros(math.prod(shape), dtype=torch.bool) for name, shape in shapes.items()
     }
+    for path, mask in _unread_masks(chart, shapes).items():
+        masks[path] |= mask
     for i, step in enumerate(chart.steps):
         group = chart.groups[step.group]
         for unit in units(group, S):
-            path = _anchor(step, unit)
-            key = f"{i}.{unit[0]}.{unit[1]}"
-            index = view_index(group, unit, path, shapes[path], S)
+            key = _unit_key(i, unit)
             if step.kind == "translation":
-                masks[path][index.reshape(-1)[record[key]]] = True
+                entries = _anchor_entries(chart, step, unit, shapes, S)
+                for d in record[key].tolist():
+                    path, flat = entries[d]
+                    masks[path][flat] = True
                 continue
+            path = _anchor(step.anchor, unit)
+            index = view_index(group, unit, path, shapes[path], S)
             rows, cols, _ = pinned(
                 step, group, tuple(index.shape), record[key], S, chart.rope, None
             )
@@ -647,38 +773,61 @@ def determined(chart: Chart, record: Mapping[str, Tensor], shapes, S: Sizes) -> 
 
 
 def reconstruct(chart: Chart, free: Mapping[str, Tensor], record, masks, S: Sizes):
-    """The standard parameters from the free entries: scatter them, then apply each step's
-    fixed entries and solved constraints in order (differentiable in ``free``)."""
+    """The standard parameters from the free entries: scatter them, write every step's fixed
+    entries, then solve the translation steps' constraints in order (differentiable in
+    ``free``)."""
     params = {}
     for name, mask in masks.items():
         value = free[name]
         params[name] = torch.zeros(mask.shape, dtype=value.dtype, device=value.device)
         params[name] = params[name].masked_scatter(~mask.to(value.device), value)
+    shapes = {name: tuple(mask.shape) for name, mask in masks.items()}
     for i, step in enumerate(chart.steps):
+        if step.kind == "translation":
+            continue
         group = chart.groups[step.group]
         for unit in units(group, S):
-            path = _anchor(step, unit)
-            key = f"{i}.{unit[0]}.{unit[1]}"
+            key = _unit_key(i, unit)
+            path = _anchor(step.anchor, unit)
             value = params[path]
             index = view_index(group, unit, path, tuple(value.shape), S)
-            flat = value.reshape(-1)
-            if step.kind == "translation":
-                U = _translation_image(group, params, unit, path, S, chart.rope).to(value)
-                dep = record[key].to(value.device)
-                if dep.numel() == 0:
-                    continue
-                keep = torch.ones(U.shape[0], dtype=torch.bool, device=value.device)
-                keep[dep] = False
-                X = flat[index.reshape(-1).to(value.device)]
-                # U^T X = 0, solved for the dependent entries
-                solved = -torch.linalg.solve(U[dep].T, U[keep].T @ X[keep])
-                flat = flat.index_put((index.reshape(-1)[dep].to(value.device),), solved)
-            else:
-                signs = record.get(key + ".signs")
-                rows, cols, values = pinned(
-                    step, group, tuple(index.shape), record[key], S, chart.rope, signs
-                )
-                target = index[rows, cols].to(value.device)
-                flat = flat.index_put((target,), torch.tensor(values).to(value))
+            signs = record.get(key + ".signs")
+            rows, cols, values = pinned(
+                step, group, tuple(index.shape), record[key], S, chart.rope, signs
+            )
+            target = index[rows, cols].to(value.device)
+            flat = value.reshape(-1).index_put((target,), torch.tensor(values).to(value))
             params[path] = flat.reshape(value.shape)
+    for i, step in enumerate(chart.steps):
+        if step.kind != "translation":
+            continue
+        for unit in units(chart.groups[step.group], S):
+            dependent = record[_unit_key(i, unit)]
+            params = _solve_dependents(chart, step, params, unit, S, dependent, shapes)
     return params
+
+
+def _solve_dependents(chart, step, params, unit, S, dependent: Tensor, shapes):
+    """Fill a translation step's dependent entries from U^T x = 0 (x: the anchors)."""
+    if dependent.numel() == 0:
+        return params
+    wide = {name: value.to(torch.float64) for name, value in params.items()}
+    C, _ = _translation_moves(chart, step, wide, unit, S)
+    x = _anchor_vector(chart, step, params, unit, S)
+    U = _image(C).to(x)
+    dep = dependent.to(x.device)
+    keep = torch.ones(U.shape[0], dtype=torch.bool, device=x.device)
+    keep[dep] = False
+    # U^T x = 0, solved for the dependent entries (least squares: some rows may be implied)
+    solved = torch.linalg.lstsq(U[dep].T, -(U[keep].T @ x[keep])[:, None]).solution[:, 0]
+    entries = _anchor_entries(chart, step, unit, shapes, S)
+    out = dict(params)
+    for j, d in enumerate(dependent.tolist()):
+        path, flat = entries[d]
+        value = out[path]
+        out[path] = (
+            value.reshape(-1)
+            .index_put((torch.tensor([flat]),), solved[j : j + 1])
+            .reshape(value.shape)
+        )
+    return out

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from . import gauge
-from .groups import GROUPS, ROPE
+from .groups import GROUPS, ROPE, UNREAD
 from .model import Model
 
 __all__ = ["CHART", "ReducedModel"]
@@ -100,6 +100,7 @@ CHART = gauge.Chart(
         ),
     ),
     rope=ROPE,
+    unread=UNREAD,
 )
 
 
@@ -141,10 +142,19 @@ class ReducedModel(nn.Module):
             for key in self._record_keys
         }
 
+    def _layout(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The discrete choices and the masks of determined entries (cached: they change only
+        when the choices do, in ``from_standard`` or ``load_state_dict``)."""
+        record = {key: value.cpu() for key, value in self.record.items()}
+        stamp = tuple(tuple(value.tolist()) for value in record.values())
+        if getattr(self, "_cached", (None,))[0] != stamp:
+            masks = gauge.determined(CHART, record, self._shapes, self.sizes)
+            object.__setattr__(self, "_cached", (stamp, record, masks))
+        return self._cached[1], self._cached[2]
+
     def standard_parameters(self) -> dict[str, Tensor]:
         """The standard parameters this point stands for (differentiable in ``free``)."""
-        record = {key: value.cpu() for key, value in self.record.items()}
-        masks = gauge.determined(CHART, record, self._shapes, self.sizes)
+        record, masks = self._layout()
         free = {name: self.free[_key(name)] for name in self._shapes}
         return gauge.reconstruct(CHART, free, record, masks, self.sizes)
 

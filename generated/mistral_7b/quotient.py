@@ -4,7 +4,8 @@
 projection of updates, and re-canonicalisation of the gauge.
 
 The vertical space at a point is spanned by the derivatives of every continuous group's action
-(all units, a basis of each Lie algebra), computed exactly with forward-mode AD. Groups share
+(all units, a basis of each Lie algebra), computed exactly with forward-mode AD, and by the
+entries of table rows that no input reads. Groups share
 parameters (the rotation and the per-head gauges both move ``W_Q``), so the projection solves for
 all of them jointly: it removes from an update its least-squares vertical component, in the
 Euclidean metric on the parameters.
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from . import gauge
-from .groups import GROUPS, ROPE
+from .groups import GROUPS, ROPE, UNREAD
 from .model import Model
 
 __all__ = ["project_horizontal", "recanonicalize", "vertical_basis"]
@@ -42,6 +43,7 @@ def vertical_basis(model: Model, tol: float = 1e-10) -> Tensor:
             for unit in gauge.units(group, S):
                 moved = gauge.tangent(group, params, unit, X, S)
                 columns.append(torch.cat([moved[name].reshape(-1) for name in params]))
+    columns += _unread_directions(params)
     if not columns:
         return torch.zeros(sum(p.numel() for p in params.values()), 0, dtype=torch.float64)
     V = torch.stack(columns, 1)
@@ -75,6 +77,24 @@ def recanonicalize(model: Model) -> Model:
     from .reduced import ReducedModel  # the chart lives with the reduced model
 
     return ReducedModel.from_standard(model).to_standard()
+
+
+def _unread_directions(params: dict[str, Tensor]) -> list[Tensor]:
+    """One direction per entry of a table row that no input reads: changing it changes nothing."""
+    out = []
+    for table, start, end in UNREAD:
+        offset = 0
+        for name, value in params.items():
+            if name == table:
+                for row in range(start, end):
+                    for col in range(value.shape[1]):
+                        e = torch.zeros(
+                            sum(p.numel() for p in params.values()), dtype=torch.float64
+                        )
+                        e[offset + row * value.shape[1] + col] = 1.0
+                        out.append(e)
+            offset += value.numel()
+    return out
 
 
 def _sizes(model: Model) -> dict[str, int]:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from .gauge import Act, Group, T, diag, eye, inv, kron, mm, ones, sqrt, total
 
-__all__ = ["GROUPS", "ROPE"]
+__all__ = ["GROUPS", "ROPE", "UNREAD"]
 _HELPERS = (T, diag, eye, inv, kron, mm, ones, sqrt, total)  # what the rendered actions may call
 
 # RoPE settings the RoPE-commuting groups need (None without rotary positions)
 ROPE = {"base": 10000.0, "pair_layout": "split_half", "position_divisor": 1.0, "fraction": 0.25}
+
+# rows of embedding tables that no input reads: (table, first row, end row)
+UNREAD = ()
 
 GROUPS: dict[str, Group] = {
     "qk_gauge": Group(

@@ -4,8 +4,9 @@
 
 - ``qk_circuit`` and ``ov_circuit``: per layer and head, the bilinear forms of attention, kept
   factored (``left @ right.T``): nothing of size vocab x vocab is ever built.
-- ``group_invariants(model, group)``: the parameters ``group`` moves, brought to that group's
-  chart point alone; two models related by the group give the same values.
+- ``group_invariants(model, group)``: the parameters ``group`` moves, brought to the chart point
+  of the gauge-fixing steps up to that group's; two models related by the group give the same
+  values.
 - ``invariants(model)``: all of them, by name.
 """
 
@@ -70,20 +71,28 @@ def ov_circuit(model: Model, layer: int, head: int) -> Factored:
 
 
 def group_invariants(model: Model, group: str) -> dict[str, Tensor]:
-    """The parameters ``group`` moves, at that group's own chart point."""
+    """The parameters ``group`` moves, at the chart point of the gauge-fixing steps up to and
+    including the one that fixes ``group``: invariant under ``group`` (and the groups fixed
+    before it)."""
     from .reduced import CHART
 
-    step = next((s for s in CHART.steps if s.group == group), None)
-    if step is None:
+    index = next((i for i, s in enumerate(CHART.steps) if group in _step_groups(s)), None)
+    if index is None:
         raise KeyError(
             f"no chart step for {group!r}; groups with one: "
-            + ", ".join(s.group for s in CHART.steps)
+            + ", ".join(g for s in CHART.steps for g in _step_groups(s))
         )
-    alone = gauge.Chart(groups=CHART.groups, steps=(step,), rope=CHART.rope)
+    upto = gauge.Chart(
+        groups=CHART.groups, steps=CHART.steps[: index + 1], rope=CHART.rope, unread=CHART.unread
+    )
     params = {name: p.detach() for name, p in model.named_parameters()}
-    canonical, _ = gauge.canonicalize(alone, params, gauge.as_sizes(model.sizes))
+    canonical, _ = gauge.canonicalize(upto, params, gauge.as_sizes(model.sizes))
     moved = {n for act in GROUPS[group].acts for n in canonical if _matches(act.target, n)}
     return {name: canonical[name] for name in sorted(moved)}
+
+
+def _step_groups(step: gauge.Step) -> tuple[str, ...]:
+    return (step.group, *(name for name, _ in step.joint))
 
 
 def _matches(pattern: str, name: str) -> bool:
@@ -103,5 +112,6 @@ def invariants(model: Model) -> dict[str, object]:
     from .reduced import CHART
 
     for step in CHART.steps:
-        out[f"group.{step.group}"] = group_invariants(model, step.group)
+        for name in _step_groups(step):
+            out[f"group.{name}"] = group_invariants(model, name)
     return out

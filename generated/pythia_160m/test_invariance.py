@@ -15,18 +15,18 @@ from .model import Model
 
 TINY = {
     "layers": 1,
-    "width": 8,
+    "width": 16,
     "heads": 2,
     "head_width": 8,
     "hidden": 12,
-    "vocab": 11,
+    "vocab": 19,
     "positions": 6,
     "kv_heads": 2,
 }
 # symcomp's closed form, evaluated at TINY:
 # 5*L*d + 2*L*f + 2*L*g*k**2 - 2*L*g*k*r + 4*L*g*k + L*g*r**2 + 2*L*h*k + L + V + d**2/2 +
 # 3*d/2 + 1
-REDUNDANT = 417
+REDUNDANT = 573
 TOL = 1e-10
 
 

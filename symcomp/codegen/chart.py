@@ -14,6 +14,7 @@ of the orbit. A group with no usable anchor (or no such order) makes the chart u
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,41 +129,51 @@ def candidate_steps(group: GroupCode, texts: dict[str, str], arch: Architecture)
     shapes = parameter_shapes(arch)
     out = []
     for act in group.acts:
-        local = re.sub(r"^layers\.\*\.", "", act.target)
-        if group.per in ("kv_head", "head") and local in _Q_SLICED:
-            continue  # a query-sliced view is a sum of blocks: not an anchor
-        if group.per == "model" and "*" in act.target:
-            continue
-        concrete = act.target.replace("*", "0")
-        if concrete not in shapes:
-            continue
-        text = texts[act.target]
-        if group.kind == "translation":
-            if _translation(group, act.target, text):
-                out.append(StepCode(group.name, "translation", act.target, "right", "E", 0.0))
-            continue
-        if group.kind not in _KIND or (group.fixes_ones and group.kind == "GL"):
-            continue
-        if group.kind in ("O", "SO") and group.commutes_with_rope:
-            continue
-        if group.kind == "scaling" and group.commutes_with_rope:
-            continue
-        found = _multiplicative(group, act.target, text)
-        if found is None:
-            continue
-        side, form, offset = found
-        shape = shapes[concrete]
-        rows = shape[0] if len(shape) == 2 else 1
-        if group.kind != "scaling" and side == "right" and rows < 2:
-            continue  # a bias row cannot hold k pivot rows
-        if (group.per, local) in (("neuron", "x"),) or (
-            group.per in ("kv_head", "head") and local not in HEAD_SLICED and "*" in act.target
-        ):
-            continue
-        if group.per == "neuron" and local not in NEURON_SLICED:
-            continue
-        out.append(StepCode(group.name, _KIND[group.kind], act.target, side, form, offset))
+        step = _candidate(group, act.target, texts[act.target], shapes)
+        if step is not None:
+            out.append(step)
     return out
+
+
+def _candidate(group: GroupCode, target: str, text: str, shapes) -> StepCode | None:
+    if not _can_anchor(group, target, shapes):
+        return None
+    if group.kind == "translation":
+        if not _translation(group, target, text):
+            return None
+        return StepCode(group.name, "translation", target, "right", "E", 0.0)
+    if not _chart_knows(group):
+        return None
+    found = _multiplicative(group, target, text)
+    if found is None:
+        return None
+    side, form, offset = found
+    shape = shapes[target.replace("*", "0")]
+    rows = shape[0] if len(shape) == 2 else 1
+    if group.kind != "scaling" and side == "right" and rows < 2:
+        return None  # a bias row cannot hold pivot rows
+    return StepCode(group.name, _KIND[group.kind], target, side, form, offset)
+
+
+def _can_anchor(group: GroupCode, target: str, shapes) -> bool:
+    """Whether each unit of the group sees ``target`` as one block of one parameter."""
+    local = re.sub(r"^layers\.\*\.", "", target)
+    if group.per in ("kv_head", "head") and (local in _Q_SLICED or local not in HEAD_SLICED):
+        return False  # a query-sliced view is a sum of blocks; an unsliced one is shared
+    if group.per == "neuron" and local not in NEURON_SLICED:
+        return False
+    if group.per == "model" and "*" in target:
+        return False  # one unit, many layers
+    return target.replace("*", "0") in shapes
+
+
+def _chart_knows(group: GroupCode) -> bool:
+    """Whether the runtime has a canonical element for this kind of group."""
+    if group.kind not in _KIND:
+        return False
+    if group.kind == "GL":
+        return not group.fixes_ones
+    return not group.commutes_with_rope
 
 
 def _moves(group: GroupCode, pattern: str) -> bool:
@@ -201,9 +212,11 @@ def derive_chart(
             )
             for name, cands in candidates.items()
         }
-        done = tuple(steps)
         chosen = _next_step(
-            remaining, ranked, lambda s, g: preserves(done, s, g), lambda s: fixes(done, s)
+            remaining,
+            ranked,
+            functools.partial(preserves, tuple(steps)),
+            functools.partial(fixes, tuple(steps)),
         )
         if chosen is None:
             names = ", ".join(g.name for g in remaining)

@@ -54,8 +54,9 @@ class ChartLab:
             value = 0.5 * torch.randn(tuple(p.shape), generator=generator, dtype=torch.float64)
             self.point[name] = value + (2.0 if name.endswith("gain") else 0.0)
         self._seed = seed
-        self._memo: dict[tuple[tuple[StepCode, ...], StepCode, str], bool] = {}
+        self._memo: dict[tuple[StepCode, str], tuple[bool, int]] = {}
         self._fixed: dict[tuple[tuple[StepCode, ...], StepCode], int] = {}
+        self._points: dict[tuple[StepCode, ...], dict] = {}
 
     def close(self) -> None:
         for module in [m for m in sys.modules if m.startswith(self._name)]:
@@ -73,7 +74,8 @@ class ChartLab:
     def _chart(self, steps: tuple[StepCode, ...]):
         g = self.gauge
         return g.Chart(
-            groups=self.groups.GROUPS, steps=tuple(g.Step(**asdict(s)) for s in steps),
+            groups=self.groups.GROUPS,
+            steps=tuple(g.Step(**asdict(s)) for s in steps),
             rope=self.groups.ROPE,
             unread=self.groups.UNREAD,
         )
@@ -87,6 +89,13 @@ class ChartLab:
                 params = self.gauge.apply(group, params, unit, element, self.sizes)
         return params
 
+    def _at(self, before: tuple[StepCode, ...]) -> dict:
+        """The chart point of the steps ``before`` (cached: the search asks for it often)."""
+        if before not in self._points:
+            chart = self._chart(before)
+            self._points[before] = self.gauge.canonicalize(chart, self.point, self.sizes)[0]
+        return self._points[before]
+
     def fixes(self, before: tuple[StepCode, ...], step: StepCode) -> int:
         """How many entries ``step`` determines at the chart point of the steps ``before``."""
         key = (before, step)
@@ -97,15 +106,16 @@ class ChartLab:
     def _fixes(self, before: tuple[StepCode, ...], step: StepCode) -> int:
         shapes = {name: tuple(p.shape) for name, p in self.point.items()}
         try:
-            point, _ = self.gauge.canonicalize(self._chart(before), self.point, self.sizes)
+            point = self._at(before)
             if step.kind == "translation" and not self._linear(step, point):
                 return -1
             _, record = self.gauge.canonicalize(self._chart((step,)), point, self.sizes)
             masks = self.gauge.determined(self._chart((step,)), record, shapes, self.sizes)
-        except Exception:  # noqa: BLE001 - a candidate that fails fixes nothing
+        except Exception:  # a candidate that fails fixes nothing
             return 0
-        unread = sum(int(m.sum()) for m in self.gauge._unread_masks(self._chart(()), shapes).values())
-        return sum(int(m.sum()) for m in masks.values()) - unread
+        unread = self.gauge._unread_masks(self._chart(()), shapes)
+        skipped = sum(int(m.sum()) for m in unread.values())
+        return sum(int(m.sum()) for m in masks.values()) - skipped
 
     def _linear(self, step: StepCode, point: dict) -> bool:
         """Whether the step's translations move its anchors linearly in t (at ``point``): the
@@ -115,7 +125,9 @@ class ChartLab:
         for name in step.groups:
             group = self.groups.GROUPS[name]
             for unit in g.units(group, self.sizes):
-                t1, t2 = (g.random_element(group, self.sizes, self.groups.ROPE, generator) for _ in "ab")
+                t1, t2 = (
+                    g.random_element(group, self.sizes, self.groups.ROPE, generator) for _ in "ab"
+                )
 
                 def move(t, group=group, unit=unit):
                     moved = g.apply(group, point, unit, t, self.sizes)
@@ -132,19 +144,22 @@ class ChartLab:
     def preserves(self, before: tuple[StepCode, ...], step: StepCode, group: str) -> bool:
         """Whether ``group`` maps the slice of ``step`` into itself, at the chart point of the
         steps ``before`` (where the earlier gauges, norm gains included, are already fixed)."""
-        key = (before, step, group)
-        if key not in self._memo:
-            self._memo[key] = self._preserves(before, step, group)
-        return self._memo[key]
+        # a group that preserves a slice at some chart point keeps doing so as more gauges
+        # are fixed: remember True for good, and retry False when the steps before change
+        key = (step, group)
+        known = self._memo.get(key)
+        if known is None or (not known[0] and known[1] != len(before)):
+            self._memo[key] = (self._preserves(before, step, group), len(before))
+        return self._memo[key][0]
 
     def _preserves(self, before: tuple[StepCode, ...], step: StepCode, group: str) -> bool:
         chart = self._chart((step,))
         try:
-            start, _ = self.gauge.canonicalize(self._chart(before), self.point, self.sizes)
+            start = self._at(before)
             on_slice, _ = self.gauge.canonicalize(chart, start, self.sizes)
             moved = self._moved(on_slice, [group], self._seed + 1)
             again, _ = self.gauge.canonicalize(chart, moved, self.sizes)
-        except Exception:  # noqa: BLE001 - any failure of a candidate just rules it out
+        except Exception:  # any failure rules the candidate out
             return False
         return _gap(again, moved) <= TOL * (1.0 + _scale(moved))
 
@@ -158,14 +173,16 @@ class ChartLab:
             b, _ = self.gauge.canonicalize(chart, moved, self.sizes)
             shapes = {name: tuple(p.shape) for name, p in self.point.items()}
             masks = self.gauge.determined(chart, record, shapes, self.sizes)
-        except Exception as exc:  # noqa: BLE001 - reported as why there is no chart
+        except Exception as exc:  # reported as why there is no chart
             raise ChartError(f"the derived chart fails on the tiny instance: {exc}") from None
         gap = _gap(a, b)
         if gap > TOL * (1.0 + _scale(a)):
             raise ChartError(f"the derived chart is not a function of the orbit (gap {gap:.1e})")
         fixed = sum(int(m.sum()) for m in masks.values())
         if fixed != redundant:
-            raise ChartError(f"the derived chart fixes {fixed} entries, not the {redundant} redundant")
+            raise ChartError(
+                f"the derived chart fixes {fixed} entries, not the {redundant} redundant ones"
+            )
 
 
 def _gap(a: dict, b: dict) -> float:

@@ -68,7 +68,10 @@ def tiny_sizes(spec: Spec, groups: tuple[GroupCode, ...] = ()) -> dict[str, int]
         k += 2  # a head wide enough for an even number (>= 2) of rotated dims
     concrete = any(re.search(r"layers\.\d+\.", a.target + a.source) for g in groups for a in g.acts)
     layers = spec.architecture.layers if concrete else 1
-    return {"layers": layers, **TINY_SIZES, "head_width": k, "kv_heads": kv}
+    width = max(TINY_SIZES["width"], 2 * k)  # centred readers need width - 1 >= head width
+    vocab = max(TINY_SIZES["vocab"], width + 3)  # a rotation is fixed on width pivot tokens
+    sizes = {**TINY_SIZES, "width": width, "vocab": vocab, "head_width": k, "kv_heads": kv}
+    return {"layers": layers, **sizes}
 
 
 def _redundant_at(spec: Spec, sizes: dict[str, int]) -> tuple[int, str]:
