@@ -7,14 +7,14 @@ The chart fixes each continuous group's gauge on one anchor parameter, in this o
 1. ``norm_gain_scaling_layers_i_attn_norm``: scale on ``layers.*.attn_norm.gain``.
 2. ``norm_gain_scaling_layers_i_mlp_norm``: scale on ``layers.*.mlp_norm.gain``.
 3. ``norm_bias_fold_layers_i_attn_norm``: translation on ``layers.*.attn_norm.bias``.
-4. ``key_bias_shift``: translation on ``layers.*.attn.b_K``.
-5. ``value_bias_fold``: translation on ``layers.*.attn.b_V``.
-6. ``norm_bias_fold_layers_i_mlp_norm``: translation on ``layers.*.mlp_norm.bias``.
-7. ``reader_centering_layers_i_attn_W_Q``: translation on ``layers.*.attn.W_Q``.
-8. ``reader_centering_layers_i_attn_W_K``: translation on ``layers.*.attn.W_K``.
-9. ``qk_gauge``: gl on ``layers.*.attn.W_K``.
-10. ``reader_centering_layers_i_attn_W_V``: translation on ``layers.*.attn.W_V``.
-11. ``vo_gauge``: gl on ``layers.*.attn.W_V``.
+4. ``norm_bias_fold_layers_i_mlp_norm``: translation on ``layers.*.mlp_norm.bias``.
+5. ``reader_centering_layers_i_attn_W_Q``: translation on ``layers.*.attn.W_Q``.
+6. ``reader_centering_layers_i_attn_W_K``: translation on ``layers.*.attn.W_K``.
+7. ``qk_gauge``: gl on ``layers.*.attn.W_K``.
+8. ``key_bias_shift``: translation on ``layers.*.attn.b_K``.
+9. ``reader_centering_layers_i_attn_W_V``: translation on ``layers.*.attn.W_V``.
+10. ``vo_gauge``: gl on ``layers.*.attn.W_V``.
+11. ``value_bias_fold``: translation on ``layers.*.attn.b_V``.
 12. ``reader_centering_layers_i_mlp_W_up``: translation on ``layers.*.mlp.W_up``.
 13. ``writer_centering_layers_i_attn_W_O``: translation on ``layers.*.attn.W_O``.
 14. ``writer_centering_layers_i_attn_b_O``: translation on ``layers.*.attn.b_O``.
@@ -68,22 +68,6 @@ CHART = gauge.Chart(
             offset=0.0,
         ),
         gauge.Step(
-            group="key_bias_shift",
-            kind="translation",
-            anchor="layers.*.attn.b_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="value_bias_fold",
-            kind="translation",
-            anchor="layers.*.attn.b_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
             group="norm_bias_fold_layers_i_mlp_norm",
             kind="translation",
             anchor="layers.*.mlp_norm.bias",
@@ -116,6 +100,14 @@ CHART = gauge.Chart(
             offset=0.0,
         ),
         gauge.Step(
+            group="key_bias_shift",
+            kind="translation",
+            anchor="layers.*.attn.b_K",
+            side="right",
+            form="E",
+            offset=0.0,
+        ),
+        gauge.Step(
             group="reader_centering_layers_i_attn_W_V",
             kind="translation",
             anchor="layers.*.attn.W_V",
@@ -127,6 +119,14 @@ CHART = gauge.Chart(
             group="vo_gauge",
             kind="gl",
             anchor="layers.*.attn.W_V",
+            side="right",
+            form="E",
+            offset=0.0,
+        ),
+        gauge.Step(
+            group="value_bias_fold",
+            kind="translation",
+            anchor="layers.*.attn.b_V",
             side="right",
             form="E",
             offset=0.0,

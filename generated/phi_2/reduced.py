@@ -7,12 +7,12 @@ The chart fixes each continuous group's gauge on one anchor parameter, in this o
 1. ``norm_gain_scaling_layers_i_norm``: scale on ``layers.*.norm.gain``.
 2. ``norm_gain_scaling_final_norm``: scale on ``final_norm.gain``.
 3. ``norm_bias_fold_layers_i_norm``: translation on ``layers.*.norm.bias``.
-4. ``key_bias_shift``: translation on ``layers.*.attn.b_K``.
-5. ``value_bias_fold``: translation on ``layers.*.attn.b_V``.
-6. ``norm_bias_fold_final_norm``: translation on ``final_norm.bias``.
-7. ``reader_centering_layers_i_attn_W_Q``: translation on ``layers.*.attn.W_Q``.
-8. ``reader_centering_layers_i_attn_W_K``: translation on ``layers.*.attn.W_K``.
-9. ``reader_centering_layers_i_attn_W_V``: translation on ``layers.*.attn.W_V``.
+4. ``norm_bias_fold_final_norm``: translation on ``final_norm.bias``.
+5. ``reader_centering_layers_i_attn_W_Q``: translation on ``layers.*.attn.W_Q``.
+6. ``reader_centering_layers_i_attn_W_K``: translation on ``layers.*.attn.W_K``.
+7. ``key_bias_shift``: translation on ``layers.*.attn.b_K``.
+8. ``reader_centering_layers_i_attn_W_V``: translation on ``layers.*.attn.W_V``.
+9. ``value_bias_fold``: translation on ``layers.*.attn.b_V``.
 10. ``reader_centering_layers_i_mlp_W_up``: translation on ``layers.*.mlp.W_up``.
 11. ``writer_centering_embed_W_E``: translation on ``embed.W_E``.
 12. ``writer_centering_layers_i_attn_W_O``: translation on ``layers.*.attn.W_O``.
@@ -20,9 +20,8 @@ The chart fixes each continuous group's gauge on one anchor parameter, in this o
 14. ``residual_rotation``: rotation on ``embed.W_E``.
 15. ``qk_gauge``: gl on ``layers.*.attn.W_K``.
 16. ``vo_gauge``: gl on ``layers.*.attn.W_V``.
-17. ``unembedding_bias_shift``: translation on ``unembed.b_U``.
-18. ``reader_centering_unembed_W_U``, ``unembedding_shift``: translation on ``unembed.W_U``.
-19. ``writer_centering_layers_i_attn_b_O``, ``writer_centering_layers_i_mlp_b_down``, ``writer_bias_transfer_b_down``: translation on ``layers.*.attn.b_O``, ``layers.*.mlp.b_down``.
+17. ``reader_centering_unembed_W_U``, ``unembedding_shift``, ``unembedding_bias_shift``: translation on ``unembed.W_U``, ``unembed.b_U``.
+18. ``writer_centering_layers_i_attn_b_O``, ``writer_centering_layers_i_mlp_b_down``, ``writer_bias_transfer_b_down``: translation on ``layers.*.attn.b_O``, ``layers.*.mlp.b_down``.
 
 ``ReducedModel.from_standard(model)`` brings a model to its chart point (a function of the orbit:
 any group-transformed copy gives the same reduced parameters) and keeps the entries the chart
@@ -70,22 +69,6 @@ CHART = gauge.Chart(
             offset=0.0,
         ),
         gauge.Step(
-            group="key_bias_shift",
-            kind="translation",
-            anchor="layers.*.attn.b_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="value_bias_fold",
-            kind="translation",
-            anchor="layers.*.attn.b_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
             group="norm_bias_fold_final_norm",
             kind="translation",
             anchor="final_norm.bias",
@@ -110,9 +93,25 @@ CHART = gauge.Chart(
             offset=0.0,
         ),
         gauge.Step(
+            group="key_bias_shift",
+            kind="translation",
+            anchor="layers.*.attn.b_K",
+            side="right",
+            form="E",
+            offset=0.0,
+        ),
+        gauge.Step(
             group="reader_centering_layers_i_attn_W_V",
             kind="translation",
             anchor="layers.*.attn.W_V",
+            side="right",
+            form="E",
+            offset=0.0,
+        ),
+        gauge.Step(
+            group="value_bias_fold",
+            kind="translation",
+            anchor="layers.*.attn.b_V",
             side="right",
             form="E",
             offset=0.0,
@@ -174,21 +173,13 @@ CHART = gauge.Chart(
             offset=0.0,
         ),
         gauge.Step(
-            group="unembedding_bias_shift",
-            kind="translation",
-            anchor="unembed.b_U",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
             group="reader_centering_unembed_W_U",
             kind="translation",
             anchor="unembed.W_U",
             side="right",
             form="E",
             offset=0.0,
-            joint=(("unembedding_shift", "unembed.W_U"),),
+            joint=(("unembedding_shift", "unembed.W_U"), ("unembedding_bias_shift", "unembed.b_U")),
         ),
         gauge.Step(
             group="writer_centering_layers_i_attn_b_O",

@@ -233,11 +233,13 @@ def _next_step(
     fixes: Callable[[StepCode], int],
 ) -> StepCode | None:
     """The next step: the first (group, anchor) that fixes something and whose slice every
-    other remaining group preserves; failing that, a joint step over translations whose
-    directions overlap on shared anchors; failing that, a group that fixes nothing new (its
-    directions are all shared with groups fixed before)."""
+    other remaining group preserves (translations that share their anchor with another
+    remaining translation wait); then a joint step over translations that share anchors; then
+    a group that fixes nothing new (its directions are all shared with groups fixed before)."""
     for group in remaining:
         for step in candidates[group.name]:
+            if _shared_translation(step, remaining):
+                continue  # overlapping translations are fixed jointly, below
             if fixes(step) > 0 and _acceptable(step, remaining, preserves):
                 return step
     for step in _joint_translations(remaining, candidates):
@@ -248,6 +250,14 @@ def _next_step(
             if _acceptable(step, remaining, preserves):
                 return step
     return None
+
+
+def _shared_translation(step: StepCode, remaining: list[GroupCode]) -> bool:
+    """A translation step whose anchor another remaining translation also moves."""
+    return step.kind == "translation" and any(
+        o.kind == "translation" and o.name != step.group and _moves(o, step.anchor)
+        for o in remaining
+    )
 
 
 def _acceptable(step: StepCode, remaining, preserves) -> bool:
