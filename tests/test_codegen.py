@@ -4,6 +4,7 @@ committed copies; compile refuses to overwrite what it did not write."""
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -60,6 +61,8 @@ def test_generated_model_matches_the_interpreter_and_the_analysis(path, tmp_path
     params = dict(model.named_parameters())
     expected = interpret(build_graph(spec), params, ids)
     assert float((model.log_probs(ids) - expected).abs().max()) <= 1e-12
+    names = {re.sub(r"^layers\.\d+\.", "layers.{i}.", n) for n, _ in model.named_parameters()}
+    assert set(pkg.model.HF_NAMES) == names  # the Hugging Face name of every parameter
     analysis = analyze(spec)
     if path.stem in CHARTED:
         groups = {key for key in pkg.invariants(model) if key.startswith("group.")}

@@ -106,7 +106,7 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
         "formula": formula,
     }
     files = {
-        "model.py": head + "\n" + render_model(spec),
+        "model.py": head + "\n" + render_model(spec, hf_model_type=spec.hf_model_type),
         "gauge.py": render("gauge.py.j2", **context),
         "groups.py": render("groups.py.j2", **context),
     }

@@ -56,6 +56,7 @@ def import_hf_config(path: str | Path, name: str | None = None) -> Spec:
     data = {
         "name": name if name is not None else default_name(file),
         "description": f"Imported from the Hugging Face config {file} (model_type {model_type}).",
+        "hf_model_type": model_type,
         "architecture": architecture,
         "symmetries": "auto",
     }

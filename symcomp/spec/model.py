@@ -350,6 +350,11 @@ SymmetryList = Annotated[
 ]
 
 
+HFModelType = Literal[
+    "gpt2", "bert", "llama", "mistral", "qwen2", "gpt_neox", "phi", "opt", "gemma"
+]
+
+
 class Spec(_Frozen):
     """A symcomp spec: one transformer architecture and the symmetries to reduce."""
 
@@ -361,6 +366,11 @@ class Spec(_Frozen):
         description="Name of the model; used for the generated package.",
     )
     description: str = Field(default="", description="Free text, for people.")
+    hf_model_type: HFModelType | None = Field(
+        default=None,
+        description="The transformers model_type this architecture is (import-hf writes it); "
+        "the generated package then documents its Hugging Face parameter names.",
+    )
     architecture: Architecture = Field(description="The transformer's architecture.")
     symmetries: SymmetryList = Field(
         default="auto",
