@@ -141,12 +141,14 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def cmd_compile(args: argparse.Namespace) -> None:
     """Generate a standalone PyTorch package (model, reduced model, groups, tests) from a spec."""
     from symcomp.codegen.compile import compile_spec
-    from symcomp.codegen.emit import OverwriteError, write_package
+    from symcomp.codegen.emit import OverwriteError, check_target, write_package
     from symcomp.spec import load_spec
 
     spec = load_spec(args.spec)
-    package = compile_spec(spec, Path(args.spec).read_text())
     try:
+        if not args.force:
+            check_target(args.output)  # before the work, and again when writing
+        package = compile_spec(spec, Path(args.spec).read_text())
         write_package(package, args.output, force=args.force)
     except OverwriteError as exc:
         print(f"error: {exc}; pass --force to replace it", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from symcomp.ir.graph import build_graph
 from symcomp.ir.interpreter import interpret
 from symcomp.spec import load_spec
 from symcomp.symmetry.analysis import analyze
+from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import measure_nullity
 from tests.conftest import EXAMPLE_SPECS, ROOT, TINY_SPECS
 
@@ -35,6 +37,22 @@ def _compiled(spec_path: Path, out: Path, name: str):
         sys.path.remove(str(out))
 
 
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory):
+    """Compile each tiny spec once per module: (spec, package module, its folder)."""
+    cache: dict[str, tuple] = {}
+    root = tmp_path_factory.mktemp("tiny_packages")
+
+    def get(stem: str):
+        if stem not in cache:
+            name = f"tiny_{stem}"
+            spec, pkg = _compiled(ROOT / "specs" / "tiny" / f"{stem}.yaml", root, name)
+            cache[stem] = (spec, pkg, root / name)
+        return cache[stem]
+
+    return get
+
+
 @pytest.mark.parametrize("path", EXAMPLE_SPECS, ids=lambda p: p.stem)
 def test_generated_is_what_compile_writes(path):
     """generated/ holds the compiled example specs, byte for byte (CI fails on any drift)."""
@@ -47,9 +65,8 @@ def test_generated_is_what_compile_writes(path):
 
 
 @pytest.mark.parametrize("path", TINY_SPECS, ids=lambda p: p.stem)
-def test_generated_model_matches_the_interpreter_and_the_analysis(path, tmp_path):
-    name = f"tiny_{path.stem}"
-    spec, pkg = _compiled(path, tmp_path, name)
+def test_generated_model_matches_the_interpreter_and_the_analysis(path, tiny_package):
+    spec, pkg, _ = tiny_package(path.stem)
     torch.manual_seed(0)
     model = pkg.Model(dtype=torch.float64)
     with torch.no_grad():
@@ -75,18 +92,28 @@ def test_generated_model_matches_the_interpreter_and_the_analysis(path, tmp_path
         assert not hasattr(pkg, "ReducedModel")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family", ["llama", "gemma"])
-def test_generated_model_nullity_is_the_redundancy(family, tmp_path):
+@pytest.mark.parametrize("path", TINY_SPECS, ids=lambda p: p.stem)
+def test_generated_tests_pass(path, tiny_package):
+    """The package's own test_invariance.py, run as a user would (pytest in the package)."""
+    _, _, folder = tiny_package(path.stem)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=folder.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout
+
+
+@pytest.mark.parametrize("path", TINY_SPECS, ids=lambda p: p.stem)
+def test_generated_model_nullity_is_the_redundancy(path, tiny_package):
     """The Jacobian nullity of the generated standard model itself equals `analyze`'s count."""
-    path = ROOT / "specs" / "tiny" / f"{family}.yaml"
-    spec, pkg = _compiled(path, tmp_path, f"null_{family}")
-    torch.manual_seed(1)
+    spec, pkg, _ = tiny_package(path.stem)
     model = pkg.Model(dtype=torch.float64)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, dtype=torch.float64) * 0.5)
-    params = {n: p.detach() for n, p in model.named_parameters()}
+    # a generic point: every parameter drawn, ReLU neurons of mixed sign (as for transformers)
+    params = generic_point(build_graph(spec), seed=1)
 
     def fn(params, ids):
         return torch.func.functional_call(model, params, (ids,)).log_softmax(-1)
