@@ -654,7 +654,8 @@ def _translation_moves(chart: Chart, step: Step, params: Params, unit: Unit, S: 
 def _svd(C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The thin SVD of C cut at its numerical rank (relative tolerance 1e-10)."""
     U, sv, Vh = torch.linalg.svd(C, full_matrices=False)
-    rank = int(torch.count_nonzero(sv > 1e-10 * max(float(sv.max()), 1.0))) if sv.numel() else 0
+    top = float(sv.detach().max()) if sv.numel() else 0.0
+    rank = int(torch.count_nonzero(sv.detach() > 1e-10 * max(top, 1.0)))
     return U[:, :rank], sv[:rank], Vh[:rank]
 
 
