@@ -81,22 +81,27 @@ def _key(name: str) -> str:
     return name.replace(".", "__")
 
 
+def _buffer(key: str) -> str:
+    """The buffer holding the discrete choice ``key`` (``"<step>.<layer>.<unit>[.signs]"``)."""
+    return "choice_" + key.replace(".", "_").replace("-", "m")
+
+
 class ReducedModel(nn.Module):
     """The model in the gauge-fixed chart: ``free.<name>`` holds the free entries of each
     standard parameter (flattened, in storage order)."""
 
-    def __init__(self, *, dtype=torch.float32, device=None, **sizes):
+    def __init__(self, *, dtype=torch.float32, device=None, _record=None, **sizes):
         super().__init__()
         shell = Model(dtype=dtype, device="meta", **sizes)
         self.sizes = gauge.as_sizes(shell.sizes)
         shapes = {name: tuple(p.shape) for name, p in shell.named_parameters()}
         self._shapes = shapes
         object.__setattr__(self, "_shell", shell)  # not a submodule: it holds no values
-        record = _default_record(shapes, self.sizes)
+        record = _record if _record is not None else _default_record(shapes, self.sizes)
         for key, value in record.items():
-            self.register_buffer("choice_" + key.replace(".", "_").replace("-", "m"), value)
+            self.register_buffer(_buffer(key), value)
         self._record_keys = tuple(record)
-        masks = gauge.determined(CHART, record, shapes, self.sizes)
+        _, masks = self._layout()
         self.free = nn.ParameterDict(
             {
                 _key(name): nn.Parameter(
@@ -110,10 +115,7 @@ class ReducedModel(nn.Module):
 
     @property
     def record(self) -> dict[str, Tensor]:
-        return {
-            key: getattr(self, "choice_" + key.replace(".", "_").replace("-", "m"))
-            for key in self._record_keys
-        }
+        return {key: getattr(self, _buffer(key)) for key in self._record_keys}
 
     def _layout(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """The discrete choices and the masks of determined entries (cached: they change only
@@ -137,11 +139,8 @@ class ReducedModel(nn.Module):
         p = next(model.parameters())
         params = {name: value.detach().cpu() for name, value in model.named_parameters()}
         canonical, record = gauge.canonicalize(CHART, params, gauge.as_sizes(model.sizes))
-        out = cls(dtype=p.dtype, device=p.device, **gauge.as_sizes(model.sizes))
-        for key, value in record.items():
-            buffer = "choice_" + key.replace(".", "_").replace("-", "m")
-            getattr(out, buffer).copy_(value.to(getattr(out, buffer)))
-        masks = gauge.determined(CHART, record, out._shapes, out.sizes)
+        out = cls(dtype=p.dtype, device=p.device, _record=record, **gauge.as_sizes(model.sizes))
+        _, masks = out._layout()
         with torch.no_grad():
             for name, mask in masks.items():
                 out.free[_key(name)].copy_(canonical[name][~mask].to(p))
@@ -172,7 +171,8 @@ class ReducedModel(nn.Module):
 
 
 def _default_record(shapes, sizes) -> dict[str, Tensor]:
-    """Discrete choices of the right sizes for a fresh instance (first rows, positive signs)."""
+    """Discrete choices of the right sizes for a fresh instance: those of a fixed random point
+    (``from_standard`` and ``load_state_dict`` replace them)."""
     generator = torch.Generator().manual_seed(0)
     params = {
         name: torch.randn(shape, generator=generator, dtype=torch.float64)

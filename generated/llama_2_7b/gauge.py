@@ -14,6 +14,7 @@ by symcomp from the spec language), ``reduced.py`` lists the gauge-fixing steps.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -579,9 +580,15 @@ def _anchor(anchor: str, unit: Unit) -> str:
 
 
 def view_index(group: Group, unit: Unit, path: str, shape: tuple[int, ...], S: Sizes) -> Tensor:
-    """Flat indices into ``path`` of the entries of the unit's view (a 2-D long tensor)."""
+    """Flat indices into ``path`` of the entries of the unit's view (a 2-D long tensor, not to
+    be written to: it is cached, since every forward of the reduced model asks again)."""
+    return _view_index(group, unit, path, tuple(shape), tuple(sorted(S.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _view_index(group: Group, unit: Unit, path: str, shape: tuple[int, ...], sizes) -> Tensor:
     flat = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
-    return view(group, {path: flat}, unit, path, S).round().long()
+    return view(group, {path: flat}, unit, path, dict(sizes)).round().long()
 
 
 def _members(step: Step) -> tuple[tuple[str, str], ...]:

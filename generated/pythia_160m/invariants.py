@@ -87,18 +87,14 @@ def group_invariants(model: Model, group: str) -> dict[str, Tensor]:
     )
     params = {name: p.detach() for name, p in model.named_parameters()}
     canonical, _ = gauge.canonicalize(upto, params, gauge.as_sizes(model.sizes))
-    moved = {n for act in GROUPS[group].acts for n in canonical if _matches(act.target, n)}
+    moved = {
+        n for act in GROUPS[group].acts for n in gauge._targets(act.target, None, list(canonical))
+    }
     return {name: canonical[name] for name in sorted(moved)}
 
 
 def _step_groups(step: gauge.Step) -> tuple[str, ...]:
     return (step.group, *(name for name, _ in step.joint))
-
-
-def _matches(pattern: str, name: str) -> bool:
-    import re
-
-    return re.fullmatch(re.escape(pattern).replace(r"\*", r"\d+"), name) is not None
 
 
 def invariants(model: Model) -> dict[str, object]:

@@ -23,6 +23,7 @@ from symcomp.spec.expr import (
     Number,
     Power,
     Transpose,
+    iter_names,
     parse_expr,
     unparse,
 )
@@ -129,23 +130,6 @@ class _Renderer:
         return text if simple else f"({text})"
 
 
-def _names(expr: Expr) -> list[str]:
-    out: list[str] = []
-
-    def walk(node: Expr) -> None:
-        if isinstance(node, Name):
-            out.append(node.name)
-        for child in getattr(node, "args", ()) or ():
-            walk(child)
-        for attr in ("operand", "left", "right"):
-            child = getattr(node, attr, None)
-            if child is not None:
-                walk(child)
-
-    walk(expr)
-    return list(dict.fromkeys(out))
-
-
 def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -> ActCode | None:
     """One action target rendered; None when the pattern matches no parameter here."""
     params = parameter_shapes(arch)
@@ -155,7 +139,7 @@ def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -
     element = group.element or DEFAULT_ELEMENT[group.group]
     expr = parse_expr(text)
     names: dict[str, str] = {}
-    for name in _names(expr):
+    for name in dict.fromkeys(n.name for n in iter_names(expr)):
         if name == element or name in SIZE_NAMES:
             continue
         path = resolve_name(name, concrete, params)

@@ -20,7 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from symcomp.codegen.actions import GroupCode
-from symcomp.spec.expr import BinOp, Call, Expr, Inverse, Name, Number, Transpose, parse_expr
+from symcomp.spec.expr import (
+    BinOp,
+    Call,
+    Expr,
+    Inverse,
+    Name,
+    Number,
+    Transpose,
+    free_names,
+    parse_expr,
+)
 from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED
 from symcomp.spec.model import Architecture
 from symcomp.spec.params import parameter_shapes
@@ -104,21 +114,8 @@ def _translation(group: GroupCode, target: str, text: str) -> bool:
     for a minimum-norm step (the generated chart checks that the move is linear in t)."""
     expr = parse_expr(text)
     short = target.rsplit(".", 1)[-1]
-    names = _names(expr)
+    names = free_names(expr)
     return group.element in names and (short in names or target in names)
-
-
-def _names(node: Expr) -> set[str]:
-    if isinstance(node, Name):
-        return {node.name}
-    out: set[str] = set()
-    for attr in ("operand", "left", "right"):
-        child = getattr(node, attr, None)
-        if child is not None:
-            out |= _names(child)
-    for child in getattr(node, "args", ()) or ():
-        out |= _names(child)
-    return out
 
 
 _KIND = {"GL": "gl", "O": "rotation", "SO": "rotation", "scaling": "scale"}
