@@ -22,10 +22,6 @@ from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import measure_nullity
 from tests.conftest import EXAMPLE_SPECS, ROOT, TINY_SPECS
 
-# tiny families whose gauge-fixing chart symcomp derives and verifies; for BERT and Pythia the
-# derived chart fails its orbit check, so compile emits no reduced model (and says why)
-CHARTED = ("llama", "mistral", "qwen2", "gemma", "gpt2", "opt", "phi")
-
 
 def _compiled(spec_path: Path, out: Path, name: str):
     spec = load_spec(spec_path)
@@ -81,15 +77,12 @@ def test_generated_model_matches_the_interpreter_and_the_analysis(path, tiny_pac
     names = {re.sub(r"^layers\.\d+\.", "layers.{i}.", n) for n, _ in model.named_parameters()}
     assert set(pkg.model.HF_NAMES) == names  # the Hugging Face name of every parameter
     analysis = analyze(spec)
-    if path.stem in CHARTED:
-        groups = {key for key in pkg.invariants(model) if key.startswith("group.")}
-        continuous = {f"group.{name}" for name, g in pkg.GROUPS.items() if g.continuous}
-        assert groups == continuous
-        reduced = pkg.ReducedModel.from_standard(model)
-        assert sum(p.numel() for p in reduced.parameters()) == analysis.reduced_parameters
-        assert float((reduced.log_probs(ids) - expected).abs().max()) <= 1e-10
-    else:
-        assert not hasattr(pkg, "ReducedModel")
+    groups = {key for key in pkg.invariants(model) if key.startswith("group.")}
+    continuous = {f"group.{name}" for name, g in pkg.GROUPS.items() if g.continuous}
+    assert groups == continuous
+    reduced = pkg.ReducedModel.from_standard(model)
+    assert sum(p.numel() for p in reduced.parameters()) == analysis.reduced_parameters
+    assert float((reduced.log_probs(ids) - expected).abs().max()) <= 1e-10
 
 
 @pytest.mark.parametrize("path", TINY_SPECS, ids=lambda p: p.stem)
@@ -143,12 +136,28 @@ def test_compile_refuses_foreign_and_edited_folders(tmp_path):
     assert "# edited" not in (out / "model.py").read_text()
 
 
+# a true symmetry, (W_V A^2, A^-2 W_O), in a form no chart step knows
+SQUARED_GAUGE = """
+symmetries:
+- name: squared_vo_gauge
+  group: GL
+  per: kv_head
+  size: head_width
+  acts:
+    layers.*.attn.W_V: W_V A A
+    layers.*.attn.W_O: A^-1 A^-1 W_O
+"""
+
+
 def test_compile_cli(run_cli, tmp_path):
-    spec = str(ROOT / "specs/tiny/bert.yaml")
-    code, out, _ = run_cli("compile", spec, "-o", str(tmp_path / "g"))
-    assert code == 0 and "no reduced model: the derived chart" in out
+    spec = tmp_path / "squared.yaml"
+    spec.write_text((ROOT / "specs/tiny/llama.yaml").read_text() + SQUARED_GAUGE)
+    code, out, _ = run_cli("compile", str(spec), "-o", str(tmp_path / "g"))
+    assert code == 0 and "no reduced model: no anchor the chart can fix for: squared_vo_gauge" in out
+    files = {p.name for p in (tmp_path / "g").iterdir()}
+    assert "model.py" in files and "groups.py" in files and "reduced.py" not in files
     (tmp_path / "g" / "model.py").write_text("edited")
-    code, _, err = run_cli("compile", spec, "-o", str(tmp_path / "g"))
+    code, _, err = run_cli("compile", str(spec), "-o", str(tmp_path / "g"))
     assert code == 2 and "--force" in err
 
 

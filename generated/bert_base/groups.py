@@ -32,21 +32,25 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_Q",
                 lambda v, A, S: mm(v("layers.*.attn.W_Q"), A),
                 "W_Q A",
+                form=("right", "E", 0.0),
             ),
             Act(
                 "layers.*.attn.W_K",
                 lambda v, A, S: mm(v("layers.*.attn.W_K"), T(inv(A))),
                 "W_K A^-T",
+                form=("right", "E^-T", 0.0),
             ),
             Act(
                 "layers.*.attn.b_Q",
                 lambda v, A, S: mm(v("layers.*.attn.b_Q"), A),
                 "b_Q A",
+                form=("right", "E", 0.0),
             ),
             Act(
                 "layers.*.attn.b_K",
                 lambda v, A, S: mm(v("layers.*.attn.b_K"), T(inv(A))),
                 "b_K A^-T",
+                form=("right", "E^-T", 0.0),
             ),
         ),
         positive=False,
@@ -83,16 +87,19 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_V",
                 lambda v, B, S: mm(v("layers.*.attn.W_V"), B),
                 "W_V B",
+                form=("right", "E", 0.0),
             ),
             Act(
                 "layers.*.attn.W_O",
                 lambda v, B, S: mm(inv(B), v("layers.*.attn.W_O")),
                 "B^-1 W_O",
+                form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.b_V",
                 lambda v, B, S: mm(v("layers.*.attn.b_V"), B),
                 "b_V B",
+                form=("right", "E", 0.0),
             ),
         ),
         positive=False,
@@ -123,8 +130,8 @@ GROUPS: dict[str, Group] = {
         commutes_with_rope=False,
         layers=None,
     ),
-    "norm_gain_scaling_layers_i_mlp_norm": Group(
-        name="norm_gain_scaling_layers_i_mlp_norm",
+    "norm_gain_scaling_layers_11_mlp_norm": Group(
+        name="norm_gain_scaling_layers_11_mlp_norm",
         catalogue_id="B1",
         kind="scaling",
         per="model",
@@ -134,16 +141,19 @@ GROUPS: dict[str, Group] = {
                 "layers.11.mlp_norm.gain",
                 lambda v, s, S: mm(v("layers.*.mlp_norm.gain"), diag(s)),
                 "gain diag(s)",
+                form=("right", "E", 0.0),
             ),
             Act(
                 "layers.11.mlp_norm.bias",
                 lambda v, s, S: mm(v("layers.*.mlp_norm.bias"), diag(s)),
                 "bias diag(s)",
+                form=("right", "E", 0.0),
             ),
             Act(
                 "head.W_dense",
                 lambda v, s, S: mm(inv(diag(s)), v("head.W_dense")),
                 "diag(s)^-1 W_dense",
+                form=("left", "E^-1", 0.0),
             ),
         ),
         positive=False,
@@ -189,8 +199,8 @@ GROUPS: dict[str, Group] = {
         commutes_with_rope=False,
         layers=None,
     ),
-    "norm_bias_shift_layers_i_attn_norm": Group(
-        name="norm_bias_shift_layers_i_attn_norm",
+    "norm_bias_shift_layers_0_attn_norm": Group(
+        name="norm_bias_shift_layers_0_attn_norm",
         catalogue_id="B2",
         kind="translation",
         per="model",
@@ -217,8 +227,316 @@ GROUPS: dict[str, Group] = {
         commutes_with_rope=False,
         layers=None,
     ),
-    "norm_bias_shift_layers_i_mlp_norm": Group(
-        name="norm_bias_shift_layers_i_mlp_norm",
+    "norm_bias_shift_layers_1_attn_norm": Group(
+        name="norm_bias_shift_layers_1_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.1.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.1.mlp.W_up",
+            ),
+            Act(
+                "layers.1.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.1.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_2_attn_norm": Group(
+        name="norm_bias_shift_layers_2_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.2.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.2.mlp.W_up",
+            ),
+            Act(
+                "layers.2.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.2.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_3_attn_norm": Group(
+        name="norm_bias_shift_layers_3_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.3.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.3.mlp.W_up",
+            ),
+            Act(
+                "layers.3.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.3.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_4_attn_norm": Group(
+        name="norm_bias_shift_layers_4_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.4.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.4.mlp.W_up",
+            ),
+            Act(
+                "layers.4.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.4.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_5_attn_norm": Group(
+        name="norm_bias_shift_layers_5_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.5.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.5.mlp.W_up",
+            ),
+            Act(
+                "layers.5.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.5.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_6_attn_norm": Group(
+        name="norm_bias_shift_layers_6_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.6.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.6.mlp.W_up",
+            ),
+            Act(
+                "layers.6.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.6.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_7_attn_norm": Group(
+        name="norm_bias_shift_layers_7_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.7.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.7.mlp.W_up",
+            ),
+            Act(
+                "layers.7.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.7.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_8_attn_norm": Group(
+        name="norm_bias_shift_layers_8_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.8.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.8.mlp.W_up",
+            ),
+            Act(
+                "layers.8.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.8.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_9_attn_norm": Group(
+        name="norm_bias_shift_layers_9_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.9.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.9.mlp.W_up",
+            ),
+            Act(
+                "layers.9.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.9.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_10_attn_norm": Group(
+        name="norm_bias_shift_layers_10_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.10.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.10.mlp.W_up",
+            ),
+            Act(
+                "layers.10.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.10.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_11_attn_norm": Group(
+        name="norm_bias_shift_layers_11_attn_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.11.mlp.b_up",
+                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
+                "b_up - t layers.11.mlp.W_up",
+            ),
+            Act(
+                "layers.11.mlp.b_down",
+                lambda v, t, S: v("layers.*.mlp.b_down") - t,
+                "b_down - t",
+            ),
+            Act(
+                "layers.11.attn_norm.bias",
+                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_0_mlp_norm": Group(
+        name="norm_bias_shift_layers_0_mlp_norm",
         catalogue_id="B2",
         kind="translation",
         per="model",
@@ -255,8 +573,388 @@ GROUPS: dict[str, Group] = {
         commutes_with_rope=False,
         layers=None,
     ),
-    "norm_bias_fold_layers_i_mlp_norm": Group(
-        name="norm_bias_fold_layers_i_mlp_norm",
+    "norm_bias_shift_layers_1_mlp_norm": Group(
+        name="norm_bias_shift_layers_1_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.2.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.2.attn.W_Q",
+            ),
+            Act(
+                "layers.2.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.2.attn.W_K",
+            ),
+            Act(
+                "layers.2.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.2.attn.W_V",
+            ),
+            Act(
+                "layers.2.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.1.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_2_mlp_norm": Group(
+        name="norm_bias_shift_layers_2_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.3.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.3.attn.W_Q",
+            ),
+            Act(
+                "layers.3.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.3.attn.W_K",
+            ),
+            Act(
+                "layers.3.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.3.attn.W_V",
+            ),
+            Act(
+                "layers.3.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.2.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_3_mlp_norm": Group(
+        name="norm_bias_shift_layers_3_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.4.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.4.attn.W_Q",
+            ),
+            Act(
+                "layers.4.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.4.attn.W_K",
+            ),
+            Act(
+                "layers.4.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.4.attn.W_V",
+            ),
+            Act(
+                "layers.4.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.3.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_4_mlp_norm": Group(
+        name="norm_bias_shift_layers_4_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.5.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.5.attn.W_Q",
+            ),
+            Act(
+                "layers.5.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.5.attn.W_K",
+            ),
+            Act(
+                "layers.5.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.5.attn.W_V",
+            ),
+            Act(
+                "layers.5.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.4.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_5_mlp_norm": Group(
+        name="norm_bias_shift_layers_5_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.6.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.6.attn.W_Q",
+            ),
+            Act(
+                "layers.6.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.6.attn.W_K",
+            ),
+            Act(
+                "layers.6.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.6.attn.W_V",
+            ),
+            Act(
+                "layers.6.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.5.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_6_mlp_norm": Group(
+        name="norm_bias_shift_layers_6_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.7.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.7.attn.W_Q",
+            ),
+            Act(
+                "layers.7.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.7.attn.W_K",
+            ),
+            Act(
+                "layers.7.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.7.attn.W_V",
+            ),
+            Act(
+                "layers.7.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.6.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_7_mlp_norm": Group(
+        name="norm_bias_shift_layers_7_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.8.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.8.attn.W_Q",
+            ),
+            Act(
+                "layers.8.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.8.attn.W_K",
+            ),
+            Act(
+                "layers.8.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.8.attn.W_V",
+            ),
+            Act(
+                "layers.8.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.7.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_8_mlp_norm": Group(
+        name="norm_bias_shift_layers_8_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.9.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.9.attn.W_Q",
+            ),
+            Act(
+                "layers.9.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.9.attn.W_K",
+            ),
+            Act(
+                "layers.9.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.9.attn.W_V",
+            ),
+            Act(
+                "layers.9.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.8.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_9_mlp_norm": Group(
+        name="norm_bias_shift_layers_9_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.10.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.10.attn.W_Q",
+            ),
+            Act(
+                "layers.10.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.10.attn.W_K",
+            ),
+            Act(
+                "layers.10.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.10.attn.W_V",
+            ),
+            Act(
+                "layers.10.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.9.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_shift_layers_10_mlp_norm": Group(
+        name="norm_bias_shift_layers_10_mlp_norm",
+        catalogue_id="B2",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["width"]),
+        acts=(
+            Act(
+                "layers.11.attn.b_Q",
+                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
+                "b_Q - t layers.11.attn.W_Q",
+            ),
+            Act(
+                "layers.11.attn.b_K",
+                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
+                "b_K - t layers.11.attn.W_K",
+            ),
+            Act(
+                "layers.11.attn.b_V",
+                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
+                "b_V - t layers.11.attn.W_V",
+            ),
+            Act(
+                "layers.11.attn.b_O",
+                lambda v, t, S: v("layers.*.attn.b_O") - t,
+                "b_O - t",
+            ),
+            Act(
+                "layers.10.mlp_norm.bias",
+                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
+                "bias + t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "norm_bias_fold_layers_11_mlp_norm": Group(
+        name="norm_bias_fold_layers_11_mlp_norm",
         catalogue_id="B2",
         kind="translation",
         per="model",
@@ -444,6 +1142,424 @@ GROUPS: dict[str, Group] = {
         commutes_with_rope=False,
         layers=None,
     ),
+    "reader_centering_layers_1_mlp_W_up": Group(
+        name="reader_centering_layers_1_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.1.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.1.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.1.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.1.attn_norm.bias diag(layers.1.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_2_mlp_W_up": Group(
+        name="reader_centering_layers_2_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.2.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.2.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.2.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.2.attn_norm.bias diag(layers.2.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_3_mlp_W_up": Group(
+        name="reader_centering_layers_3_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.3.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.3.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.3.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.3.attn_norm.bias diag(layers.3.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_4_mlp_W_up": Group(
+        name="reader_centering_layers_4_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.4.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.4.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.4.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.4.attn_norm.bias diag(layers.4.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_5_mlp_W_up": Group(
+        name="reader_centering_layers_5_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.5.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.5.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.5.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.5.attn_norm.bias diag(layers.5.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_6_mlp_W_up": Group(
+        name="reader_centering_layers_6_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.6.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.6.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.6.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.6.attn_norm.bias diag(layers.6.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_7_mlp_W_up": Group(
+        name="reader_centering_layers_7_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.7.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.7.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.7.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.7.attn_norm.bias diag(layers.7.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_8_mlp_W_up": Group(
+        name="reader_centering_layers_8_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.8.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.8.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.8.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.8.attn_norm.bias diag(layers.8.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_9_mlp_W_up": Group(
+        name="reader_centering_layers_9_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.9.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.9.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.9.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.9.attn_norm.bias diag(layers.9.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_10_mlp_W_up": Group(
+        name="reader_centering_layers_10_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.10.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.10.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.10.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.10.attn_norm.bias diag(layers.10.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_11_mlp_W_up": Group(
+        name="reader_centering_layers_11_mlp_W_up",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["hidden"]),
+        acts=(
+            Act(
+                "layers.11.mlp.W_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.W_up")
+                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_up + diag(layers.11.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.11.mlp.b_up",
+                lambda v, t, S: (
+                    v("layers.*.mlp.b_up")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.*.attn_norm.bias"),
+                                inv(diag(v("layers.*.attn_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_up - layers.11.attn_norm.bias diag(layers.11.attn_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
     "reader_centering_layers_1_attn_W_Q": Group(
         name="reader_centering_layers_1_attn_W_Q",
         catalogue_id="B3",
@@ -472,6 +1588,359 @@ GROUPS: dict[str, Group] = {
                     )
                 ),
                 "b_Q - layers.0.mlp_norm.bias diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_2_attn_W_Q": Group(
+        name="reader_centering_layers_2_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.2.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.1.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.2.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(v("layers.1.mlp_norm.bias"), inv(diag(v("layers.1.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.1.mlp_norm.bias diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_3_attn_W_Q": Group(
+        name="reader_centering_layers_3_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.3.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.2.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.3.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(v("layers.2.mlp_norm.bias"), inv(diag(v("layers.2.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.2.mlp_norm.bias diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_4_attn_W_Q": Group(
+        name="reader_centering_layers_4_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.4.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.3.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.4.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(v("layers.3.mlp_norm.bias"), inv(diag(v("layers.3.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.3.mlp_norm.bias diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_5_attn_W_Q": Group(
+        name="reader_centering_layers_5_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.5.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.4.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.5.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(v("layers.4.mlp_norm.bias"), inv(diag(v("layers.4.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.4.mlp_norm.bias diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_6_attn_W_Q": Group(
+        name="reader_centering_layers_6_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.6.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.5.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.6.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(v("layers.5.mlp_norm.bias"), inv(diag(v("layers.5.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.5.mlp_norm.bias diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_7_attn_W_Q": Group(
+        name="reader_centering_layers_7_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.7.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.6.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.7.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(v("layers.6.mlp_norm.bias"), inv(diag(v("layers.6.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.6.mlp_norm.bias diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_8_attn_W_Q": Group(
+        name="reader_centering_layers_8_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.8.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.7.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.8.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(v("layers.7.mlp_norm.bias"), inv(diag(v("layers.7.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.7.mlp_norm.bias diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_9_attn_W_Q": Group(
+        name="reader_centering_layers_9_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.9.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.8.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.9.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(v("layers.8.mlp_norm.bias"), inv(diag(v("layers.8.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.8.mlp_norm.bias diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_10_attn_W_Q": Group(
+        name="reader_centering_layers_10_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.10.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.9.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.10.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(v("layers.9.mlp_norm.bias"), inv(diag(v("layers.9.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.9.mlp_norm.bias diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_11_attn_W_Q": Group(
+        name="reader_centering_layers_11_attn_W_Q",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["heads"]),
+        acts=(
+            Act(
+                "layers.11.attn.W_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_Q")
+                    + mm(mm(inv(diag(v("layers.10.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_Q + diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.11.attn.b_Q",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_Q")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.10.mlp_norm.bias"),
+                                inv(diag(v("layers.10.mlp_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_Q - layers.10.mlp_norm.bias diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
             ),
         ),
         positive=False,
@@ -514,6 +1983,359 @@ GROUPS: dict[str, Group] = {
         commutes_with_rope=False,
         layers=None,
     ),
+    "reader_centering_layers_2_attn_W_K": Group(
+        name="reader_centering_layers_2_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.2.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.1.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.2.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(v("layers.1.mlp_norm.bias"), inv(diag(v("layers.1.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.1.mlp_norm.bias diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_3_attn_W_K": Group(
+        name="reader_centering_layers_3_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.3.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.2.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.3.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(v("layers.2.mlp_norm.bias"), inv(diag(v("layers.2.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.2.mlp_norm.bias diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_4_attn_W_K": Group(
+        name="reader_centering_layers_4_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.4.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.3.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.4.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(v("layers.3.mlp_norm.bias"), inv(diag(v("layers.3.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.3.mlp_norm.bias diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_5_attn_W_K": Group(
+        name="reader_centering_layers_5_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.5.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.4.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.5.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(v("layers.4.mlp_norm.bias"), inv(diag(v("layers.4.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.4.mlp_norm.bias diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_6_attn_W_K": Group(
+        name="reader_centering_layers_6_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.6.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.5.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.6.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(v("layers.5.mlp_norm.bias"), inv(diag(v("layers.5.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.5.mlp_norm.bias diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_7_attn_W_K": Group(
+        name="reader_centering_layers_7_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.7.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.6.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.7.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(v("layers.6.mlp_norm.bias"), inv(diag(v("layers.6.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.6.mlp_norm.bias diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_8_attn_W_K": Group(
+        name="reader_centering_layers_8_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.8.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.7.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.8.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(v("layers.7.mlp_norm.bias"), inv(diag(v("layers.7.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.7.mlp_norm.bias diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_9_attn_W_K": Group(
+        name="reader_centering_layers_9_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.9.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.8.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.9.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(v("layers.8.mlp_norm.bias"), inv(diag(v("layers.8.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.8.mlp_norm.bias diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_10_attn_W_K": Group(
+        name="reader_centering_layers_10_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.10.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.9.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.10.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(v("layers.9.mlp_norm.bias"), inv(diag(v("layers.9.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.9.mlp_norm.bias diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_11_attn_W_K": Group(
+        name="reader_centering_layers_11_attn_W_K",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.11.attn.W_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_K")
+                    + mm(mm(inv(diag(v("layers.10.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_K + diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.11.attn.b_K",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_K")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.10.mlp_norm.bias"),
+                                inv(diag(v("layers.10.mlp_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_K - layers.10.mlp_norm.bias diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
     "reader_centering_layers_1_attn_W_V": Group(
         name="reader_centering_layers_1_attn_W_V",
         catalogue_id="B3",
@@ -542,6 +2364,359 @@ GROUPS: dict[str, Group] = {
                     )
                 ),
                 "b_V - layers.0.mlp_norm.bias diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_2_attn_W_V": Group(
+        name="reader_centering_layers_2_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.2.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.1.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.2.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(v("layers.1.mlp_norm.bias"), inv(diag(v("layers.1.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.1.mlp_norm.bias diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_3_attn_W_V": Group(
+        name="reader_centering_layers_3_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.3.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.2.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.3.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(v("layers.2.mlp_norm.bias"), inv(diag(v("layers.2.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.2.mlp_norm.bias diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_4_attn_W_V": Group(
+        name="reader_centering_layers_4_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.4.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.3.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.4.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(v("layers.3.mlp_norm.bias"), inv(diag(v("layers.3.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.3.mlp_norm.bias diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_5_attn_W_V": Group(
+        name="reader_centering_layers_5_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.5.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.4.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.5.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(v("layers.4.mlp_norm.bias"), inv(diag(v("layers.4.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.4.mlp_norm.bias diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_6_attn_W_V": Group(
+        name="reader_centering_layers_6_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.6.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.5.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.6.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(v("layers.5.mlp_norm.bias"), inv(diag(v("layers.5.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.5.mlp_norm.bias diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_7_attn_W_V": Group(
+        name="reader_centering_layers_7_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.7.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.6.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.7.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(v("layers.6.mlp_norm.bias"), inv(diag(v("layers.6.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.6.mlp_norm.bias diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_8_attn_W_V": Group(
+        name="reader_centering_layers_8_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.8.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.7.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.8.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(v("layers.7.mlp_norm.bias"), inv(diag(v("layers.7.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.7.mlp_norm.bias diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_9_attn_W_V": Group(
+        name="reader_centering_layers_9_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.9.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.8.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.9.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(v("layers.8.mlp_norm.bias"), inv(diag(v("layers.8.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.8.mlp_norm.bias diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_10_attn_W_V": Group(
+        name="reader_centering_layers_10_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.10.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.9.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.10.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(v("layers.9.mlp_norm.bias"), inv(diag(v("layers.9.mlp_norm.gain")))),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.9.mlp_norm.bias diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+        ),
+        positive=False,
+        fixes_ones=False,
+        commutes_with_rope=False,
+        layers=None,
+    ),
+    "reader_centering_layers_11_attn_W_V": Group(
+        name="reader_centering_layers_11_attn_W_V",
+        catalogue_id="B3",
+        kind="translation",
+        per="model",
+        size=lambda S: int(S["head_width"] * S["kv_heads"]),
+        acts=(
+            Act(
+                "layers.11.attn.W_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.W_V")
+                    + mm(mm(inv(diag(v("layers.10.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                ),
+                "W_V + diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
+            ),
+            Act(
+                "layers.11.attn.b_V",
+                lambda v, t, S: (
+                    v("layers.*.attn.b_V")
+                    - mm(
+                        mm(
+                            mm(
+                                v("layers.10.mlp_norm.bias"),
+                                inv(diag(v("layers.10.mlp_norm.gain"))),
+                            ),
+                            T(ones(int(S["width"]))),
+                        ),
+                        t,
+                    )
+                ),
+                "b_V - layers.10.mlp_norm.bias diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
             ),
         ),
         positive=False,
@@ -847,16 +3022,19 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_up",
                 lambda v, P, S: mm(v("layers.*.mlp.W_up"), P),
                 "W_up P",
+                form=("right", "E", 0.0),
             ),
             Act(
                 "layers.*.mlp.b_up",
                 lambda v, P, S: mm(v("layers.*.mlp.b_up"), P),
                 "b_up P",
+                form=("right", "E", 0.0),
             ),
             Act(
                 "layers.*.mlp.W_down",
                 lambda v, P, S: mm(T(P), v("layers.*.mlp.W_down")),
                 "P^T W_down",
+                form=("left", "E^T", 0.0),
             ),
         ),
         positive=False,

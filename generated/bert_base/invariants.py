@@ -6,7 +6,7 @@
   factored (``left @ right.T``): nothing of size vocab x vocab is ever built.
 - ``group_invariants(model, group)``: the parameters ``group`` moves, brought to the chart point
   of the gauge-fixing steps up to that group's; two models related by the group give the same
-  values.
+  values. ``all_group_invariants(model)``: those of every group, from one canonicalization.
 - ``invariants(model)``: all of them, by name.
 """
 
@@ -21,7 +21,14 @@ from . import gauge
 from .groups import GROUPS
 from .model import Model
 
-__all__ = ["Factored", "group_invariants", "invariants", "ov_circuit", "qk_circuit"]
+__all__ = [
+    "Factored",
+    "all_group_invariants",
+    "group_invariants",
+    "invariants",
+    "ov_circuit",
+    "qk_circuit",
+]
 
 
 @dataclass(frozen=True)
@@ -82,15 +89,37 @@ def group_invariants(model: Model, group: str) -> dict[str, Tensor]:
             f"no chart step for {group!r}; groups with one: "
             + ", ".join(g for s in CHART.steps for g in _step_groups(s))
         )
+    return _moved_by(group, _chart_points(model, index + 1)[index])
+
+
+def all_group_invariants(model: Model) -> dict[str, dict[str, Tensor]]:
+    """:func:`group_invariants` of every group the chart fixes, from one canonicalization."""
+    from .reduced import CHART
+
+    points = _chart_points(model, len(CHART.steps))
+    return {
+        name: _moved_by(name, points[i])
+        for i, step in enumerate(CHART.steps)
+        for name in _step_groups(step)
+    }
+
+
+def _chart_points(model: Model, count: int) -> list[dict[str, Tensor]]:
+    """The chart points of the first ``count`` step prefixes."""
+    from .reduced import CHART
+
     upto = gauge.Chart(
-        groups=CHART.groups, steps=CHART.steps[: index + 1], rope=CHART.rope, unread=CHART.unread
+        groups=CHART.groups, steps=CHART.steps[:count], rope=CHART.rope, unread=CHART.unread
     )
     params = {name: p.detach() for name, p in model.named_parameters()}
-    canonical, _ = gauge.canonicalize(upto, params, gauge.as_sizes(model.sizes))
-    moved = {
-        n for act in GROUPS[group].acts for n in gauge._targets(act.target, None, list(canonical))
-    }
-    return {name: canonical[name] for name in sorted(moved)}
+    points: list[dict[str, Tensor]] = []
+    gauge.canonicalize(upto, params, gauge.as_sizes(model.sizes), points)
+    return points
+
+
+def _moved_by(group: str, point: dict[str, Tensor]) -> dict[str, Tensor]:
+    moved = {n for act in GROUPS[group].acts for n in gauge._targets(act.target, None, list(point))}
+    return {name: point[name] for name in sorted(moved)}
 
 
 def _step_groups(step: gauge.Step) -> tuple[str, ...]:
@@ -105,9 +134,6 @@ def invariants(model: Model) -> dict[str, object]:
         for head in range(S["heads"]):
             out[f"qk_circuit.{layer}.{head}"] = qk_circuit(model, layer, head)
             out[f"ov_circuit.{layer}.{head}"] = ov_circuit(model, layer, head)
-    from .reduced import CHART
-
-    for step in CHART.steps:
-        for name in _step_groups(step):
-            out[f"group.{name}"] = group_invariants(model, name)
+    for name, values in all_group_invariants(model).items():
+        out[f"group.{name}"] = values
     return out

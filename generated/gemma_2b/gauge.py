@@ -102,11 +102,14 @@ _LAYER = re.compile(r"^layers\.(\d+)\.")
 
 @dataclass(frozen=True)
 class Act:
-    """How a group moves one parameter: ``fn(v, element, S)`` gives its new 2-D value."""
+    """How a group moves one parameter: ``fn(v, element, S)`` gives its new 2-D value. ``form``
+    is (side, f(E), offset) when the move is ``(c + X) f(E) - c`` (right) or ``f(E) X`` (left),
+    X the parameter itself: then its Gram matrix is known in closed form."""
 
     target: str
     fn: Callable[..., Tensor]
     text: str
+    form: tuple[str, str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,13 +156,18 @@ def _local(path: str) -> str | None:
 
 
 def _targets(pattern: str, layer: int | None, names: list[str]) -> list[str]:
+    return list(_targets_cached(pattern, layer, tuple(names)))
+
+
+@functools.lru_cache(maxsize=8192)
+def _targets_cached(pattern: str, layer: int | None, names: tuple[str, ...]) -> tuple[str, ...]:
     regex = re.compile(re.escape(pattern).replace(r"\*", r"\d+"))
     out = []
     for name in names:
         m = _LAYER.match(name)
         if regex.fullmatch(name) and (layer is None or m is None or int(m.group(1)) == layer):
             out.append(name)
-    return out
+    return tuple(out)
 
 
 def _slicing(group: Group, unit: Unit, S: Sizes) -> tuple[tuple[int, ...], int | None, int | None]:
@@ -215,28 +223,46 @@ def _resolve(pattern: str, target: str) -> str:
     return pattern.replace("layers.*.", m.group(0), 1) if m else pattern
 
 
-def apply(group: Group, params: Params, unit: Unit, element: Tensor, S: Sizes) -> dict[str, Tensor]:
-    """New parameters: ``params`` moved by ``element`` acting as ``unit`` (functional)."""
-    names = list(params)
-    writes: list[tuple[str, tuple[int, int] | None, int, Tensor]] = []
+def _contexts(group: Group, names: list[str], unit: Unit, S: Sizes):
+    """(act, target, cut, block, start) for every parameter view the unit's action writes: one
+    per target the act's pattern matches, and one per query block (``block``) where a kv-head
+    unit sees several; ``start`` is the first written index along the cut axis."""
     sl = _slicing(group, unit, S)
     for act in group.acts:
         for target in _targets(act.target, unit[0], names):
             local = _local(target)
             cut = _cut(group, local, S)
-            contexts = list(sl[0]) if cut is not None and local in Q_SLICED else [None]
-            for block in contexts:
+            if cut is None:
+                yield act, target, None, None, 0
+            elif local in Q_SLICED:
+                for block in sl[0]:
+                    yield act, target, cut, block, block * cut[1]
+            else:
+                yield act, target, cut, None, _blocks(group, local, sl)[0] * cut[1]
 
-                def v(pattern: str, target: str = target, block: int | None = block) -> Tensor:
-                    return view(group, params, unit, _resolve(pattern, target), S, block)
 
-                new = act.fn(v, element, S)
-                if cut is None:
-                    shape = _matrix(params[target]).shape
-                    writes.append((target, None, 0, new.expand(shape) if new.numel() == 1 else new))
-                else:
-                    b = block if block is not None else _blocks(group, local, sl)[0]
-                    writes.append((target, cut, b * cut[1], new))
+def act_views(group: Group, params: Params, unit: Unit, S: Sizes) -> list[tuple[Act, Tensor]]:
+    """(act, the 2-D view it moves) for every view the unit's action writes."""
+    return [
+        (act, view(group, params, unit, target, S, block))
+        for act, target, _, block, _ in _contexts(group, list(params), unit, S)
+    ]
+
+
+def apply(group: Group, params: Params, unit: Unit, element: Tensor, S: Sizes) -> dict[str, Tensor]:
+    """New parameters: ``params`` moved by ``element`` acting as ``unit`` (functional)."""
+    writes: list[tuple[str, tuple[int, int] | None, int, Tensor]] = []
+    for act, target, cut, block, start in _contexts(group, list(params), unit, S):
+
+        def v(pattern: str, target: str = target, block: int | None = block) -> Tensor:
+            return view(group, params, unit, _resolve(pattern, target), S, block)
+
+        new = act.fn(v, element, S)
+        if cut is None:
+            shape = _matrix(params[target]).shape
+            writes.append((target, None, 0, new.expand(shape) if new.numel() == 1 else new))
+        else:
+            writes.append((target, cut, start, new))
     out = dict(params)
     for target, cut, start, new in writes:
         old = _matrix(out[target])
@@ -400,7 +426,8 @@ class Step:
     rotated pair made (1, 0)), ``rotation`` (d pivot rows made lower triangular with a positive
     diagonal), ``scale`` (one pivot entry per scaled column made 1, or its sign), ``translation``
     (the anchors made orthogonal to the translations: minimum norm; ``joint`` lists the other
-    translations fixed in the same step, when their directions overlap). ``form``: how the element E
+    translations fixed in the same step, when their directions overlap), ``rank_one`` (a row
+    anchor moved as X (I + u t)^-1 made a unit vector e_p). ``form``: how the element E
     multiplies the anchor (``E``, ``E^-1``, ``E^T``, ``E^-T``), ``side``: ``right`` (X f(E)) or
     ``left`` (f(E) X); ``offset``: c in (c + X) f(E) - c (Gemma's 1 + w gains).
     """
@@ -490,6 +517,42 @@ def canonical_element(
     raise ValueError(f"unknown step kind {step.kind!r}")
 
 
+def _rank_one_vector(group: Group, step: Step, params: Params, unit: Unit, S: Sizes) -> Tensor:
+    """u of an action X -> X (I + u t)^-1 on the step's anchor, as a row: the action applied to
+    X = I is (I + u t)^-1, whose derivative at t = 0 along e_0 is -u e_0."""
+    act = next(a for a in group.acts if a.target == step.anchor)
+    path = _anchor(step.anchor, unit)
+    n = view(group, params, unit, path, S).shape[1]
+
+    def probe(pattern: str) -> Tensor:
+        resolved = _resolve(pattern, path)
+        return (
+            torch.eye(n, **_DTYPE) if resolved == path else view(group, params, unit, resolved, S)
+        )
+
+    e0 = torch.zeros(1, n, **_DTYPE)
+    e0[0, 0] = 1.0
+    _, d = torch.func.jvp(lambda t: act.fn(probe, t, S), (torch.zeros_like(e0),), (e0,))
+    return -d[:, 0][None, :]
+
+
+def rank_one_element(X: Tensor, u: Tensor, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The t with X (I + u t)^-1 = e_p, p the pivot (largest |u_p|, so that the element is well
+    conditioned): X = e_p (I + u t) = e_p + u_p t gives t = (X - e_p) / u_p (Sherman-Morrison),
+    and I + u t is invertible exactly when X u != 0. Every row Y with Y u != 0 lies on the orbit
+    of X (t = (X - Y) / (Y u)), so e_p is a function of the orbit once u is."""
+    weights = u.abs().reshape(-1)
+    if exclude is not None:
+        weights = weights.masked_fill(exclude.reshape(-1), -1.0)
+    p = int(torch.nonzero(weights >= weights.max() * (1 - 1e-9))[-1])
+    beta = float((X @ u.T).reshape(()))
+    if weights[p] <= 0 or abs(beta) <= 1e-12 * float(X.norm() * u.norm()):
+        raise DegenerateError("the vector is orthogonal to the rank-one direction")
+    target = torch.zeros_like(X)
+    target[0, p] = 1.0
+    return (X - target) / u[0, p], torch.tensor([p])
+
+
 def _oriented_mask(step: Step, mask: Tensor) -> Tensor:
     return mask if step.side == "right" else mask.T
 
@@ -550,6 +613,11 @@ def pinned(step: Step, group: Group, shape: tuple[int, int], pivots: Tensor, S: 
                 rows.append(p)
                 cols.append(j)
                 values.append(0.0)
+    elif step.kind == "rank_one":
+        p = int(pivots[0])
+        rows += [0] * n
+        cols += list(range(n))
+        values += [1.0 if j == p else 0.0 for j in range(n)]
     elif step.kind == "scale":
         for j, p in enumerate(pivots.tolist()):
             rows.append(p)
@@ -706,9 +774,12 @@ def _unit_key(i: int, unit: Unit) -> str:
     return f"{i}.{unit[0]}.{unit[1]}"
 
 
-def canonicalize(chart: Chart, params: Params, S: Sizes) -> tuple[dict[str, Tensor], dict]:
+def canonicalize(
+    chart: Chart, params: Params, S: Sizes, snapshots: list[dict[str, Tensor]] | None = None
+) -> tuple[dict[str, Tensor], dict]:
     """The chart's representative of the orbit of ``params`` (float64), and the discrete choices
-    made on the way (pivot rows, signs, dependent entries), keyed ``"<step>.<unit>"``."""
+    made on the way (pivot rows, signs, dependent entries), keyed ``"<step>.<unit>"``. With
+    ``snapshots``, the chart point after each step is appended to it (the prefixes' points)."""
     params = {name: value.detach().to(torch.float64) for name, value in params.items()}
     params = _zero_unread(chart, params)
     determined = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
@@ -729,9 +800,13 @@ def canonicalize(chart: Chart, params: Params, S: Sizes) -> tuple[dict[str, Tens
                     continue
                 X = view(group, params, unit, path, S)
                 index = view_index(group, unit, path, tuple(params[path].shape), S)
-                element, pivots = canonical_element(
-                    step, group, X, S, chart.rope, determined[path][index]
-                )
+                if step.kind == "rank_one":
+                    u = _rank_one_vector(group, step, params, unit, S)
+                    element, pivots = rank_one_element(X, u, determined[path][index])
+                else:
+                    element, pivots = canonical_element(
+                        step, group, X, S, chart.rope, determined[path][index]
+                    )
             except DegenerateError as exc:
                 raise DegenerateError(
                     f"{step.group}: cannot fix the gauge of {path} ({_unit_name(unit)}): {exc}; "
@@ -744,6 +819,8 @@ def canonicalize(chart: Chart, params: Params, S: Sizes) -> tuple[dict[str, Tens
             record[key] = pivots
             rows, cols, _ = pinned(step, group, tuple(index.shape), pivots, S, chart.rope, None)
             determined[path][index[rows, cols]] = True
+        if snapshots is not None:
+            snapshots.append(_zero_unread(chart, params))
     return _zero_unread(chart, params), record
 
 

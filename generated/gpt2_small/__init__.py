@@ -12,13 +12,14 @@ its symmetry groups and their invariants.
 from .groups import GROUPS
 from .invariants import invariants
 from .model import Model
-from .quotient import project_horizontal, recanonicalize, vertical_basis
+from .quotient import VerticalSpace, project_horizontal, recanonicalize, vertical_basis
 from .reduced import ReducedModel
 
 __all__ = [
     "GROUPS",
     "Model",
     "ReducedModel",
+    "VerticalSpace",
     "invariants",
     "project_horizontal",
     "recanonicalize",

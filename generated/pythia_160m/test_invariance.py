@@ -5,13 +5,17 @@ same structure (``TINY``), in float64, with explicit tolerances."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 from . import gauge
 from .groups import GROUPS, ROPE
-from .invariants import ov_circuit, qk_circuit
+from .invariants import all_group_invariants, group_invariants, ov_circuit, qk_circuit
 from .model import Model
+from .quotient import VerticalSpace, project_horizontal, vertical_basis
+from .reduced import CHART, ReducedModel
 
 # torch's forward-mode AD (the exact tangents of the group actions) loads its decompositions
 # through torch.jit.script, which warns about its own deprecation: not ours to fix
@@ -123,3 +127,119 @@ def test_circuits_are_invariant_under_the_head_gauges():
                     )
                     <= 1e-8
                 )
+
+
+def test_invariants_do_not_change_under_every_group():
+    model = _model()
+    names = [name for step in CHART.steps for name in (step.group, *(n for n, _ in step.joint))]
+    continuous = {name for name, group in GROUPS.items() if group.continuous}
+    assert set(names) == continuous  # every continuous group is fixed, and has its invariants
+    everything = all_group_invariants(model)
+    last = group_invariants(model, names[-1])  # one canonicalization for all, or one each: same
+    assert all(_gap(last[name], everything[names[-1]][name]) == 0 for name in last)
+    for group in names:
+        before = everything[group]
+        after = group_invariants(_with(model, _move_one(model, group)), group)
+        for name, tensor in before.items():
+            assert _gap(tensor, after[name]) <= 1e-8, (group, name)
+
+
+def _move_one(model: Model, group: str) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    for unit in gauge.units(GROUPS[group], gauge.as_sizes(model.sizes)):
+        element = gauge.random_element(GROUPS[group], gauge.as_sizes(model.sizes), ROPE, g)
+        params = gauge.apply(GROUPS[group], params, unit, element, gauge.as_sizes(model.sizes))
+    return params
+
+
+def _flat(reduced: ReducedModel) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in reduced.parameters()])
+
+
+def test_reduced_parameter_count():
+    model = _model()
+    reduced = ReducedModel.from_standard(model)
+    total = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in reduced.parameters()) == total - REDUNDANT
+
+
+def test_chart_is_a_function_of_the_orbit():
+    model = _model()
+    a = _flat(ReducedModel.from_standard(model))
+    b = _flat(ReducedModel.from_standard(_transformed(model, seed=6)))
+    assert _gap(a, b) <= TOL * max(1.0, float(a.abs().max()))
+
+
+def test_round_trips():
+    model, ids = _model(), _ids()
+    reduced = ReducedModel.from_standard(model)
+    back = reduced.to_standard()
+    assert _gap(back.log_probs(ids), model.log_probs(ids)) <= TOL
+    assert _gap(reduced.log_probs(ids), model.log_probs(ids)) <= TOL
+    again = ReducedModel.from_standard(back)
+    assert _gap(_flat(again), _flat(reduced)) <= TOL * max(1.0, float(_flat(reduced).abs().max()))
+
+
+def test_round_trip_float32():
+    model, ids = _model(), _ids()
+    small = Model(dtype=torch.float32, **TINY)
+    small.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    reduced = ReducedModel.from_standard(small)
+    assert _gap(reduced.to_standard().log_probs(ids), small.log_probs(ids)) <= 1e-4
+
+
+def test_degenerate_head_gives_a_clear_error():
+    model = _model()
+    step = next((s for s in CHART.steps if s.kind == "gl"), None)
+    if step is None:
+        pytest.skip("no per-head gauge in this model")
+    name = step.anchor.replace("*", "0")
+    with torch.no_grad():
+        model.get_parameter(name).zero_()
+    with pytest.raises(gauge.DegenerateError, match="degenerate"):
+        ReducedModel.from_standard(model)
+
+
+def test_vertical_space_has_the_redundant_dimension():
+    assert _vertical_basis().shape[1] == REDUNDANT
+
+
+def _adam_update(model: Model) -> dict[str, torch.Tensor]:
+    """One Adam step's update on a log-likelihood loss (not horizontal in general)."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = -model.log_probs(_ids()).mean()
+    loss.backward()
+    opt.step()
+    return {n: p.detach() - before[n] for n, p in model.named_parameters()}
+
+
+@functools.cache
+def _vertical_basis() -> torch.Tensor:
+    """The dense vertical basis at ``_model()`` (built once: it is the slow exact reference)."""
+    return vertical_basis(_model())
+
+
+@pytest.mark.parametrize("kind", ["random", "adam"])
+def test_projection_removes_the_vertical_part(kind):
+    """The matrix-free projection against the dense vertical basis (an exact reference)."""
+    model = _model()
+    basis = _vertical_basis()
+    space = VerticalSpace(model)
+    if kind == "random":
+        g = torch.Generator().manual_seed(7)
+        update = {
+            n: torch.randn(p.shape, generator=g, dtype=torch.float64)
+            for n, p in model.named_parameters()
+        }
+    else:
+        update = _adam_update(_model())
+    flat = torch.cat([update[n].reshape(-1) for n, _ in model.named_parameters()])
+    assert float((basis.T @ flat).norm()) > 1e-6 * float(flat.norm())  # it had a vertical part
+    out = project_horizontal(model, update, space)
+    h = torch.cat([out[n].reshape(-1) for n, _ in model.named_parameters()])
+    assert float((basis.T @ h).norm()) <= TOL * float(flat.norm())
+    assert float((h - (flat - basis @ (basis.T @ flat))).norm()) <= TOL * float(flat.norm())
+    twice = project_horizontal(model, out, space)
+    assert max(_gap(twice[n], out[n]) for n in out) <= TOL * float(flat.norm())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from symcomp.codegen.forms import Form, multiplicative_form
 from symcomp.spec.expr import (
     BinOp,
     Call,
@@ -42,6 +43,7 @@ class ActCode:
     target: str
     source: str
     text: str
+    form: Form | None = None  # (side, f(E), offset) of a multiplicative action X f(E), f(E) X
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -
             raise RenderError(f"{group.name}: {name!r} in the action on {target} names nothing")
         names[name] = _as_pattern(path, concrete)
     source = _Renderer(names, element).render(expr)
-    return ActCode(target=target, source=source, text=unparse(expr))
+    form = multiplicative_form(group.group, element, target, text)
+    return ActCode(target=target, source=source, text=unparse(expr), form=form)
 
 
 def render_group(group: CustomGroup, catalogue_id: str, arch: Architecture) -> GroupCode:

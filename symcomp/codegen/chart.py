@@ -4,7 +4,10 @@ A step fixes a group on one *anchor* parameter that the group moves in a form th
 
 - ``X f(E)`` or ``f(E) X`` with ``f(E)`` one of ``E``, ``E^-1``, ``E^T``, ``E^-T`` (or ``diag(s)``,
   ``diag(s)^-1`` for scalings), possibly offset as ``(c + X) f(E) - c``;
-- ``X + L(t)`` for translations, with ``L`` linear in ``t``.
+- ``X + L(t)`` for translations, with ``L`` linear in ``t`` (and composing additively);
+- ``X (eye(n) + u t)^-1`` for a translation-parametrized rank-one group (a norm bias whose readers
+  have no bias of their own): every such X with X u != 0 is one orbit, so the step pins X to a
+  unit vector (Sherman-Morrison gives the element in closed form).
 
 Steps are ordered so that no later group moves an earlier step's anchor: each step's canonical
 element then depends only on what the later steps leave alone, and the composite is a function
@@ -20,14 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from symcomp.codegen.actions import GroupCode
+from symcomp.codegen.forms import is_self, multiplicative_form
 from symcomp.spec.expr import (
     BinOp,
     Call,
-    Expr,
     Inverse,
     Name,
-    Number,
-    Transpose,
     free_names,
     parse_expr,
 )
@@ -61,52 +62,23 @@ class StepCode:
         return (self.anchor, *(anchor for _, anchor in self.joint))
 
 
-def _element_form(node: Expr, element: str, scaling: bool) -> str | None:
-    """``E``, ``E^-1``, ``E^T`` or ``E^-T`` when ``node`` is that function of the element."""
-    if scaling:
-        if isinstance(node, Call) and node.func == "diag" and node.args == (Name(element),):
-            return "E"
-        if isinstance(node, Inverse) and _element_form(node.operand, element, True) == "E":
-            return "E^-1"
-        return None
-    if node == Name(element):
-        return "E"
-    if isinstance(node, Inverse) and node.operand == Name(element):
-        return "E^-1"
-    if isinstance(node, Transpose):
-        if node.operand == Name(element):
-            return "E^T"
-        if isinstance(node.operand, Inverse) and node.operand.operand == Name(element):
-            return "E^-T"
-    return None
-
-
-def _self(node: Expr, target: str) -> tuple[bool, float]:
-    """Whether ``node`` is the target itself, or ``c + target`` (then c)."""
-    short = target.rsplit(".", 1)[-1]
-    if isinstance(node, Name) and node.name in (short, target):
-        return True, 0.0
-    if isinstance(node, BinOp) and node.op == "+" and isinstance(node.left, Number):
-        ok, _ = _self(node.right, target)
-        return ok, node.left.value if ok else 0.0
-    return False, 0.0
-
-
-def _multiplicative(group: GroupCode, target: str, text: str) -> tuple[str, str, float] | None:
-    """(side, form, offset) of an action ``X f(E)``, ``f(E) X`` or ``(c + X) f(E) - c``."""
+def _rank_one(group: GroupCode, target: str, text: str) -> bool:
+    """Whether the action on ``target`` is ``X (eye(n) + u t)^-1`` with ``u`` free of X and t."""
     expr = parse_expr(text)
-    offset = 0.0
-    if isinstance(expr, BinOp) and expr.op == "-" and isinstance(expr.right, Number):
-        offset, expr = expr.right.value, expr.left
     if not (isinstance(expr, BinOp) and expr.op == "@"):
-        return None
-    scaling = group.kind == "scaling"
-    for side, x, e in (("right", expr.left, expr.right), ("left", expr.right, expr.left)):
-        is_self, c = _self(x, target)
-        form = _element_form(e, group.element, scaling)
-        if is_self and form is not None and c == offset:
-            return side, form, offset
-    return None
+        return False
+    if is_self(expr.left, target) != (True, 0.0):
+        return False
+    inner = expr.right.operand if isinstance(expr.right, Inverse) else None
+    if not (isinstance(inner, BinOp) and inner.op == "+"):
+        return False
+    eye, update = inner.left, inner.right
+    if not (isinstance(eye, Call) and eye.func == "eye"):
+        return False
+    if not (isinstance(update, BinOp) and update.op == "@" and update.right == Name(group.element)):
+        return False
+    short = target.rsplit(".", 1)[-1]
+    return not free_names(update.left) & {group.element, short, target}
 
 
 def _translation(group: GroupCode, target: str, text: str) -> bool:
@@ -136,12 +108,14 @@ def _candidate(group: GroupCode, target: str, text: str, shapes) -> StepCode | N
     if not _can_anchor(group, target, shapes):
         return None
     if group.kind == "translation":
+        if _rank_one(group, target, text):
+            return StepCode(group.name, "rank_one", target, "right", "E", 0.0)
         if not _translation(group, target, text):
             return None
         return StepCode(group.name, "translation", target, "right", "E", 0.0)
     if not _chart_knows(group):
         return None
-    found = _multiplicative(group, target, text)
+    found = multiplicative_form(group.kind, group.element, target, text)
     if found is None:
         return None
     side, form, offset = found
@@ -174,7 +148,16 @@ def _chart_knows(group: GroupCode) -> bool:
 
 
 def _moves(group: GroupCode, pattern: str) -> bool:
-    return any(act.target == pattern for act in group.acts)
+    """Whether the group moves some parameter that ``pattern`` names (``layers.*.`` matches
+    every layer, and a group of one concrete layer moves ``layers.0.x`` within ``layers.*.x``)."""
+    return any(_overlap(act.target, pattern) for act in group.acts)
+
+
+def _overlap(a: str, b: str) -> bool:
+    def regex(pattern: str) -> re.Pattern[str]:
+        return re.compile(re.escape(pattern).replace(r"\*", r"(\d+|\*)"))
+
+    return bool(regex(a).fullmatch(b) or regex(b).fullmatch(a))
 
 
 def derive_chart(
@@ -202,13 +185,7 @@ def derive_chart(
         raise ChartError(f"no anchor the chart can fix for: {', '.join(missing)}")
     steps: list[StepCode] = []
     while remaining:
-        ranked = {
-            name: sorted(
-                (step for step in cands if fixes(tuple(steps), step) >= 0),
-                key=lambda step: -fixes(tuple(steps), step),
-            )
-            for name, cands in candidates.items()
-        }
+        ranked = _Ranked(candidates, functools.partial(fixes, tuple(steps)))
         chosen = _next_step(
             remaining,
             ranked,
@@ -221,6 +198,21 @@ def derive_chart(
         steps.append(chosen)
         remaining = [g for g in remaining if g.name not in chosen.groups]
     return tuple(steps)
+
+
+class _Ranked(dict):
+    """A group's candidates, those that fix the most entries first (negative counts dropped),
+    ranked when first asked for: each count is a canonicalization, and the search usually
+    settles on one of the first groups."""
+
+    def __init__(self, candidates: dict[str, list[StepCode]], fixes: Callable[[StepCode], int]):
+        super().__init__()
+        self._candidates, self._fixes = candidates, fixes
+
+    def __missing__(self, name: str) -> list[StepCode]:
+        counts = {step: self._fixes(step) for step in self._candidates[name]}
+        self[name] = sorted((s for s in counts if counts[s] >= 0), key=lambda s: -counts[s])
+        return self[name]
 
 
 def _next_step(
@@ -286,10 +278,13 @@ def _joint_translations(remaining: list[GroupCode], candidates) -> list[StepCode
             continue
         cluster.sort(key=lambda g: translations.index(g))
         first, *rest = cluster
-        if any(not candidates[g.name] for g in cluster):
+        linear = {
+            g.name: [s for s in candidates[g.name] if s.kind == "translation"] for g in cluster
+        }
+        if any(not steps for steps in linear.values()):
             continue
-        head = candidates[first.name][0]
-        joint = tuple((g.name, candidates[g.name][0].anchor) for g in rest)
+        head = linear[first.name][0]
+        joint = tuple((g.name, linear[g.name][0].anchor) for g in rest)
         out.append(StepCode(first.name, "translation", head.anchor, "right", "E", 0.0, joint))
     return out
 

@@ -118,8 +118,10 @@ class ChartLab:
         return sum(int(m.sum()) for m in masks.values()) - skipped
 
     def _linear(self, step: StepCode, point: dict) -> bool:
-        """Whether the step's translations move its anchors linearly in t (at ``point``): the
-        minimum-norm step solves a linear least-squares problem."""
+        """Whether the step's translations move its anchors linearly in t and compose by adding
+        their t (at ``point``): the minimum-norm step solves a linear least-squares problem, and
+        its point is on the orbit only for a group of translations (not, say, I + u t, whose
+        minimum-norm point is where it is singular)."""
         g, chart = self.gauge, self._chart((step,))
         generator = torch.Generator().manual_seed(self._seed + 3)
         for name in step.groups:
@@ -133,11 +135,18 @@ class ChartLab:
                     moved = g.apply(group, point, unit, t, self.sizes)
                     return g._anchor_vector(chart, chart.steps[0], moved, unit, self.sizes)
 
+                def then(t, group=group, unit=unit, t1=t1):  # t after t1: a vector group adds them
+                    moved = g.apply(
+                        group, g.apply(group, point, unit, t1, self.sizes), unit, t, self.sizes
+                    )
+                    return g._anchor_vector(chart, chart.steps[0], moved, unit, self.sizes)
+
                 base = move(torch.zeros_like(t1))
                 both = move(t1 + t2) - base
-                if float((both - (move(t1) - base) - (move(t2) - base)).abs().max()) > TOL * (
-                    1.0 + float(both.abs().max())
-                ):
+                scale = TOL * (1.0 + float(both.abs().max()))
+                if float((both - (move(t1) - base) - (move(t2) - base)).abs().max()) > scale:
+                    return False
+                if float((then(t2) - base - both).abs().max()) > scale:
                     return False
         return True
 

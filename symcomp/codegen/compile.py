@@ -23,9 +23,9 @@ from symcomp.codegen.chart_check import ChartLab
 from symcomp.codegen.model_code import render_model
 from symcomp.codegen.render import render
 from symcomp.ir.graph import build_graph
-from symcomp.spec.model import Spec
-from symcomp.symmetry.analysis import analyze
-from symcomp.symmetry.catalogue import SIZE_SYMBOLS, derive_groups
+from symcomp.spec.model import CustomGroup, Spec
+from symcomp.symmetry.analysis import analyze, groups_of
+from symcomp.symmetry.catalogue import SIZE_SYMBOLS
 
 # the instance the generated tests run on: the structure of the spec, tiny sizes
 TINY_SIZES = {"width": 8, "heads": 2, "head_width": 4, "hidden": 12, "vocab": 11, "positions": 6}
@@ -88,11 +88,10 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
     digest = spec_hash(source_text)
     head = header(spec.name, digest)
     graph = build_graph(spec)
-    symmetries = derive_groups(graph)
-    groups = tuple(
-        render_group(info.group, info.catalogue_id, spec.architecture) for info in symmetries.groups
-    )
-    texts = {info.group.name: dict(info.group.acts) for info in symmetries.groups}
+    symmetries = groups_of(graph, spec.symmetries)  # derived (auto), or as the spec lists them
+    copies = concrete_copies(symmetries)
+    groups = tuple(render_group(group, cid, spec.architecture) for group, cid in copies)
+    texts = {group.name: dict(group.acts) for group, _ in copies}
     tiny = tiny_sizes(spec, groups)
     redundant, formula = _redundant_at(spec, tiny)
     context = {
@@ -100,7 +99,7 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
         "name": spec.name,
         "groups": groups,
         "rope": _rope(spec, graph),
-        "unread": _unread(graph),
+        "unread": _unread(graph) if symmetries.unread else "()",
         "tiny": repr(tiny),
         "redundant": redundant,
         "formula": formula,
@@ -127,6 +126,27 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
         files=tuple(GeneratedFile(path, formatted[path]) for path in sorted(formatted)),
         chart_problem=problem,
     )
+
+
+def concrete_copies(symmetries) -> tuple[tuple[CustomGroup, str], ...]:
+    """Every group the package acts with, and its catalogue id: each catalogue line's group and
+    its further copies (a post-norm stack names each layer's norm groups in full). A copy that
+    names one concrete layer is called after it (``..._layers_3_attn_norm``), so that names are
+    unique."""
+    out = []
+    for info in symmetries.groups:
+        for group in info.all_groups:
+            layers = {int(m.group(1)) for t in group.acts if (m := re.match(r"layers\.(\d+)\.", t))}
+            concrete = layers and all("*" not in t for t in group.acts)
+            if concrete and "_layers_i_" in group.name:
+                tag = f"_layers_{min(layers)}_"
+                group = group.model_copy(update={"name": group.name.replace("_layers_i_", tag)})
+            out.append((group, info.catalogue_id))
+    names = [group.name for group, _ in out]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ValueError(f"groups with the same name: {', '.join(clashes)}")
+    return tuple(out)
 
 
 def _chart(groups, texts, spec: Spec, files, tiny, redundant):
