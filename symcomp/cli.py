@@ -159,6 +159,53 @@ def cmd_compile(args: argparse.Namespace) -> None:
         console.print(f"no reduced model: {package.chart_problem}")
 
 
+def cmd_reduce(args: argparse.Namespace) -> None:
+    """Reduce a Hugging Face checkpoint: compile its package and write its standard and reduced
+    weights there (OUT/standard.safetensors, OUT/reduced.safetensors)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from symcomp.codegen.emit import OverwriteError
+    from symcomp.hf.reduce import reduce_checkpoint
+
+    console = _console()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, object] = {}
+        names = {"read": "reading tensors", "chart": "gauge-fixing steps"}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(names.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
+
+        try:
+            done = reduce_checkpoint(args.hf, args.output, force=args.force, progress=progress)
+        except OverwriteError as exc:
+            print(f"error: {exc}; pass --force to replace it", file=sys.stderr)
+            raise SystemExit(2) from None
+    analysis = done.analysis
+    table = Table(title=f"{analysis.name}: parameters before and after", title_justify="left")
+    for column, justify in (
+        ("group", "left"),
+        ("id", "left"),
+        ("per", "left"),
+        ("removed", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for line in analysis.groups:
+        table.add_row(line.name, line.catalogue_id, line.per, f"{line.dimension:,}")
+    table.add_section()
+    table.add_row("parameters (standard)", "", "", f"{done.stored_parameters:,}")
+    table.add_row("redundant", "", "", f"{analysis.redundant:,}")
+    table.add_row("parameters (reduced)", "", "", f"{done.reduced_parameters:,}")
+    console.print(table)
+    console.print(
+        f"wrote {done.out}/: the package, standard.safetensors and reduced.safetensors "
+        f"(load with Model.from_pretrained / ReducedModel.from_pretrained)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symcomp",
@@ -193,6 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("spec", type=Path, help="a YAML spec")
     comp.add_argument("-o", "--output", type=Path, required=True, help="the package directory")
     comp.add_argument(
+        "--force", action="store_true", help="replace a directory symcomp did not write"
+    )
+
+    red = add("reduce", cmd_reduce)
+    red.add_argument(
+        "--hf",
+        type=Path,
+        required=True,
+        help="a checkpoint folder (config.json, model.safetensors)",
+    )
+    red.add_argument("-o", "--output", type=Path, required=True, help="the package directory")
+    red.add_argument(
         "--force", action="store_true", help="replace a directory symcomp did not write"
     )
 

@@ -130,6 +130,23 @@ def _rmsnorm_float64(self: nn.Module, x: Tensor) -> Tensor:
     )
 
 
+def float64_rope_(model: nn.Module) -> None:
+    """Compute the RoPE cos/sin tables in float64: transformers builds inv_freq in float32 and
+    takes the angles with ``.float()`` even in a float64 model. The rotation itself stays HF's."""
+    for module in model.modules():
+        if type(module).__name__.endswith("RotaryEmbedding"):
+            dim = 2 * module.inv_freq.numel()
+            base = module.config.rope_parameters["rope_theta"]
+            inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+
+            def forward(x: Tensor, position_ids: Tensor, inv_freq: Tensor = inv_freq):
+                freqs = position_ids[..., None].double() * inv_freq
+                emb = torch.cat((freqs, freqs), dim=-1)
+                return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+            module.forward = forward
+
+
 def float64_norms_(model: nn.Module) -> int:
     """Make every RMSNorm of ``model`` compute in the input's dtype (transformers casts to float32
     inside, which blurs the exact symmetries of a float64 model to ~1e-8); returns how many."""

@@ -269,26 +269,6 @@ def _our_params(family: str, spec, model: nn.Module) -> dict[str, Tensor]:
     return params
 
 
-# --- float32 islands inside HF's float64 models -----------------------------------------------
-
-
-def _float64_rope_(model: nn.Module) -> None:
-    """Compute the RoPE cos/sin tables in float64: transformers builds inv_freq in float32 and
-    takes the angles with ``.float()`` even in a float64 model. The rotation itself stays HF's."""
-    for module in model.modules():
-        if type(module).__name__.endswith("RotaryEmbedding"):
-            dim = 2 * module.inv_freq.numel()
-            base = module.config.rope_parameters["rope_theta"]
-            inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-
-            def forward(x: Tensor, position_ids: Tensor, inv_freq: Tensor = inv_freq):
-                freqs = position_ids[..., None].double() * inv_freq
-                emb = torch.cat((freqs, freqs), dim=-1)
-                return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-
-            module.forward = forward
-
-
 # --- agreement with Hugging Face --------------------------------------------------------------
 
 ROPE_FAMILIES = {"llama", "mistral", "qwen2", "gemma", "pythia", "phi"}
@@ -298,7 +278,7 @@ RMSNORM_FAMILIES = {"llama", "mistral", "qwen2", "gemma"}
 # transformers keeps two float32 islands in a float64 model: the RoPE cos/sin tables (float32
 # inv_freq and angles) and the Llama/Gemma RMSNorm (``.to(torch.float32)`` / ``x.float()``),
 # each ~6e-8 relative, which reaches the log-probs as ~1e-7. With both lifted to float64
-# (_float64_rope_, hf_tiny.float64_norms_) every family agrees to 1e-10: the gap is float32
+# (hf_tiny.float64_rope_, hf_tiny.float64_norms_) every family agrees to 1e-10: the gap is float32
 # rounding, nothing else.
 # Measured: gpt2 4e-15, bert 9e-16, opt 2e-15; pythia 2e-8, phi 9e-8 (RoPE only); llama 3e-7,
 # mistral 2e-7, qwen2 3e-7, gemma 2e-6 (RoPE and RMSNorm); lifted, all <= 3e-15.
@@ -350,7 +330,7 @@ def test_interpreter_matches_hf(family):
     err = (ours - theirs).abs().max().item()
     assert err <= AS_SHIPPED_BOUND[family], f"{family}: max abs diff {err:.3g} (as shipped)"
     if family in ROPE_FAMILIES | RMSNORM_FAMILIES:
-        _float64_rope_(model)
+        hf_tiny.float64_rope_(model)
         hf_tiny.float64_norms_(model)
         err = (ours - hf()).abs().max().item()
     assert err <= EXACT_BOUND, f"{family}: max abs diff {err:.3g} (float64 RoPE and RMSNorm)"

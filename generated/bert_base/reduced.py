@@ -102,12 +102,16 @@ choices made (pivot rows, signs, dependent entries).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
 from . import gauge
 from .groups import GROUPS, ROPE, UNREAD
-from .model import Model
+from .model import Model, check_names, read_weights, write_weights
 
 __all__ = ["CHART", "ReducedModel"]
 
@@ -871,11 +875,15 @@ class ReducedModel(nn.Module):
         return gauge.reconstruct(CHART, free, record, masks, self.sizes)
 
     @classmethod
-    def from_standard(cls, model: Model) -> ReducedModel:
-        """The reduced parameters of ``model``'s orbit (computed in float64)."""
+    def from_standard(
+        cls, model: Model, progress: Callable[[int, int, str], None] | None = None
+    ) -> ReducedModel:
+        """The reduced parameters of ``model``'s orbit (computed in float64). ``progress`` is
+        called after each chart step with (steps done, steps, group)."""
         p = next(model.parameters())
         params = {name: value.detach().cpu() for name, value in model.named_parameters()}
-        canonical, record = gauge.canonicalize(CHART, params, gauge.as_sizes(model.sizes))
+        S = gauge.as_sizes(model.sizes)
+        canonical, record = gauge.canonicalize(CHART, params, S, progress=progress)
         out = cls(dtype=p.dtype, device=p.device, _record=record, **gauge.as_sizes(model.sizes))
         _, masks = out._layout()
         with torch.no_grad():
@@ -891,6 +899,41 @@ class ReducedModel(nn.Module):
             for name, value in self.standard_parameters().items():
                 model.get_parameter(name).copy_(value)
         return model
+
+    WEIGHTS = "reduced.safetensors"
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> ReducedModel:
+        """The reduced model ``save_pretrained`` (or ``symcomp reduce``) wrote: ``path`` is the
+        folder holding ``reduced.safetensors``, or that file."""
+        tensors, sizes = read_weights(path, cls.WEIGHTS, "reduced")
+        record = {k[len("choice.") :]: v for k, v in tensors.items() if k.startswith("choice.")}
+        free = {k[len("free.") :]: v for k, v in tensors.items() if k.startswith("free.")}
+        stored = next(iter(free.values())).dtype
+        out = cls(dtype=dtype or stored, device=device, _record=record, **sizes)
+        expected = {name: out.free[_key(name)] for name in out._shapes}
+        check_names(path, set(free), set(expected))
+        with torch.no_grad():
+            for name, p in expected.items():
+                if free[name].shape != p.shape:
+                    raise ValueError(
+                        f"{path}: free entries of {name!r}: {free[name].numel()}, "
+                        f"the chart's choices leave {p.numel()}"
+                    )
+                p.copy_(free[name])
+        return out
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Write the free entries and the chart's choices to ``path/reduced.safetensors``."""
+        tensors = {f"free.{name}": self.free[_key(name)].detach() for name in self._shapes}
+        tensors |= {f"choice.{key}": value for key, value in self.record.items()}
+        return write_weights(Path(path) / self.WEIGHTS, tensors, "reduced", self.sizes)
 
     # --- the function ------------------------------------------------------------------------
 

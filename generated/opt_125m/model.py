@@ -18,7 +18,11 @@ Needs only PyTorch (2.5 or later, for scaled_dot_product_attention's enable_gqa)
 edit the spec and regenerate rather than edit this file.
 """
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import torch
@@ -282,3 +286,85 @@ class Model(nn.Module):
     def compiled(self, **kwargs: Any) -> Any:
         """This model through ``torch.compile(self, **kwargs)``."""
         return torch.compile(self, **kwargs)
+
+    WEIGHTS = "standard.safetensors"
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Self:
+        """The model ``save_pretrained`` (or ``symcomp reduce``) wrote: ``path`` is the folder
+        holding ``standard.safetensors``, or that file. ``dtype`` defaults to the stored one."""
+        tensors, sizes = read_weights(path, cls.WEIGHTS, "standard")
+        stored = next(iter(tensors.values())).dtype
+        model = cls(dtype=dtype or stored, device=device, **sizes)
+        expected = dict(model.named_parameters())
+        check_names(path, set(tensors), set(expected))
+        with torch.no_grad():
+            for name, p in expected.items():
+                if tuple(tensors[name].shape) != tuple(p.shape):
+                    raise ValueError(
+                        f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                        f"the model expects {tuple(p.shape)}"
+                    )
+                p.copy_(tensors[name])
+        return model
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Write the parameters to ``path/standard.safetensors`` (atomically); returns the file."""
+        tensors = {name: p.detach() for name, p in self.named_parameters()}
+        return write_weights(Path(path) / self.WEIGHTS, tensors, "standard", vars(self.sizes))
+
+
+def read_weights(
+    path: str | os.PathLike[str], default: str, kind: str
+) -> tuple[dict[str, Tensor], dict[str, int]]:
+    """The tensors of a symcomp safetensors file (``path`` or ``path/default``) and the sizes of
+    the instance they belong to. Needs the safetensors package."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    file = Path(path)
+    file = file / default if file.is_dir() else file
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file (write it with save_pretrained)")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except SafetensorError as exc:
+        raise ValueError(f"{file}: not a readable safetensors file ({exc})") from None
+    if meta.get("format") != f"symcomp-{kind}" or meta.get("spec") != SPEC_NAME:
+        raise ValueError(
+            f"{file}: not the {kind} weights of {SPEC_NAME!r} "
+            f"(format {meta.get('format')!r}, spec {meta.get('spec')!r})"
+        )
+    return tensors, json.loads(meta["sizes"])
+
+
+def check_names(path: object, found: set[str], expected: set[str]) -> None:
+    missing, extra = sorted(expected - found), sorted(found - expected)
+    if missing or extra:
+        raise ValueError(f"{path}: missing tensors {missing}, unexpected tensors {extra}")
+
+
+def write_weights(file: Path, tensors: dict[str, Tensor], kind: str, sizes: dict[str, int]) -> Path:
+    """``tensors`` as a safetensors file, written to a temporary file and renamed into place."""
+    from safetensors.torch import save_file
+
+    meta = {"format": f"symcomp-{kind}", "spec": SPEC_NAME, "sizes": json.dumps(sizes)}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
+    os.close(fd)
+    try:
+        contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+        save_file(contiguous, tmp, metadata=meta)
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return file

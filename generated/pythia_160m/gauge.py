@@ -775,11 +775,16 @@ def _unit_key(i: int, unit: Unit) -> str:
 
 
 def canonicalize(
-    chart: Chart, params: Params, S: Sizes, snapshots: list[dict[str, Tensor]] | None = None
+    chart: Chart,
+    params: Params,
+    S: Sizes,
+    snapshots: list[dict[str, Tensor]] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[dict[str, Tensor], dict]:
     """The chart's representative of the orbit of ``params`` (float64), and the discrete choices
     made on the way (pivot rows, signs, dependent entries), keyed ``"<step>.<unit>"``. With
-    ``snapshots``, the chart point after each step is appended to it (the prefixes' points)."""
+    ``snapshots``, the chart point after each step is appended to it (the prefixes' points);
+    ``progress(done, steps, group)`` is called after each step."""
     params = {name: value.detach().to(torch.float64) for name, value in params.items()}
     params = _zero_unread(chart, params)
     determined = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
@@ -821,6 +826,8 @@ def canonicalize(
             determined[path][index[rows, cols]] = True
         if snapshots is not None:
             snapshots.append(_zero_unread(chart, params))
+        if progress is not None:
+            progress(i + 1, len(chart.steps), step.group)
     return _zero_unread(chart, params), record
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from symcomp.codegen.compile import Package
@@ -27,8 +28,8 @@ def _digest(text: bytes) -> str:
     return hashlib.sha256(text).hexdigest()
 
 
-def manifest_text(package: Package) -> str:
-    files = {f.path: _digest(f.text.encode()) for f in package.files}
+def manifest_text(package: Package, extra: dict[str, str] | None = None) -> str:
+    files = {f.path: _digest(f.text.encode()) for f in package.files} | (extra or {})
     data = {"generator": "symcomp", "spec": package.name, "spec_sha256": package.spec_hash}
     return json.dumps({**data, "files": files}, indent=2, sort_keys=True) + "\n"
 
@@ -50,7 +51,7 @@ def check_target(out: Path) -> None:
         raise OverwriteError(f"{manifest} is not a symcomp manifest ({exc})") from None
     for path, digest in files.items():
         file = out / path
-        if not file.is_file() or _digest(file.read_bytes()) != digest:
+        if not file.is_file() or _file_digest(file) != digest:
             raise OverwriteError(f"{file} was edited or removed since symcomp generated it")
     known = set(files) | {MANIFEST, "__pycache__", ".pytest_cache"}
     extra = sorted(p.name for p in out.iterdir() if p.name not in known)
@@ -58,8 +59,14 @@ def check_target(out: Path) -> None:
         raise OverwriteError(f"{out} holds files symcomp did not write: {', '.join(extra)}")
 
 
-def write_package(package: Package, out: Path, force: bool = False) -> None:
-    """Write ``package`` as the directory ``out``, atomically."""
+def write_package(
+    package: Package,
+    out: Path,
+    force: bool = False,
+    extra: Callable[[Path], None] | None = None,
+) -> None:
+    """Write ``package`` as the directory ``out``, atomically. ``extra(folder)`` may add files
+    (weights) to the folder before it is moved into place; the manifest lists them too."""
     out = Path(out)
     if not force:
         check_target(out)
@@ -68,7 +75,14 @@ def write_package(package: Package, out: Path, force: bool = False) -> None:
     try:
         for f in package.files:
             (tmp / f.path).write_text(f.text)
-        (tmp / MANIFEST).write_text(manifest_text(package))
+        added: dict[str, str] = {}
+        if extra is not None:
+            known = {f.path for f in package.files}
+            extra(tmp)
+            for file in sorted(tmp.iterdir()):
+                if file.is_file() and file.name not in known:
+                    added[file.name] = _file_digest(file)
+        (tmp / MANIFEST).write_text(manifest_text(package, added))
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             old.rmdir()
@@ -80,3 +94,11 @@ def write_package(package: Package, out: Path, force: bool = False) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _file_digest(file: Path) -> str:
+    h = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

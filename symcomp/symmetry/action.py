@@ -565,16 +565,16 @@ def vertical_vectors(
     if basis.shape[0] == 0:
         return torch.zeros(total, 0, dtype=DTYPE)
     base = identity_element(group, arch)
+    directions = basis if basis.ndim == 3 else basis[:, None, :]
     columns = []
     for unit in units(group, arch):
-        for X in basis:
-            direction = X if X.ndim == 2 else X[None, :]
 
-            def moved(eps: Tensor, unit: Unit = unit, direction: Tensor = direction) -> Tensor:
-                new = _apply_pairs(group, arch, params, [(unit, base + eps * direction)])
-                return torch.cat([new[name].reshape(-1) for name in order])
+        def moved(xi: Tensor, unit: Unit = unit) -> Tensor:
+            new = _apply_pairs(group, arch, params, [(unit, base + xi)])
+            return torch.cat([new[name].reshape(-1) for name in order])
 
-            zero = torch.zeros((), dtype=DTYPE)
-            _, tangent = torch.func.jvp(moved, (zero,), (torch.ones((), dtype=DTYPE),))
-            columns.append(tangent)
-    return torch.stack(columns, dim=1)
+        def tangent(X: Tensor, moved=moved) -> Tensor:
+            return torch.func.jvp(moved, (torch.zeros_like(X),), (X,))[1]
+
+        columns.append(torch.func.vmap(tangent)(directions).T)  # every basis element at once
+    return torch.cat(columns, dim=1)

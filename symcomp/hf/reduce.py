@@ -1,0 +1,203 @@
+"""``symcomp reduce --hf DIR -o OUT``: a Hugging Face checkpoint to a compiled package with its
+standard and reduced weights; and ``from_transformers(model)``, the same from a live model.
+
+Passes: read the checkpoint (config and safetensors, no transformers), compile the spec into a
+package, convert the weights through the family's name table, then, in the package's temporary
+folder, load the generated ``Model``, save it (``standard.safetensors``), bring it to the chart
+(``ReducedModel.from_standard``) and save that (``reduced.safetensors``). The folder is moved
+into place only when all of it worked, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import itertools
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from symcomp import __version__
+from symcomp.codegen.compile import compile_spec
+from symcomp.codegen.emit import check_target, write_package
+from symcomp.errors import SymcompError
+from symcomp.hf.checkpoint import read_checkpoint
+from symcomp.hf.weights import from_hf_state_dict
+from symcomp.spec.model import Spec
+from symcomp.spec.writer import dump_spec
+from symcomp.symmetry.analysis import Analysis, analyze
+
+SPEC_FILE = "spec.yaml"
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class ReduceError(SymcompError):
+    """The checkpoint cannot be reduced (no chart for its groups, a count that disagrees)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """What ``reduce`` did: the analysis (counts per group) and the files written."""
+
+    analysis: Analysis
+    stored_parameters: int
+    reduced_parameters: int
+    out: Path
+
+
+def reduce_checkpoint(
+    folder: str | Path, out: str | Path, *, force: bool = False, progress: Progress | None = None
+) -> Reduced:
+    """Reduce the checkpoint in ``folder`` into the package ``out`` (see the module doc)."""
+    out = Path(out)
+    if not force:
+        check_target(out)  # before the work, and again when writing
+    ckpt = read_checkpoint(folder, name=_name(Path(folder)), progress=_stage(progress, "read"))
+    params = from_hf_state_dict(ckpt.spec, ckpt.state_dict, ckpt.model_type)
+    header = f"Imported by symcomp reduce from {Path(folder).name}/config.json."
+    return _reduce(ckpt.spec, dump_spec(ckpt.spec, header=header), params, out, force, progress)
+
+
+def _reduce(
+    spec: Spec,
+    spec_text: str,
+    params: Mapping[str, Tensor],
+    out: Path,
+    force: bool,
+    progress: Progress | None,
+) -> Reduced:
+    analysis = analyze(spec)
+    package = compile_spec(spec, spec_text)
+    if package.chart_problem:
+        raise ReduceError(f"{spec.name}: no reduced model: {package.chart_problem}")
+    counts: dict[str, int] = {}
+
+    def weights(folder: Path) -> None:
+        (folder / SPEC_FILE).write_text(spec_text)
+        with loaded_package(folder) as pkg:
+            model = _standard(pkg, params)
+            model.save_pretrained(folder)
+            reduced = pkg.ReducedModel.from_standard(model, progress=_stage(progress, "chart"))
+            reduced.save_pretrained(folder)
+            counts["stored"] = sum(p.numel() for p in model.parameters())
+            counts["reduced"] = sum(p.numel() for p in reduced.parameters())
+        if counts["reduced"] != analysis.reduced_parameters:
+            raise ReduceError(
+                f"{spec.name}: the reduced model holds {counts['reduced']} parameters, the "
+                f"analysis says {analysis.reduced_parameters}"
+            )
+
+    write_package(package, out, force=force, extra=weights)
+    return Reduced(analysis, counts["stored"], counts["reduced"], out)
+
+
+def _standard(pkg: ModuleType, params: Mapping[str, Tensor]):
+    dtype = next(iter(params.values())).dtype
+    model = pkg.Model(dtype=dtype)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(params[name])
+    return model
+
+
+def _stage(progress: Progress | None, stage: str):
+    if progress is None:
+        return None
+    return lambda done, total, *_: progress(stage, done, total)
+
+
+_counter = itertools.count()
+
+
+class loaded_package:
+    """Import the generated package in ``folder`` under a private name; forget it on exit."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.name = f"_symcomp_package_{next(_counter)}"
+
+    def __enter__(self) -> ModuleType:
+        init = self.folder / "__init__.py"
+        spec = importlib.util.spec_from_file_location(
+            self.name, init, submodule_search_locations=[str(self.folder)]
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[self.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    def __exit__(self, *exc: object) -> None:
+        for name in [m for m in sys.modules if m == self.name or m.startswith(self.name + ".")]:
+            del sys.modules[name]
+
+
+def _name(folder: Path) -> str:
+    from symcomp.hf.config_import import default_name
+
+    return default_name(folder.resolve() / "config.json")
+
+
+# --- a live transformers model ----------------------------------------------------------------
+
+
+def from_transformers(hf_model: Any, out: str | Path | None = None, *, force: bool = False):
+    """The generated standard ``Model`` of a transformers model, holding its weights.
+
+    The package is compiled from the model's config into ``out`` (by default a cache folder
+    named after the config, reused when it exists) and imported from there; the returned
+    model's ``ReducedModel.from_standard`` and the package's other tools work on it.
+    """
+    from symcomp.hf.config_import import import_hf_config
+
+    config = hf_model.config
+    with tempfile.TemporaryDirectory() as tmp:
+        config.to_json_file(str(Path(tmp) / "config.json"))
+        text = (Path(tmp) / "config.json").read_text()
+        name = _python_name(getattr(config, "name_or_path", "") or config.model_type)
+        spec = import_hf_config(tmp, name=name)
+    spec_text = dump_spec(spec, header="Imported by symcomp.hf.from_transformers.")
+    digest = hashlib.sha256(f"{__version__}\n{text}".encode()).hexdigest()[:12]
+    folder = Path(out) if out is not None else _cache() / f"{spec.name}_{digest}"
+    assert spec.hf_model_type is not None
+    params = from_hf_state_dict(spec, hf_model.state_dict(), spec.hf_model_type)
+    if out is not None or not (folder / "__init__.py").is_file():
+        write_package(compile_spec(spec, spec_text), folder, force=force)
+    module = _import_persistent(folder)
+    return _standard(module, params)
+
+
+def _python_name(text: str) -> str:
+    tail = Path(str(text)).name or "model"
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in tail)
+    return cleaned if cleaned[:1].isalpha() else f"m_{cleaned}"
+
+
+def _cache() -> Path:
+    import os
+
+    root = os.environ.get("SYMCOMP_CACHE") or Path.home() / ".cache" / "symcomp"
+    return Path(root) / "packages"
+
+
+def _import_persistent(folder: Path) -> ModuleType:
+    """Import a package folder under a name unique to it (kept, since the model refers to it)."""
+    name = "_symcomp_" + hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    package = loaded_package(folder)
+    package.name = name
+    return package.__enter__()
+
+
+__all__ = ["ReduceError", "Reduced", "from_transformers", "reduce_checkpoint"]

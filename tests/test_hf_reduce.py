@@ -1,0 +1,153 @@
+"""``symcomp reduce --hf``: tiny transformers checkpoints of the nine families, saved with
+``save_pretrained``, reduced by the CLI, loaded back from the generated package and compared with
+transformers itself."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from symcomp.hf import from_transformers
+from symcomp.hf.config_import import import_hf_config
+from symcomp.symmetry.analysis import analyze
+from symcomp.verify.nullity import measure_nullity
+
+try:
+    import hf_tiny
+except ImportError:  # tests/ became a package
+    from tests import hf_tiny
+
+FAMILIES = list(hf_tiny.FAMILIES)
+TOL = 1e-10
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _saved(family: str, folder: Path) -> Path:
+    """A tiny random checkpoint of ``family``, as save_pretrained writes it."""
+    hf_tiny.build(family, float64_norms=False).save_pretrained(folder)
+    return folder
+
+
+def _reload(folder: Path):
+    """The checkpoint loaded by transformers (SDPA), with its two float32 islands lifted to
+    float64 by the same formulas: the RMSNorms and the RoPE cos/sin tables (as shipped they
+    differ from float64 by about 1e-7, see test_ir.py)."""
+    config = transformers.AutoConfig.from_pretrained(folder)
+    auto = transformers.AutoModelForCausalLM
+    if config.model_type == "bert":
+        auto = transformers.BertForMaskedLM
+    model = auto.from_pretrained(folder, attn_implementation="sdpa")
+    model = model.to(torch.float64).eval()
+    hf_tiny.float64_norms_(model)
+    hf_tiny.float64_rope_(model)
+    return model
+
+
+def _import(out: Path):
+    sys.path.insert(0, str(out.parent))
+    try:
+        return importlib.import_module(out.name)
+    finally:
+        sys.path.remove(str(out.parent))
+
+
+def _ids(vocab: int) -> torch.Tensor:
+    return torch.randint(0, vocab, (3, hf_tiny.T), generator=torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reduce_reproduces_transformers(family, run_cli, tmp_path):
+    folder = _saved(family, tmp_path / "checkpoint")
+    out = tmp_path / f"reduced_{family}"
+    code, stdout, stderr = run_cli("reduce", "--hf", str(folder), "-o", str(out))
+    assert code == 0, stderr
+    spec = import_hf_config(folder)
+    analysis = analyze(spec)
+    assert f"{analysis.reduced_parameters:,}" in stdout  # the before/after table
+    assert {"standard.safetensors", "reduced.safetensors", "spec.yaml"} <= {
+        p.name for p in out.iterdir()
+    }
+    pkg = _import(out)
+    hf = _reload(folder)
+    ids = _ids(spec.architecture.vocab_size)
+    with torch.no_grad():
+        expected = torch.log_softmax(hf(input_ids=ids).logits, dim=-1)
+        standard = pkg.Model.from_pretrained(out)
+        reduced = pkg.ReducedModel.from_pretrained(out)
+        assert standard.get_parameter("embed.W_E").dtype == torch.float64  # as stored
+        assert float((standard.log_probs(ids) - expected).abs().max()) <= TOL
+        assert float((reduced.log_probs(ids) - expected).abs().max()) <= TOL
+    assert sum(p.numel() for p in reduced.parameters()) == analysis.reduced_parameters
+    assert sum(p.numel() for p in standard.parameters()) == sum(p.numel() for p in hf.parameters())
+    # ground truth for the count: the Jacobian nullity of the transformers model itself
+    measurement, _ = measure_nullity(
+        hf_tiny.logprob_fn(hf),
+        hf_tiny.hf_params(hf),
+        vocab=spec.architecture.vocab_size,
+        seq_len=spec.architecture.max_positions,
+        generator=torch.Generator().manual_seed(7),
+    )
+    assert measurement.nullity == analysis.redundant
+
+
+def test_from_transformers_and_the_reduced_model(tmp_path):
+    hf = hf_tiny.build("llama")
+    hf_tiny.float64_rope_(hf)
+    model = from_transformers(hf, tmp_path / "llama_package")
+    ids = _ids(hf.config.vocab_size)
+    with torch.no_grad():
+        expected = torch.log_softmax(hf(input_ids=ids).logits, dim=-1)
+        assert float((model.log_probs(ids) - expected).abs().max()) <= TOL
+        reduced = type(model).__module__  # the generated package's model module
+        pkg = sys.modules[reduced.rsplit(".", 1)[0]]
+        r = pkg.ReducedModel.from_standard(model)
+        assert float((r.log_probs(ids) - expected).abs().max()) <= TOL
+
+
+def test_a_missing_or_truncated_checkpoint_is_a_clear_error(run_cli, tmp_path):
+    folder = _saved("gpt2", tmp_path / "checkpoint")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    code, _, err = run_cli("reduce", "--hf", str(folder), "-o", str(out))
+    assert code == 2 and "model.safetensors" in err and "truncated" in err
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))  # nothing half-written
+    weights.unlink()
+    code, _, err = run_cli("reduce", "--hf", str(folder), "-o", str(out))
+    assert code == 2 and "no model.safetensors" in err and not out.exists()
+
+
+def test_a_tensor_the_family_does_not_have_is_named(run_cli, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _saved("gpt2", tmp_path / "checkpoint")
+    tensors = load_file(folder / "model.safetensors")
+    tensors["transformer.h.0.attn.extra.weight"] = torch.zeros(2, 2, dtype=torch.float64)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    code, _, err = run_cli("reduce", "--hf", str(folder), "-o", str(tmp_path / "out"))
+    assert code == 2 and "transformer.h.0.attn.extra.weight" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unsupported_family_is_a_clear_error(run_cli, tmp_path):
+    folder = _saved("gpt2", tmp_path / "checkpoint")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "t5"
+    (folder / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli("reduce", "--hf", str(folder), "-o", str(tmp_path / "out"))
+    assert code == 2 and "t5" in err and "model_type" in err
+    assert not (tmp_path / "out").exists()
