@@ -290,10 +290,10 @@ def test_generated_code_reads_as_intended() -> None:
     assert "logits = final_norm_out @ self.embed.W_E.T" in text  # tied
     assert "HF_NAMES" not in text  # the spec does not say its transformers family
     imports = {line for line in text.splitlines() if line.startswith(("import ", "from "))}
-    assert all(
-        line.split()[1].split(".")[0] in {"math", "dataclasses", "typing", "torch"}
-        for line in imports
-    )
+    stdlib = {"math", "dataclasses", "typing", "json", "os", "tempfile", "pathlib"}
+    # torch only at the top; safetensors is imported inside the two weight-file functions
+    assert all(line.split()[1].split(".")[0] in stdlib | {"torch"} for line in imports)
+    assert "from safetensors" in text
 
 
 HF_FAMILIES = {"gpt2": "gpt2", "bert": "bert", "llama": "llama", "pythia": "gpt_neox"}
