@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the example specs."""
+"""Shared fixtures: paths to the example specs, the CLI in-process, one torch thread."""
 
 from __future__ import annotations
 
@@ -27,3 +27,14 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread is far faster than several fighting over a shared machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

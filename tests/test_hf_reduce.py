@@ -29,12 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _saved(family: str, folder: Path) -> Path:

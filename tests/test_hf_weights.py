@@ -17,12 +17,7 @@ except ImportError:  # tests/ became a package
 FAMILIES = list(hf_tiny.FAMILIES.items())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 _models: dict[tuple[str, bool | None], torch.nn.Module] = {}
