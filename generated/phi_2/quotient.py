@@ -73,14 +73,15 @@ class VerticalSpace:
         self._zero = torch.zeros(sum(self.sizes), dtype=torch.float64)
         # J^T is one backward pass through the recorded moves, J the backward pass of J^T
         # (linear in its input): both replay a graph recorded once, no Python per call
-        self._coords = self._zero.clone().requires_grad_(True)
-        moved = self._move(self._coords)
-        self._live = [i for i, value in enumerate(moved) if value.requires_grad]
-        self._moved = [moved[i] for i in self._live]
-        self._probe = [torch.zeros_like(v, requires_grad=True) for v in self._moved]
-        (self._adjoint,) = torch.autograd.grad(
-            self._moved, self._coords, self._probe, create_graph=True, allow_unused=True
-        )
+        with torch.enable_grad():  # also inside an optimizer's no_grad step
+            self._coords = self._zero.clone().requires_grad_(True)
+            moved = self._move(self._coords)
+            self._live = [i for i, value in enumerate(moved) if value.requires_grad]
+            self._moved = [moved[i] for i in self._live]
+            self._probe = [torch.zeros_like(v, requires_grad=True) for v in self._moved]
+            (self._adjoint,) = torch.autograd.grad(
+                self._moved, self._coords, self._probe, create_graph=True, allow_unused=True
+            )
         self._blocks: list | None = None  # built when first needed
         self.norm = self._norm_estimate()
 

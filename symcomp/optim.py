@@ -1,0 +1,100 @@
+"""Training on the quotient: any torch optimizer, its updates made horizontal.
+
+:class:`QuotientOptimizer` wraps an optimizer of a generated ``Model`` (a package ``symcomp
+compile`` wrote). Each ``step`` lets the inner optimizer compute its update, then replaces it by
+its horizontal part at the point before the step, with the package's ``project_horizontal``. It
+projects the *update*, not the gradient: the gradient of an invariant loss is already
+horizontal, but Adam's per-coordinate scaling, momentum and weight decay are not, so their
+update has a vertical part that moves the parameters along the orbits without changing the
+function. Decoupled weight decay (AdamW) is part of the update and is projected with it, so it
+shrinks only what the function sees.
+
+``recanonicalize_every=k`` brings the model back to the chart point of its orbit every ``k``
+steps (the package's ``recanonicalize``). That moves the parameters along the orbit, so the inner
+optimizer's state (Adam's moments) no longer matches the coordinates; the wrapper resets it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from types import ModuleType
+
+import torch
+from torch import nn
+
+
+class QuotientOptimizer:
+    """``optimizer``'s steps on ``model``, projected onto the horizontal space."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        recanonicalize_every: int = 0,
+        tol: float = 1e-12,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.recanonicalize_every = recanonicalize_every
+        self.tol = tol
+        self.steps = 0
+        self._quotient = _quotient_module(model)
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = state["steps"]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None):
+        """One step of the inner optimizer, its update made horizontal."""
+        params = dict(self.model.named_parameters())
+        before = {name: p.detach().clone() for name, p in params.items()}
+        loss = self.optimizer.step(closure)
+        update = {name: params[name].detach() - before[name] for name in params}
+        for name, p in params.items():  # the vertical space is the one at the point before
+            p.copy_(before[name])
+        horizontal = self._quotient.project_horizontal(self.model, update, tol=self.tol)
+        for name, p in params.items():
+            p.add_(horizontal[name])
+        self.steps += 1
+        if self.recanonicalize_every and self.steps % self.recanonicalize_every == 0:
+            self._recanonicalize()
+        return loss
+
+    @torch.no_grad()
+    def _recanonicalize(self) -> None:
+        canonical = self._quotient.recanonicalize(self.model)
+        for name, p in self.model.named_parameters():
+            p.copy_(canonical.get_parameter(name))
+        self.optimizer.state.clear()  # the moments belong to the old coordinates
+
+
+def _quotient_module(model: nn.Module) -> ModuleType:
+    """The ``quotient`` module of the generated package ``model`` comes from."""
+    module = type(model).__module__
+    package = module.rsplit(".", 1)[0]
+    generated = module.endswith(".model") and hasattr(sys.modules.get(package), "GROUPS")
+    if not generated:
+        raise TypeError(
+            f"{type(model).__name__} does not come from a package symcomp compiled "
+            "(expected <package>.model.Model)"
+        )
+    try:
+        return importlib.import_module(f"{package}.quotient")
+    except ModuleNotFoundError:
+        raise TypeError(
+            f"the package {package} has no quotient.py: symcomp derived no chart for its groups"
+        ) from None

@@ -1,0 +1,90 @@
+"""QuotientOptimizer: any optimizer's updates, made horizontal with the generated projection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from generated.gpt2_small import Model, ReducedModel, vertical_basis
+from generated.gpt2_small.test_invariance import TINY
+from symcomp.optim import QuotientOptimizer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _model() -> Model:
+    torch.manual_seed(0)
+    model = Model(dtype=torch.float64, **TINY)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(
+                torch.randn(p.shape, dtype=torch.float64) * 0.5 + (2.0 if "gain" in name else 0)
+            )
+    return model
+
+
+def _ids() -> torch.Tensor:
+    return torch.randint(
+        0, TINY["vocab"], (4, TINY["positions"]), generator=torch.Generator().manual_seed(1)
+    )
+
+
+def _loss(model: Model) -> torch.Tensor:
+    ids = _ids()
+    return -model.log_probs(ids[:, :-1]).gather(-1, ids[:, 1:, None]).mean()
+
+
+def _flat(model: Model) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def _step(model: Model, optimizer) -> torch.Tensor:
+    """One step; returns the parameter change."""
+    before = _flat(model)
+    optimizer.zero_grad()
+    _loss(model).backward()
+    optimizer.step()
+    return _flat(model) - before
+
+
+def test_the_update_is_horizontal_and_plain_adamw_is_not():
+    plain, quotient = _model(), _model()
+    basis = vertical_basis(plain)  # the same point for both
+    for _ in range(2):  # the first Adam step is sign-like; the second has moments
+        delta_plain = _step(plain, torch.optim.AdamW(plain.parameters(), lr=1e-2, weight_decay=0.1))
+    assert float((basis.T @ delta_plain).norm()) > 1e-3 * float(delta_plain.norm())
+    inner = torch.optim.AdamW(quotient.parameters(), lr=1e-2, weight_decay=0.1)
+    wrapped = QuotientOptimizer(quotient, inner)
+    for _ in range(2):
+        basis = vertical_basis(quotient)  # the vertical space at the point before the step
+        delta = _step(quotient, wrapped)
+        assert float(delta.norm()) > 0
+        assert float((basis.T @ delta).norm()) <= 1e-10 * float(delta.norm())
+
+
+def test_training_lowers_the_loss_and_recanonicalization_keeps_the_function():
+    model = _model()
+    wrapped = QuotientOptimizer(
+        model, torch.optim.Adam(model.parameters(), lr=3e-2), recanonicalize_every=3
+    )
+    start = float(_loss(model))
+    for _ in range(2):
+        _step(model, wrapped)
+    assert wrapped.optimizer.state  # Adam has moments
+    with torch.no_grad():
+        before = model.log_probs(_ids())
+    wrapped._recanonicalize()
+    with torch.no_grad():
+        assert float((model.log_probs(_ids()) - before).abs().max()) <= 1e-10  # same function
+    chart = ReducedModel.from_standard(model).to_standard()
+    assert float((_flat(chart) - _flat(model)).abs().max()) <= 1e-8  # at the chart point
+    assert not wrapped.optimizer.state  # the moments belonged to the old coordinates
+    _step(model, wrapped)  # the third step re-fixes the gauge on its own
+    assert wrapped.steps == 3 and not wrapped.optimizer.state
+    assert float(_loss(model)) < start
+
+
+def test_a_model_symcomp_did_not_generate_is_refused():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="does not come from a package symcomp compiled"):
+        QuotientOptimizer(model, torch.optim.SGD(model.parameters(), lr=0.1))
