@@ -147,7 +147,7 @@ class ReducedModel(nn.Module):
         params = {name: value.detach().cpu() for name, value in model.named_parameters()}
         S = gauge.as_sizes(model.sizes)
         canonical, record = gauge.canonicalize(CHART, params, S, progress=progress)
-        out = cls(dtype=p.dtype, device=p.device, _record=record, **gauge.as_sizes(model.sizes))
+        out = cls(dtype=p.dtype, device=p.device, _record=record, **S)
         _, masks = out._layout()
         with torch.no_grad():
             for name, mask in masks.items():

@@ -68,9 +68,9 @@ class VerticalSpace:
             units = gauge.units(group, self.S)
             if group.continuous and basis.shape[0] and units:
                 self.parts.append((group, units, basis))
-        self.sizes = [len(units) * basis.shape[0] for _, units, basis in self.parts]
-        self.sizes += [(end - start) * self.params[t].shape[1] for t, start, end in UNREAD]
-        self._zero = torch.zeros(sum(self.sizes), dtype=torch.float64)
+        self.chunks = [len(units) * basis.shape[0] for _, units, basis in self.parts]
+        self.chunks += [(end - start) * self.params[t].shape[1] for t, start, end in UNREAD]
+        self._zero = torch.zeros(sum(self.chunks), dtype=torch.float64)
         # J^T is one backward pass through the recorded moves, J the backward pass of J^T
         # (linear in its input): both replay a graph recorded once, no Python per call
         with torch.enable_grad():  # also inside an optimizer's no_grad step
@@ -87,7 +87,7 @@ class VerticalSpace:
 
     @property
     def dim(self) -> int:
-        return sum(self.sizes)
+        return sum(self.chunks)
 
     def dense(self, chunk: int = 512) -> Tensor:
         """J as a matrix (parameters x coordinates), its columns by vectorized forward AD."""
@@ -107,7 +107,7 @@ class VerticalSpace:
         the coordinates), and the unread entries shifted: at ``coords = 0``, its derivative is
         J."""
         params = dict(self.params)
-        chunks = coords.split(self.sizes)
+        chunks = coords.split(self.chunks)
         for (group, units, basis), chunk in zip(self.parts, chunks, strict=False):
             base = gauge.identity(group, self.S)
             for unit, c in zip(units, chunk.reshape(len(units), -1), strict=True):
@@ -145,7 +145,7 @@ class VerticalSpace:
         closed form where its moves are multiplicative, the identity elsewhere."""
         if self._blocks is None:
             self._blocks = [_preconditioner(g, self.params, u, b, self.S) for g, u, b in self.parts]
-        chunks = list(coords.split(self.sizes))
+        chunks = list(coords.split(self.chunks))
         for i, block in enumerate(self._blocks):
             if block is not None:
                 chunks[i] = block(chunks[i])

@@ -153,11 +153,15 @@ def _moves(group: GroupCode, pattern: str) -> bool:
     return any(_overlap(act.target, pattern) for act in group.acts)
 
 
+@functools.cache
 def _overlap(a: str, b: str) -> bool:
-    def regex(pattern: str) -> re.Pattern[str]:
-        return re.compile(re.escape(pattern).replace(r"\*", r"(\d+|\*)"))
+    """Whether the patterns ``a`` and ``b`` name a common parameter (``*``: any layer)."""
+    return bool(_pattern(a).fullmatch(b) or _pattern(b).fullmatch(a))
 
-    return bool(regex(a).fullmatch(b) or regex(b).fullmatch(a))
+
+@functools.cache
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(re.escape(pattern).replace(r"\*", r"(\d+|\*)"))
 
 
 def derive_chart(

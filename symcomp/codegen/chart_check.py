@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import shutil
-import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from types import ModuleType
 import torch
 
 from symcomp.codegen.chart import ChartError, StepCode
+from symcomp.codegen.load import loaded_package
 
 TOL = 1e-8
 
@@ -39,13 +39,11 @@ class ChartLab:
         (package / "__init__.py").write_text("")
         for path in ("model.py", "gauge.py", "groups.py"):
             (package / path).write_text(files[path])
-        sys.path.insert(0, str(self._dir))
-        try:
-            self.gauge = importlib.import_module(f"{self._name}.gauge")
-            self.groups: ModuleType = importlib.import_module(f"{self._name}.groups")
-            model = importlib.import_module(f"{self._name}.model").Model
-        finally:
-            sys.path.remove(str(self._dir))
+        self._package = loaded_package(package, self._name)
+        self._package.__enter__()
+        self.gauge = importlib.import_module(f"{self._name}.gauge")
+        self.groups: ModuleType = importlib.import_module(f"{self._name}.groups")
+        model = importlib.import_module(f"{self._name}.model").Model
         shell = model(dtype=torch.float64, device="meta", **tiny)
         self.sizes = self.gauge.as_sizes(shell.sizes)
         generator = torch.Generator().manual_seed(seed)
@@ -59,8 +57,7 @@ class ChartLab:
         self._points: dict[tuple[StepCode, ...], dict] = {}
 
     def close(self) -> None:
-        for module in [m for m in sys.modules if m.startswith(self._name)]:
-            del sys.modules[module]
+        self._package.__exit__()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> ChartLab:

@@ -24,10 +24,8 @@ INDEX_FILE = "model.safetensors.index.json"
 
 @dataclass(frozen=True)
 class Checkpoint:
-    spec: Spec
-    model_type: str
+    spec: Spec  # its hf_model_type names the family
     state_dict: dict[str, Tensor]
-    files: tuple[Path, ...]
 
 
 def weight_files(folder: Path) -> tuple[Path, ...]:
@@ -84,5 +82,4 @@ def read_checkpoint(
                 f"cannot read the weights ({exc}): the file is truncated or not safetensors",
                 file=str(file),
             ) from None
-    assert spec.hf_model_type is not None  # import_hf_config always sets it
-    return Checkpoint(spec, spec.hf_model_type, state_dict, files)
+    return Checkpoint(spec, state_dict)

@@ -11,8 +11,6 @@ into place only when all of it worked, so a failure leaves nothing half-written.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import itertools
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -27,6 +25,7 @@ from torch import Tensor
 from symcomp import __version__
 from symcomp.codegen.compile import compile_spec
 from symcomp.codegen.emit import check_target, write_package
+from symcomp.codegen.load import loaded_package
 from symcomp.errors import SymcompError
 from symcomp.hf.checkpoint import read_checkpoint
 from symcomp.hf.weights import from_hf_state_dict
@@ -62,8 +61,9 @@ def reduce_checkpoint(
     out = Path(out)
     if not force:
         check_target(out)  # before the work, and again when writing
-    ckpt = read_checkpoint(folder, name=_name(Path(folder)), progress=_stage(progress, "read"))
-    params = from_hf_state_dict(ckpt.spec, ckpt.state_dict, ckpt.model_type)
+    ckpt = read_checkpoint(folder, progress=_stage(progress, "read"))
+    assert ckpt.spec.hf_model_type is not None  # import_hf_config always sets it
+    params = from_hf_state_dict(ckpt.spec, ckpt.state_dict, ckpt.spec.hf_model_type)
     header = f"Imported by symcomp reduce from {Path(folder).name}/config.json."
     return _reduce(ckpt.spec, dump_spec(ckpt.spec, header=header), params, out, force, progress)
 
@@ -116,38 +116,6 @@ def _stage(progress: Progress | None, stage: str):
     return lambda done, total, *_: progress(stage, done, total)
 
 
-_counter = itertools.count()
-
-
-class loaded_package:
-    """Import the generated package in ``folder`` under a private name; forget it on exit."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.name = f"_symcomp_package_{next(_counter)}"
-
-    def __enter__(self) -> ModuleType:
-        init = self.folder / "__init__.py"
-        spec = importlib.util.spec_from_file_location(
-            self.name, init, submodule_search_locations=[str(self.folder)]
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[self.name] = module
-        spec.loader.exec_module(module)
-        return module
-
-    def __exit__(self, *exc: object) -> None:
-        for name in [m for m in sys.modules if m == self.name or m.startswith(self.name + ".")]:
-            del sys.modules[name]
-
-
-def _name(folder: Path) -> str:
-    from symcomp.hf.config_import import default_name
-
-    return default_name(folder.resolve() / "config.json")
-
-
 # --- a live transformers model ----------------------------------------------------------------
 
 
@@ -158,14 +126,14 @@ def from_transformers(hf_model: Any, out: str | Path | None = None, *, force: bo
     named after the config, reused when it exists) and imported from there; the returned
     model's ``ReducedModel.from_standard`` and the package's other tools work on it.
     """
-    from symcomp.hf.config_import import import_hf_config
+    from symcomp.hf.config_import import default_name, import_hf_config
 
     config = hf_model.config
     with tempfile.TemporaryDirectory() as tmp:
         config.to_json_file(str(Path(tmp) / "config.json"))
         text = (Path(tmp) / "config.json").read_text()
-        name = _python_name(getattr(config, "name_or_path", "") or config.model_type)
-        spec = import_hf_config(tmp, name=name)
+        source = getattr(config, "name_or_path", "") or config.model_type
+        spec = import_hf_config(tmp, name=default_name(Path(source) / "config.json"))
     spec_text = dump_spec(spec, header="Imported by symcomp.hf.from_transformers.")
     digest = hashlib.sha256(f"{__version__}\n{text}".encode()).hexdigest()[:12]
     folder = Path(out) if out is not None else _cache() / f"{spec.name}_{digest}"
@@ -175,12 +143,6 @@ def from_transformers(hf_model: Any, out: str | Path | None = None, *, force: bo
         write_package(compile_spec(spec, spec_text), folder, force=force)
     module = _import_persistent(folder)
     return _standard(module, params)
-
-
-def _python_name(text: str) -> str:
-    tail = Path(str(text)).name or "model"
-    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in tail)
-    return cleaned if cleaned[:1].isalpha() else f"m_{cleaned}"
 
 
 def _cache() -> Path:
@@ -195,9 +157,7 @@ def _import_persistent(folder: Path) -> ModuleType:
     name = "_symcomp_" + hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
     if name in sys.modules:
         return sys.modules[name]
-    package = loaded_package(folder)
-    package.name = name
-    return package.__enter__()
+    return loaded_package(folder, name).__enter__()
 
 
 __all__ = ["ReduceError", "Reduced", "from_transformers", "reduce_checkpoint"]
