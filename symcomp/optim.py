@@ -16,13 +16,12 @@ optimizer's state (Adam's moments) no longer matches the coordinates; the wrappe
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable
-from types import ModuleType
 
 import torch
 from torch import nn
+
+from symcomp.codegen.load import package_module
 
 
 class QuotientOptimizer:
@@ -41,7 +40,7 @@ class QuotientOptimizer:
         self.recanonicalize_every = recanonicalize_every
         self.tol = tol
         self.steps = 0
-        self._quotient = _quotient_module(model)
+        self._quotient = package_module(model, "quotient")
 
     @property
     def param_groups(self):
@@ -80,21 +79,3 @@ class QuotientOptimizer:
         for name, p in self.model.named_parameters():
             p.copy_(canonical.get_parameter(name))
         self.optimizer.state.clear()  # the moments belong to the old coordinates
-
-
-def _quotient_module(model: nn.Module) -> ModuleType:
-    """The ``quotient`` module of the generated package ``model`` comes from."""
-    module = type(model).__module__
-    package = module.rsplit(".", 1)[0]
-    generated = module.endswith(".model") and hasattr(sys.modules.get(package), "GROUPS")
-    if not generated:
-        raise TypeError(
-            f"{type(model).__name__} does not come from a package symcomp compiled "
-            "(expected <package>.model.Model)"
-        )
-    try:
-        return importlib.import_module(f"{package}.quotient")
-    except ModuleNotFoundError:
-        raise TypeError(
-            f"the package {package} has no quotient.py: symcomp derived no chart for its groups"
-        ) from None

@@ -9,6 +9,7 @@ its symmetry groups and their invariants.
     reduced = ReducedModel.from_standard(model)
 """
 
+from . import geometry
 from .groups import GROUPS
 from .invariants import invariants
 from .model import Model
@@ -20,6 +21,7 @@ __all__ = [
     "Model",
     "ReducedModel",
     "VerticalSpace",
+    "geometry",
     "invariants",
     "project_horizontal",
     "recanonicalize",

@@ -9,6 +9,7 @@ version and the spec's hash. Writing the package to disk is :mod:`symcomp.codege
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from symcomp.codegen.actions import GroupCode, render_group
 from symcomp.codegen.chart import ChartError, derive_chart
 from symcomp.codegen.chart_check import ChartLab
 from symcomp.codegen.model_code import render_model
+from symcomp.codegen.pairs import find_pairs, gl_subgroups
 from symcomp.codegen.render import render
 from symcomp.ir.graph import build_graph
 from symcomp.spec.model import CustomGroup, Spec
@@ -108,6 +110,10 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
         "model.py": head + "\n" + render_model(spec, hf_model_type=spec.hf_model_type),
         "gauge.py": render("gauge.py.j2", **context),
         "groups.py": render("groups.py.j2", **context),
+        "metric.py": head + "\n" + metric_source(),
+        "geometry.py": render(
+            "geometry.py.j2", **context, pairs=find_pairs(groups), subgroups=gl_subgroups(groups)
+        ),
     }
     steps, problem = _chart(groups, texts, spec, files, tiny, redundant)
     context |= {"steps": steps, "reduced": problem is None}
@@ -126,6 +132,12 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
         files=tuple(GeneratedFile(path, formatted[path]) for path in sorted(formatted)),
         chart_problem=problem,
     )
+
+
+def metric_source() -> str:
+    """The invariant metrics' runtime (``symcomp/sharpness/metric.py``), copied verbatim: the
+    package and ``symcomp.sharpness`` run the same source."""
+    return importlib.resources.files("symcomp.sharpness").joinpath("metric.py").read_text()
 
 
 def concrete_copies(symmetries) -> tuple[tuple[CustomGroup, str], ...]:
