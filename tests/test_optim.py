@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generated.gpt2_small import Model, ReducedModel, vertical_basis
+from generated.gpt2_small import Model, ReducedModel, project_horizontal, vertical_basis
 from generated.gpt2_small.test_invariance import TINY
 from symcomp.optim import QuotientOptimizer
 
@@ -60,6 +60,51 @@ def test_the_update_is_horizontal_and_plain_adamw_is_not():
         delta = _step(quotient, wrapped)
         assert float(delta.norm()) > 0
         assert float((basis.T @ delta).norm()) <= 1e-10 * float(delta.norm())
+
+
+def _gradient(model: Model) -> torch.Tensor:
+    model.zero_grad()
+    _loss(model).backward()
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+def _adam_update(model: Model) -> dict[str, torch.Tensor]:
+    """Two plain AdamW steps from ``model``'s point (on a copy); the second step's update."""
+    twin = _model()
+    twin.load_state_dict(model.state_dict())
+    optimizer = torch.optim.AdamW(twin.parameters(), lr=1e-2, weight_decay=0.1)
+    _step(twin, optimizer)
+    before = {n: p.detach().clone() for n, p in twin.named_parameters()}
+    _step(twin, optimizer)
+    return {n: p.detach() - before[n] for n, p in twin.named_parameters()}
+
+
+@pytest.mark.parametrize("kind", ["random", "adam"])
+def test_projection_removes_every_vertical_direction_and_only_first_order_flat_ones(kind):
+    """What the projection removes is vertical (the loss does not change along it to first
+    order); what it keeps has no vertical component left."""
+    model = _model()
+    if kind == "random":
+        generator = torch.Generator().manual_seed(5)
+        update = {
+            n: torch.randn(p.shape, generator=generator, dtype=torch.float64)
+            for n, p in model.named_parameters()
+        }
+    else:
+        update = _adam_update(model)
+    horizontal = project_horizontal(model, update)
+    flat = torch.cat([update[n].reshape(-1) for n, _ in model.named_parameters()])
+    kept = torch.cat([horizontal[n].reshape(-1) for n, _ in model.named_parameters()])
+    removed = flat - kept
+    basis = vertical_basis(model)
+    assert float((basis.T @ kept).norm()) <= 1e-10 * float(flat.norm())
+    assert float(removed.norm()) > 1e-3 * float(flat.norm())  # there was something to remove
+    grad = _gradient(model)
+    assert abs(float(grad @ removed)) <= 1e-10 * float(grad.norm() * removed.norm())
+    # a check that can fail: along the update itself the loss does change to first order
+    assert abs(float(grad @ flat)) > 1e-4 * float(grad.norm() * flat.norm())
+    # and each removed direction one at a time: the basis vectors are all first-order flat
+    assert float((grad @ basis).abs().max()) <= 1e-10 * float(grad.norm())
 
 
 def test_training_lowers_the_loss_and_recanonicalization_keeps_the_function():
