@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from . import gauge
+from .geometry import PAIR_METRICS, PAIRS, flat_parameters, geometry, unflatten
 from .groups import GROUPS, ROPE
 from .invariants import all_group_invariants, group_invariants, ov_circuit, qk_circuit
 from .model import Model
@@ -126,6 +127,51 @@ def test_circuits_are_invariant_under_the_head_gauges():
                     )
                     <= 1e-8
                 )
+
+
+def _loss_and_gradient(model: Model) -> tuple[float, torch.Tensor]:
+    ids = _ids()
+    theta = flat_parameters(model).requires_grad_(True)
+    logits = torch.func.functional_call(model, unflatten(model, theta), (ids[:, :-1],))
+    loss = -logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).mean()
+    (grad,) = torch.autograd.grad(loss, theta)
+    return float(loss.detach()), grad
+
+
+@pytest.mark.parametrize("metric", PAIR_METRICS)
+def test_geometry_moves_with_the_gl_pairs(metric):
+    """Under the GL(k) pair groups the metric's gradient norm and the geodesic step's loss do
+    not change, and the projection is orthogonal to the pairs' vertical vectors."""
+    model = _model()
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(4)
+    S = gauge.as_sizes(model.sizes)
+    for name in PAIRS:
+        for unit in gauge.units(GROUPS[name], S):
+            element = gauge.random_element(GROUPS[name], S, ROPE, g)
+            params = gauge.apply(GROUPS[name], params, unit, element, S)
+    moved = _with(model, params)
+    stepped = []
+    for m in (model, moved):
+        geo = geometry(m, metric)
+        _, grad = _loss_and_gradient(m)
+        rgrad = geo.project(geo.rgrad(grad))
+        direction = 0.3 * rgrad / geo.norm(rgrad)
+        stepped.append(
+            (
+                float(geo.inner(rgrad, rgrad)),
+                _loss_and_gradient(_with(m, unflatten(m, geo.step(direction))))[0],
+            )
+        )
+        omegas = [
+            torch.randn(b.G.shape[0], b.G.shape[2], b.G.shape[2], generator=g, dtype=torch.float64)
+            for b in geo.blocks
+        ]
+        x = torch.randn(geo.dim, generator=g, dtype=torch.float64)
+        h, v = geo.project(x), geo.vertical(omegas)
+        assert abs(float(geo.inner(h, v))) <= 1e-10 * float(geo.norm(h) * geo.norm(v))
+    assert stepped[0][0] == pytest.approx(stepped[1][0], rel=1e-8)
+    assert stepped[0][1] == pytest.approx(stepped[1][1], rel=1e-8)
 
 
 def test_invariants_do_not_change_under_every_group():
