@@ -21,7 +21,11 @@ from symcomp.sharpness.ascent import checkpoints
 from symcomp.spec import load_spec
 from symcomp.symmetry import geometry as symbolic
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    # torch's forward-mode AD loads its decompositions through torch.jit.script, which warns
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+]
 
 # GPT-2-shaped (full GL(k) pairs: learned positions) with a ReLU MLP (per-neuron scalings)
 SPEC = """\

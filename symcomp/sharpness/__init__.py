@@ -46,7 +46,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Sharpness:
-    """One sharpness value and how it was measured."""
+    """One sharpness value and how it was measured (``metric``: the one the ball used,
+    ``euclidean`` for plain, ``elementwise`` for adaptive)."""
 
     measure: str
     metric: str
@@ -88,7 +89,7 @@ def sharpness(
         ascent = _with_progress_bar(loss, geometry, rho, steps, f"{measure} sharpness")
     else:
         ascent = maximize(loss, geometry, rho, steps)
-    return Sharpness(measure, metric, rho, ascent.value, ascent.base_loss, ascent.history)
+    return Sharpness(measure, geometry.metric, rho, ascent.value, ascent.base_loss, ascent.history)
 
 
 def model_sharpness(
