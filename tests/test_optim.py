@@ -129,6 +129,36 @@ def test_training_lowers_the_loss_and_recanonicalization_keeps_the_function():
     assert float(_loss(model)) < start
 
 
+def _pair_vertical_basis(model: Model) -> torch.Tensor:
+    """An orthonormal basis of the A1/A3 vertical space, from the geometry's pair layout."""
+    from generated.gpt2_small import geometry
+
+    pairs = geometry.geometry(model, "euclidean")
+    columns = []
+    for b_index, block in enumerate(pairs.blocks):
+        units, _, k = block.G.shape
+        for flat in range(units * k * k):
+            omegas = [torch.zeros(b.G.shape[0], k, k, dtype=torch.float64) for b in pairs.blocks]
+            omegas[b_index].view(-1)[flat] = 1.0
+            columns.append(pairs.vertical(omegas))
+    return torch.linalg.qr(torch.stack(columns, 1)).Q
+
+
+def test_heads_projection_removes_the_head_gauges_alone():
+    """projection="heads": no A1/A3 vertical component is left; the other groups' are kept."""
+    model = _model()
+    heads, everything = _pair_vertical_basis(model), vertical_basis(model)  # before the step
+    inner = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    delta = _step(model, QuotientOptimizer(model, inner, projection="heads"))
+    assert float((heads.T @ delta).norm()) <= 1e-10 * float(delta.norm())
+    assert float((everything.T @ delta).norm()) > 1e-3 * float(delta.norm())
+    plain = _model()
+    delta_plain = _step(plain, torch.optim.AdamW(plain.parameters(), lr=1e-2, weight_decay=0.1))
+    assert float((heads.T @ delta_plain).norm()) > 1e-3 * float(delta_plain.norm())
+    with pytest.raises(ValueError, match="accepted: joint, heads"):
+        QuotientOptimizer(model, inner, projection="pairs")
+
+
 def test_a_model_symcomp_did_not_generate_is_refused():
     model = torch.nn.Linear(2, 2)
     with pytest.raises(TypeError, match="does not come from a package symcomp compiled"):

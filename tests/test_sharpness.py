@@ -186,6 +186,25 @@ def test_projection_removes_the_pairs_vertical_directions_and_keeps_first_order_
     assert abs(float(egrad @ x)) > 1e-3 * float(egrad.norm() * x.norm())
 
 
+def test_euclidean_pair_projection_is_the_least_squares_one(package):
+    """The per-head Sylvester solve equals the dense least-squares projection against every
+    vertical vector of the A1/A3 pairs, for a random vector and a loss gradient's neighbour."""
+    model = _model(package)
+    geometry = package.geometry.geometry(model, "euclidean")
+    columns = []
+    for b_index, block in enumerate(geometry.blocks):
+        units, _, k = block.G.shape
+        for flat in range(units * k * k):
+            omegas = [torch.zeros(b.G.shape[0], k, k, dtype=torch.float64) for b in geometry.blocks]
+            omegas[b_index].view(-1)[flat] = 1.0
+            columns.append(geometry.vertical(omegas))
+    V = torch.stack(columns, 1)
+    x = torch.randn(geometry.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    dense = x - V @ torch.linalg.lstsq(V, x).solution
+    assert float((geometry.project(x) - dense).norm()) <= 1e-10 * float(x.norm())
+    assert float((x - dense).norm()) > 1e-2 * float(x.norm())  # it removed something
+
+
 # --- the ascent ----------------------------------------------------------------------------
 
 

@@ -91,6 +91,7 @@ def pair_indices(model: Model) -> list[tuple[Tensor, Tensor]]:
 
 
 def geometry(model: Model, metric: str = "inv", *, second_order: bool = True) -> Geometry:
-    """The metric ``metric`` frozen at the model's parameters (see :class:`.metric.Geometry`)."""
-    pairs = pair_indices(model) if metric in PAIR_METRICS else []
+    """The metric ``metric`` frozen at the model's parameters (see :class:`.metric.Geometry`);
+    ``geometry(model, "euclidean").project(update)`` is the per-head projection of an update."""
+    pairs = pair_indices(model) if metric != "elementwise" else []
     return Geometry(flat_parameters(model), pairs, metric, second_order=second_order)

@@ -84,6 +84,9 @@ class PairBlock:
         """The horizontal part ``(ξ_G + GΛ, ξ_H − HΛᵀ)``: orthogonal, in ``metric``, to every
         vertical vector ``(G ω, −H ωᵀ)``."""
         G, H = self.G, self.H
+        if metric == "euclidean":  # min ‖x − (G ω, −H ωᵀ)‖: S_G ω + ω S_H = Gᵀx_G − x_HᵀH
+            omega = _sylvester_pair(self.S_G, self.S_H, _t(G) @ x_G - _t(x_H) @ H)
+            return x_G - G @ omega, x_H + H @ _t(omega)
         if metric == "mix":
             lam = 0.5 * (_t(x_H) @ H @ self.S_H_inv - self.S_G_inv @ _t(G) @ x_G)
         else:  # inv: Λ = Xᵀ where A X + X A = B, A = S_G S_H, B = S_G Hᵀξ_H − ξ_GᵀG S_H
@@ -103,6 +106,14 @@ class PairBlock:
         g_part = (x_G @ (_t(x_H) @ H + _t(H) @ x_H) - G @ (_t(x_H) @ x_H)) @ self.S_H_inv
         h_part = (x_H @ (_t(x_G) @ G + _t(G) @ x_G) - H @ (_t(x_G) @ x_G)) @ self.S_G_inv
         return g_part, h_part
+
+
+def _sylvester_pair(S_G: Tensor, S_H: Tensor, C: Tensor) -> Tensor:
+    """``ω`` with ``S_G ω + ω S_H = C`` (both SPD), batched: ``S_G = U diag(λ) Uᵀ``,
+    ``S_H = V diag(σ) Vᵀ``, ``ω = U [(Uᵀ C V)_ij / (λ_i + σ_j)] Vᵀ``."""
+    lam, U = torch.linalg.eigh(S_G)
+    sig, V = torch.linalg.eigh(S_H)
+    return U @ ((_t(U) @ C @ V) / (lam.unsqueeze(-1) + sig.unsqueeze(-2))) @ _t(V)
 
 
 def _sylvester_same(S_G: Tensor, S_H: Tensor, B: Tensor) -> Tensor:
@@ -125,9 +136,9 @@ class Geometry:
     """One metric on the flat parameter vector ``theta``, frozen at that point.
 
     ``metric`` is one of :data:`METRICS`; ``pairs`` lists ``(index_G, index_H)`` stacks (used by
-    the pair metrics only); ``second_order`` chooses the geodesic step
-    ``θ + ξ − ½ Γ(ξ, ξ)`` over the straight line ``θ + ξ``. The tangent vectors ``ξ`` are flat
-    vectors like ``theta``.
+    the pair metrics, and by the Euclidean one for its projection); ``second_order`` chooses the
+    geodesic step ``θ + ξ − ½ Γ(ξ, ξ)`` over the straight line ``θ + ξ``. The tangent vectors
+    ``ξ`` are flat vectors like ``theta``.
     """
 
     def __init__(
@@ -143,7 +154,7 @@ class Geometry:
         self.theta = theta
         self.metric = metric
         self.second_order = second_order
-        pairs = pairs if metric in PAIR_METRICS else ()
+        pairs = pairs if metric in (*PAIR_METRICS, "euclidean") else ()
         self.blocks = [PairBlock(self.theta, index_G, index_H) for index_G, index_H in pairs]
         paired = torch.zeros_like(self.theta, dtype=torch.bool)
         for block in self.blocks:
@@ -185,7 +196,9 @@ class Geometry:
 
     def project(self, x: Tensor) -> Tensor:
         """The horizontal part of ``x`` (orthogonal to the pairs' orbits in this metric);
-        frozen entries set to zero."""
+        frozen entries set to zero. With the Euclidean metric and pairs, this is the per-head
+        least-squares projection of an optimizer's update (the design note's A1/A3 Sylvester
+        equations, batched over heads)."""
         out = torch.where(self.live, x, torch.zeros_like(x))
         for block in self.blocks:
             block.write(out, *block.project(self.metric, *block.read(x)))
