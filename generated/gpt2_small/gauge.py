@@ -739,6 +739,18 @@ def _image(C: Tensor) -> Tensor:
     return C if C.shape[1] == 0 else _svd(C)[0]
 
 
+def _spanning(C: Tensor) -> Tensor:
+    """Independent columns spanning the column space of C: ``C V_r``, ``V_r`` its right
+    singular vectors cut at the numerical rank and detached. Unlike the orthonormal basis it
+    has a finite gradient (an SVD's backward divides by gaps between singular values, which
+    are zero here), so the reduced model trains; its span is the same, to first order too."""
+    if C.shape[1] == 0:
+        return C
+    with torch.no_grad():
+        _, _, Vh = _svd(C)
+    return C @ Vh.T
+
+
 def _fix_translations(chart, step, params, unit, S, determined, support):
     """Move the anchors to their minimum-norm point along the translations. Returns the new
     parameters and the dependent entries: one per direction not implied by earlier steps,
@@ -906,7 +918,7 @@ def _solve_dependents(chart, step, params, unit, S, dependent: Tensor, shapes):
     wide = {name: value.to(torch.float64) for name, value in params.items()}
     C, _ = _translation_moves(chart, step, wide, unit, S)
     x = _anchor_vector(chart, step, params, unit, S)
-    U = _image(C).to(x)
+    U = _spanning(C).to(x)
     dep = dependent.to(x.device)
     keep = torch.ones(U.shape[0], dtype=torch.bool, device=x.device)
     keep[dep] = False
