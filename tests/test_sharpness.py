@@ -282,3 +282,15 @@ def test_the_package_runs_the_librarys_metric_source(package):
     source = Path(package.metric.__file__).read_text()
     library = Path(symbolic.__file__).parents[1] / "sharpness" / "metric.py"
     assert source.endswith(library.read_text())
+
+
+def test_pairs_are_the_full_gl_gauges_found_from_the_action_forms():
+    """GPT-2: both per-head gauges; Llama: its query-key gauge commutes with RoPE (a subgroup),
+    so only the value-output gauge is a pair; no translation, scaling or rotation is."""
+    from generated.gpt2_small import geometry as gpt2
+    from generated.llama_2_7b import geometry as llama
+
+    assert sorted(gpt2.PAIRS) == ["qk_gauge", "vo_gauge"]
+    assert gpt2.PAIRS["vo_gauge"]["layers.*.attn.W_O"] == ("H", True)  # B^-1 W_O: H = W_Oᵀ
+    assert sorted(llama.PAIRS) == ["vo_gauge"]
+    assert "qk_gauge" in Path(llama.__file__).read_text().split('"""')[1]  # named as not quotiented
