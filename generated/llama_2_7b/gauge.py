@@ -688,8 +688,25 @@ def _anchor_entries(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes):
 
 def _anchor_vector(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes) -> Tensor:
     shapes = {name: tuple(value.shape) for name, value in params.items()}
-    entries = _anchor_entries(chart, step, unit, shapes, S)
-    return torch.stack([params[path].reshape(-1)[flat] for path, flat in entries])
+    runs = _anchor_runs(chart, step, unit, shapes, S)
+    return torch.cat([params[path].reshape(-1)[index] for path, index in runs])
+
+
+_RUNS: dict[tuple, tuple[tuple[str, Tensor], ...]] = {}
+
+
+def _anchor_runs(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes):
+    """:func:`_anchor_entries` as runs ``(path, flat indices)``, in order: one gather per
+    parameter instead of one per entry (the reduced model asks on every forward)."""
+    key = (id(chart), step, unit, tuple(sorted(shapes.items())), tuple(sorted(S.items())))
+    if key not in _RUNS:
+        runs: list[tuple[str, list[int]]] = []
+        for path, flat in _anchor_entries(chart, step, unit, shapes, S):
+            if not runs or runs[-1][0] != path:
+                runs.append((path, []))
+            runs[-1][1].append(flat)
+        _RUNS[key] = tuple((path, torch.tensor(index)) for path, index in runs)
+    return _RUNS[key]
 
 
 def _unread_masks(chart: Chart, shapes) -> dict[str, Tensor]:
