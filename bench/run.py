@@ -1,0 +1,515 @@
+"""symcomp's benchmarks: every figure a ratio against a reference measured in the same run.
+
+    python bench/run.py                  # the full run, writes bench/RESULTS.md (about 10 min)
+    python bench/run.py --quick          # every code path on tiny sizes, a few seconds (CI)
+
+Sections: compile time (and what `check` imports), forward+backward throughput against the
+Hugging Face implementation, torch.compile against eager, reduced against standard, the cost of
+the horizontal projection against a training step and against a dense least-squares solve,
+parameter and optimizer memory, and the forward pass's FLOP rate against a plain matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the committed generated/ packages
+
+
+@dataclass
+class Figure:
+    section: str
+    name: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Results:
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(self, *args, **kwargs) -> Figure:
+        figure = Figure(*args, **kwargs)
+        self.figures.append(figure)
+        met = "" if figure.met is None else (" (met)" if figure.met else " (MISSED)")
+        print(
+            f"  {figure.section}: {figure.name} = {figure.value:.4g} {figure.unit}{met}", flush=True
+        )
+        return figure
+
+
+def timed(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    """Median seconds of ``reps`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def subprocess_seconds(args: list[str], reps: int) -> float:
+    return timed(lambda: subprocess.run(args, check=True, capture_output=True), reps, warmup=0)
+
+
+# --- compile time ------------------------------------------------------------------------------
+
+
+def bench_compile(results: Results, quick: bool) -> None:
+    from symcomp.codegen.compile import compile_spec
+    from symcomp.codegen.emit import write_package
+    from symcomp.spec import load_spec
+
+    specs = (
+        [ROOT / "specs/tiny/llama.yaml"]
+        if quick
+        else [
+            ROOT / "specs/gpt2-small.yaml",
+            ROOT / "specs/llama-2-7b.yaml",
+            ROOT / "bench/specs/llama-70b.yaml",
+        ]
+    )
+    python = [sys.executable, "-c"]
+    if not quick:  # the fixed costs every CLI call pays before any work
+        bare = subprocess_seconds([*python, "pass"], 3)
+        torch_import = subprocess_seconds([*python, "import torch"], 3)
+        results.add("compile", "interpreter start", bare, "s")
+        results.add("compile", "interpreter + import torch", torch_import, "s")
+    probe = (
+        "import sys; from symcomp.cli import main\n"
+        "try: main(['check', sys.argv[1]])\nexcept SystemExit: pass\n"
+        "print('TORCH', 'torch' in sys.modules)"
+    )
+    out = subprocess.run([*python, probe, str(specs[0])], capture_output=True, text=True).stdout
+    results.add(
+        "compile",
+        "`symcomp check` imports torch (1 = yes)",
+        float("TORCH True" in out),
+        "",
+        target="0",
+        met="TORCH False" in out,
+    )
+    for path in specs:
+        text = path.read_text()
+        with tempfile.TemporaryDirectory() as tmp:
+
+            def run(path: Path = path, text: str = text, tmp: str = tmp) -> None:
+                write_package(compile_spec(load_spec(path), text), Path(tmp) / "pkg", force=True)
+
+            seconds = timed(run, reps=1, warmup=0 if quick else 1)
+        results.add(
+            "compile",
+            f"{path.stem}: spec → package, in process",
+            seconds,
+            "s",
+            target="≤ 2 s",
+            met=seconds <= 2.0,
+        )
+
+
+# --- throughput --------------------------------------------------------------------------------
+
+
+def _tokens(vocab: int, batch: int, seq: int):
+    import torch
+
+    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
+
+
+def _fwd_bwd(model, ids) -> Callable[[], None]:
+    import torch
+
+    def step() -> None:
+        out = model(ids)
+        logits = out.logits if hasattr(out, "logits") else out
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
+        )
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _hf(kind: str, sizes: dict):
+    import transformers as t
+
+    if kind == "gpt2":
+        config = t.GPT2Config(
+            n_embd=sizes["width"],
+            n_layer=sizes["layers"],
+            n_head=sizes["heads"],
+            n_positions=sizes["positions"],
+            vocab_size=sizes["vocab"],
+            n_inner=sizes["hidden"],
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        return t.GPT2LMHeadModel(config)
+    config = t.LlamaConfig(
+        hidden_size=sizes["width"],
+        num_hidden_layers=sizes["layers"],
+        num_attention_heads=sizes["heads"],
+        num_key_value_heads=sizes["kv_heads"],
+        intermediate_size=sizes["hidden"],
+        vocab_size=sizes["vocab"],
+        max_position_embeddings=sizes["positions"],
+    )
+    return t.LlamaForCausalLM(config)
+
+
+def shapes(quick: bool) -> dict[str, tuple[str, dict]]:
+    if quick:
+        tiny = {
+            "width": 32,
+            "layers": 1,
+            "heads": 4,
+            "kv_heads": 4,
+            "head_width": 8,
+            "hidden": 64,
+            "vocab": 64,
+            "positions": 32,
+        }
+        return {"gpt2": ("gpt2_small", tiny), "llama": ("llama_2_7b", tiny)}
+    gpt2 = {
+        "width": 768,
+        "layers": 12,
+        "heads": 12,
+        "kv_heads": 12,
+        "head_width": 64,
+        "hidden": 3072,
+        "vocab": 50257,
+        "positions": 1024,
+    }
+    llama = {**gpt2, "hidden": 2048, "vocab": 32000}
+    return {"gpt2": ("gpt2_small", gpt2), "llama": ("llama_2_7b", llama)}
+
+
+def bench_throughput(results: Results, quick: bool) -> None:
+    import importlib
+
+    import torch
+
+    batch, seq, reps = (2, 16, 2) if quick else (4, 128, 3)
+    for kind, (package, sizes) in shapes(quick).items():
+        pkg = importlib.import_module(f"generated.{package}")
+        torch.manual_seed(0)
+        ours = pkg.Model(**sizes).train()
+        theirs = _hf(kind, sizes).train()
+        ids = _tokens(sizes["vocab"], batch, seq)
+        t_ours = timed(_fwd_bwd(ours, ids), reps)
+        t_hf = timed(_fwd_bwd(theirs, ids), reps)
+        label = f"{kind} (width {sizes['width']}, {sizes['layers']} layers, {batch}×{seq}, fp32)"
+        results.add(
+            "throughput",
+            f"{label}: HF time / generated time",
+            t_hf / t_ours,
+            "×",
+            target="≥ 1.0",
+            met=t_hf / t_ours >= 1.0,
+            note=f"generated {t_ours:.3f} s, HF {t_hf:.3f} s per forward+backward",
+        )
+
+
+def bench_compiled(results: Results, quick: bool) -> None:
+    from generated import gpt2_small
+
+    sizes = {**shapes(quick)["gpt2"][1], "layers": 1 if quick else 2}
+    batch, seq = (2, 16) if quick else (4, 128)
+    model = gpt2_small.Model(**sizes).train()
+    ids = _tokens(sizes["vocab"], batch, seq)
+    eager = timed(_fwd_bwd(model, ids), 2 if quick else 5)
+    try:
+        # --quick checks the path through dynamo only; inductor's C++ build takes a minute
+        compiled = model.compiled(backend="eager") if quick else model.compiled()
+        start = time.perf_counter()
+        _fwd_bwd(compiled, ids)()
+        warm = time.perf_counter() - start
+        fast = timed(_fwd_bwd(compiled, ids), 2 if quick else 5)
+    except Exception as error:  # inductor needs a C compiler; report, do not crash
+        results.add(
+            "compiled", "torch.compile failed", 0.0, "", note=f"{type(error).__name__}: {error}"
+        )
+        return
+    results.add(
+        "compiled",
+        f"gpt2 width {sizes['width']}, {sizes['layers']} layers: eager / compiled",
+        eager / fast,
+        "×",
+        target="≥ 1.3",
+        met=eager / fast >= 1.3,
+        note=f"eager {eager:.3f} s, compiled {fast:.3f} s; first compiled call {warm:.1f} s",
+    )
+
+
+def bench_reduced(results: Results, quick: bool) -> None:
+    import torch
+
+    from generated import gpt2_small
+
+    sizes = {**shapes(quick)["gpt2"][1], "layers": 1 if quick else 2}
+    batch, seq = (2, 16) if quick else (4, 128)
+    torch.manual_seed(0)
+    model = gpt2_small.Model(**sizes)
+    start = time.perf_counter()
+    reduced = gpt2_small.ReducedModel.from_standard(model)
+    convert = time.perf_counter() - start
+    ids = _tokens(sizes["vocab"], batch, seq)
+    standard = timed(_fwd_bwd(model.train(), ids), 2 if quick else 3)
+    slim = timed(_fwd_bwd(reduced.train(), ids), 2 if quick else 3)
+    results.add(
+        "reduced",
+        f"gpt2 width {sizes['width']}, {sizes['layers']} layers: standard / reduced",
+        standard / slim,
+        "×",
+        target="≥ 1.0",
+        met=standard / slim >= 1.0,
+        note=f"standard {standard:.3f} s, reduced {slim:.3f} s; from_standard {convert:.1f} s",
+    )
+    p_std = sum(p.numel() for p in model.parameters())
+    p_red = sum(p.numel() for p in reduced.parameters())
+    bytes_std, bytes_red = 3 * 4 * p_std, 3 * 4 * p_red  # fp32 weights + Adam's two moments
+    results.add(
+        "memory",
+        f"gpt2 width {sizes['width']}, {sizes['layers']} layers: reduced / standard bytes",
+        bytes_red / bytes_std,
+        "×",
+        note=f"{bytes_std / 2**20:.2f} MiB → {bytes_red / 2**20:.2f} MiB "
+        "(parameters and Adam's moments, fp32)",
+    )
+
+
+# --- projection --------------------------------------------------------------------------------
+
+
+def bench_projection(results: Results, quick: bool) -> None:
+    import torch
+
+    from generated import gpt2_small
+    from generated.gpt2_small import geometry, quotient
+
+    sizes = {**shapes(quick)["gpt2"][1], "layers": 1 if quick else 2}
+    if quick:
+        sizes |= {"width": 16, "head_width": 4, "hidden": 32}
+    batch, seq = (2, 16) if quick else (4, 128)
+    torch.manual_seed(0)
+    model = gpt2_small.Model(dtype=torch.float64, **sizes)
+    ids = _tokens(sizes["vocab"], batch, seq)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train_step() -> None:
+        _fwd_bwd(model, ids)()
+        optimizer.step()
+
+    step = timed(train_step, 2 if quick else 3)
+    update = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    joint = timed(lambda: quotient.project_horizontal(model, update, tol=1e-8), 1, warmup=0)
+    flat = geometry.flat_parameters(model)
+    heads = timed(lambda: geometry.geometry(model, "euclidean").project(flat), 2 if quick else 3)
+    label = f"gpt2 width {sizes['width']}, {sizes['layers']} layers, {batch}×{seq}, float64"
+    results.add(
+        "projection",
+        f"{label}: joint projection / training step",
+        joint / step,
+        "×",
+        target="≤ 0.10",
+        met=joint / step <= 0.10,
+        note=f"step {step:.3f} s, joint {joint:.2f} s",
+    )
+    results.add(
+        "projection",
+        f"{label}: per-head projection / training step",
+        heads / step,
+        "×",
+        target="≤ 0.02",
+        met=heads / step <= 0.02,
+        note=f"per-head {1000 * heads:.1f} ms",
+    )
+    # against a dense least-squares solve, where it fits
+    small = {
+        **sizes,
+        "width": 32 if quick else 64,
+        "heads": 4,
+        "kv_heads": 4,
+        "head_width": 8 if quick else 16,
+        "hidden": 64 if quick else 128,
+        "vocab": 64,
+        "positions": 16,
+        "layers": 1,
+    }
+    model = gpt2_small.Model(dtype=torch.float64, **small)
+    update = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    flat = torch.cat([u.reshape(-1) for u in update.values()])
+
+    def dense() -> None:
+        V = quotient.vertical_basis(model)
+        torch.linalg.lstsq(V, flat[:, None])
+
+    t_dense = timed(dense, 1, warmup=0)
+    t_joint = timed(lambda: quotient.project_horizontal(model, update, tol=1e-8), 1, warmup=0)
+    geo = geometry.geometry(model, "euclidean")
+    t_heads = timed(lambda: geometry.geometry(model, "euclidean").project(flat), 3)
+    columns = _pair_columns(geo)
+    t_dense_heads = timed(lambda: torch.linalg.lstsq(columns, flat[:, None]), 3)
+    label = f"width {small['width']}, 1 layer"
+    results.add(
+        "projection",
+        f"{label}: dense lstsq / joint projection",
+        t_dense / t_joint,
+        "×",
+        target="≥ 50",
+        met=t_dense / t_joint >= 50,
+        note=f"dense (basis + lstsq) {t_dense:.2f} s, joint CGLS {t_joint:.2f} s",
+    )
+    results.add(
+        "projection",
+        f"{label}: dense lstsq on the head gauges / per-head closed form",
+        t_dense_heads / t_heads,
+        "×",
+        target="≥ 50",
+        met=t_dense_heads / t_heads >= 50,
+        note=f"dense {1000 * t_dense_heads:.1f} ms (basis given), "
+        f"closed form {1000 * t_heads:.1f} ms",
+    )
+
+
+def _pair_columns(geo):
+    import torch
+
+    columns = []
+    for index, block in enumerate(geo.blocks):
+        units, _, k = block.G.shape
+        for flat in range(units * k * k):
+            omegas = [torch.zeros(b.G.shape[0], k, k, dtype=torch.float64) for b in geo.blocks]
+            omegas[index].view(-1)[flat] = 1.0
+            columns.append(geo.vertical(omegas))
+    return torch.stack(columns, 1)
+
+
+# --- roofline ----------------------------------------------------------------------------------
+
+
+def bench_roofline(results: Results, quick: bool) -> None:
+    import torch
+
+    from generated import gpt2_small
+
+    n = 256 if quick else 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    peak = 2 * n**3 / timed(lambda: a @ b, 3 if quick else 5) / 1e9
+    results.add("roofline", f"torch.matmul {n}×{n} fp32", peak, "GFLOP/s")
+    sizes = shapes(quick)["gpt2"][1]
+    batch, seq = (2, 16) if quick else (4, 128)
+    model = gpt2_small.Model(**sizes).eval()
+    ids = _tokens(sizes["vocab"], batch, seq)
+    with torch.no_grad():
+        seconds = timed(lambda: model(ids), 2 if quick else 3)
+    d, f, L, V, T = sizes["width"], sizes["hidden"], sizes["layers"], sizes["vocab"], batch * seq
+    # matmuls: per token 2·(4d² + 2df) per layer, 2·dV for the unembedding; attention 2·2·T_seq·d
+    flops = T * (L * 2 * (4 * d * d + 2 * d * f) + 2 * d * V) + L * batch * 4 * seq * seq * d
+    rate = flops / seconds / 1e9
+    results.add(
+        "roofline",
+        f"gpt2 forward ({batch}×{seq}): achieved",
+        rate,
+        "GFLOP/s",
+        note=f"{100 * rate / peak:.0f}% of the matmul peak; "
+        f"{flops / 1e9:.1f} GFLOP in {seconds:.3f} s",
+    )
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+SECTIONS = {
+    "compile": bench_compile,
+    "throughput": bench_throughput,
+    "compiled": bench_compiled,
+    "reduced": bench_reduced,
+    "projection": bench_projection,
+    "roofline": bench_roofline,
+}
+
+
+def machine() -> str:
+    import torch
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{cpu}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
+        f"torch {torch.__version__}; no GPU was lent to this session"
+    )
+
+
+def markdown(results: Results, command: str) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {machine()}",
+        f"- command: `{command}`",
+        "",
+    ]
+    for section in SECTIONS | {"memory": None}:
+        rows = [f for f in results.figures if f.section == section]
+        if not rows:
+            continue
+        lines += [
+            f"## {section}",
+            "",
+            "| figure | value | target | | note |",
+            "|---|---|---|---|---|",
+        ]
+        for f in rows:
+            met = "" if f.met is None else ("met" if f.met else "**missed**")
+            lines.append(f"| {f.name} | {f.value:.4g} {f.unit} | {f.target} | {met} | {f.note} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code paths")
+    parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
+    parser.add_argument("--out", type=Path, help="write the markdown report here")
+    args = parser.parse_args()
+    results = Results()
+    for name, bench in SECTIONS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"[{name}]", flush=True)
+        start = time.perf_counter()
+        bench(results, args.quick)
+        print(f"  ({time.perf_counter() - start:.1f} s)", flush=True)
+    if args.out:
+        command = "python bench/run.py" + (" --quick" if args.quick else "")
+        args.out.write_text(markdown(results, command) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
