@@ -2,6 +2,10 @@
 
     python experiments/quotient_training.py            # the full run (results/quotient_training*)
     python experiments/quotient_training.py --quick    # a smoke run, a minute
+    # the same full run on two cores: one process per spec, then the report alone
+    python experiments/quotient_training.py --spec char-gpt2 &
+    python experiments/quotient_training.py --spec char-llama; wait
+    python experiments/quotient_training.py --report
 
 For each spec (a tiny GPT-2-style and a tiny Llama-style model, ``experiments/specs``) and each
 seed, every arm starts from the same initialisation and sees the same batches:
@@ -133,10 +137,11 @@ def steps_to(run: Run, target: float) -> int | None:
     return next((s for s, v in zip(run.steps, run.val, strict=True) if v <= target), None)
 
 
-def summarise(runs: list[Run], args) -> dict:
+def summarise(runs: list[Run]) -> dict:
     summary: dict = {}
     for spec in SPECS:
         by_arm = {arm: [r for r in runs if r.spec == spec and r.arm == arm] for arm in ARMS}
+        by_arm = {arm: group for arm, group in by_arm.items() if group}  # an arm not run
         adam = by_arm["adam"]
         half = len(adam[0].val) // 2 - 1
         target = statistics.median(r.val[half] for r in adam)
@@ -168,6 +173,8 @@ def plot(runs: list[Run], path) -> None:
     for ax, spec in zip(axes, SPECS, strict=True):
         for arm in ARMS:
             group = [r for r in runs if r.spec == spec and r.arm == arm]
+            if not group:
+                continue
             steps = group[0].steps
             for key, style in (("val", "-"), ("train", ":")):
                 curves = torch.tensor([getattr(r, key) for r in group])
@@ -176,7 +183,8 @@ def plot(runs: list[Run], path) -> None:
                 ax.plot(steps, mean, style, color=colours[arm], label=label)
                 if key == "val":
                     ax.fill_between(steps, mean - std, mean + std, color=colours[arm], alpha=0.2)
-        ax.set_title(f"{spec}: loss, mean ± std over {len(group)} seeds")
+        seeds = len({r.seed for r in runs if r.spec == spec})
+        ax.set_title(f"{spec}: loss, mean ± std over {seeds} seeds")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("next-character cross-entropy (nats)")
@@ -188,44 +196,83 @@ def plot(runs: list[Run], path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, 40 steps: a smoke run")
+    parser.add_argument("--spec", choices=SPECS, help="train this spec only, without the report")
+    parser.add_argument("--report", action="store_true", help="only the report, from saved runs")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--context", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--eval-every", type=int, default=20)
+    parser.add_argument("--eval-every", type=int, default=15)
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps, args.eval_every = 2, 40, 10
+    stem = "quotient_training_quick" if args.quick else "quotient_training"
+    RESULTS.mkdir(exist_ok=True)
+    for spec in [] if args.report else [args.spec] if args.spec else SPECS:
+        runs = train_spec(spec, args)
+        record = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "args": vars(args)}
+        record["runs"] = [asdict(r) for r in runs]
+        part = "" if args.arms == list(ARMS) else "_" + "+".join(args.arms)
+        (RESULTS / f"{stem}_{spec}{part}.json").write_text(json.dumps(record, indent=1) + "\n")
+    if args.spec:
+        return
+    files = [f for spec in SPECS for f in sorted(RESULTS.glob(f"{stem}_{spec}*.json"))]
+    saved = [json.loads(f.read_text()) for f in files]
+    runs = [Run(**r) for record in saved for r in record["runs"]]
+    summary = summarise(runs)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(runs, RESULTS / f"{stem}.png")
+    (RESULTS / f"{stem}.md").write_text(tables(summary))
+    print(tables(summary))
+
+
+def tables(summary: dict) -> str:
+    """The summary as markdown: one table per spec."""
+    lines = []
+    for spec, entry in summary.items():
+        lines += [
+            f"**{spec}** (target: validation loss {entry['target']:.4f}, the median plain-Adam "
+            f"value at step {entry['target_step']})",
+            "",
+            "| arm | final val loss | steps to target | reached | ms / step "
+            "| spread: QK / OV circuits | spread: W_Q / W_K / W_V / W_O |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for arm, row in entry["arms"].items():
+            to = row["steps_to_target_mean"]
+            steps = "—" if to is None else f"{to:.0f} ± {row['steps_to_target_std']:.0f}"
+            sp = row["spread"]
+            raw = " / ".join(f"{sp[name]:.3f}" for name in ("W_Q", "W_K", "W_V", "W_O"))
+            lines.append(
+                f"| {arm} | {row['final_val_mean']:.4f} ± {row['final_val_std']:.4f} | {steps} "
+                f"| {row['reached']} | {1000 * row['seconds_per_step']:.0f} "
+                f"| {sp['qk']:.3f} / {sp['ov']:.3f} | {raw} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def train_spec(spec: str, args) -> list[Run]:
+    """Every seed and arm of one spec."""
     torch.set_num_threads(1)
     ids = encode(corpus())
     train_ids, val_ids = split(ids)
     data = (train_ids, windows(val_ids, 128, args.context))
     runs: list[Run] = []
     started = time.perf_counter()
-    for spec in SPECS:
-        with package(spec) as pkg:
-            for seed in range(args.seeds):
-                for arm in ARMS:
-                    run = train(pkg, spec, arm, seed, data, args)
-                    runs.append(run)
-                    print(
-                        f"[{time.perf_counter() - started:6.0f} s] {spec} seed {seed} {arm:>14}: "
-                        f"val {run.val[-1]:.4f}, {1000 * run.seconds_per_step:.1f} ms/step",
-                        flush=True,
-                    )
-    stem = "quotient_training_quick" if args.quick else "quotient_training"
-    RESULTS.mkdir(exist_ok=True)
-    summary = summarise(runs, args)
-    record = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "args": vars(args),
-        "summary": summary,
-        "runs": [asdict(r) for r in runs],
-    }
-    (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
-    plot(runs, RESULTS / f"{stem}.png")
-    print(json.dumps(summary, indent=1))
+    with package(spec) as pkg:
+        for seed in range(args.seeds):
+            for arm in args.arms:
+                run = train(pkg, spec, arm, seed, data, args)
+                runs.append(run)
+                print(
+                    f"[{time.perf_counter() - started:6.0f} s] {spec} seed {seed} {arm:>14}: "
+                    f"val {run.val[-1]:.4f}, {1000 * run.seconds_per_step:.1f} ms/step",
+                    flush=True,
+                )
+    return runs
 
 
 if __name__ == "__main__":
