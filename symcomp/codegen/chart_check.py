@@ -44,7 +44,7 @@ class ChartLab:
         self.gauge = importlib.import_module(f"{self._name}.gauge")
         self.groups: ModuleType = importlib.import_module(f"{self._name}.groups")
         model = importlib.import_module(f"{self._name}.model").Model
-        shell = model(dtype=torch.float64, device="meta", **tiny)
+        shell = model(dtype=torch.float64, **tiny)  # tiny; "meta" would import dynamo
         self.sizes = self.gauge.as_sizes(shell.sizes)
         generator = torch.Generator().manual_seed(seed)
         self.point = {}

@@ -26,7 +26,7 @@ from symcomp.codegen.pairs import find_pairs, gl_subgroups
 from symcomp.codegen.render import render
 from symcomp.ir.graph import build_graph
 from symcomp.spec.model import CustomGroup, Spec
-from symcomp.symmetry.analysis import analyze, groups_of
+from symcomp.symmetry.analysis import groups_of, redundancy_formula
 from symcomp.symmetry.catalogue import SIZE_SYMBOLS
 
 # the instance the generated tests run on: the structure of the spec, tiny sizes
@@ -78,7 +78,7 @@ def tiny_sizes(spec: Spec, groups: tuple[GroupCode, ...] = ()) -> dict[str, int]
 
 def _redundant_at(spec: Spec, sizes: dict[str, int]) -> tuple[int, str]:
     """The closed-form redundancy of the spec, evaluated at ``sizes``."""
-    formula = analyze(spec).formula
+    formula = redundancy_formula(spec)
     fraction = getattr(spec.architecture.positions, "rotated_fraction", 0.0)
     values = {**sizes, "rotary_width": int(sizes["head_width"] * fraction)}
     subs = {SIZE_SYMBOLS[key]: value for key, value in values.items() if key in SIZE_SYMBOLS}

@@ -18,6 +18,7 @@ Each small function below computes one piece of what to emit and hands it to the
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import textwrap
@@ -110,6 +111,7 @@ class NormInfo:
     bias: bool
     one_plus: bool  # gain used as 1 + gain
     docstring: str
+    call: str  # the forward's expression: torch's fused kernel
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ def _identifier(value: str, strip: str = "") -> str:
     return name + "_" if name in RESERVED or not name.isidentifier() else name
 
 
+@functools.lru_cache(maxsize=65536)
 def _layer_of(name: str) -> int | None:
     """The layer of a value (``L3.attn.q``) or parameter (``layers.3.attn.W_Q``), or None."""
     m = re.match(r"(?:L|layers\.)(\d+)\.", name)
@@ -330,9 +333,13 @@ def _assign(scope: _Scope, op: OpNode, expr: str, comment: str = "") -> Statemen
 
 
 def _matmul(scope: _Scope, op: OpNode) -> str:
-    W = scope.read(op, "W") + (".T" if op.attr("transpose") else "")
-    expr = f"{scope.read(op, 'x')} @ {W}"
-    return expr + (f" + {scope.read(op, 'b')}" if scope.has(op, "b") else "")
+    """``x @ W``; with a bias, ``F.linear(x, W.T, b)``: the same product, with the bias added by
+    the matmul itself (addmm) rather than by a second pass over the output."""
+    x, W = scope.read(op, "x"), scope.read(op, "W")
+    if not scope.has(op, "b"):
+        return f"{x} @ {W}" + (".T" if op.attr("transpose") else "")
+    weight = W if op.attr("transpose") else f"{W}.T"  # F.linear takes W as (out, in)
+    return f"F.linear({x}, {weight}, {scope.read(op, 'b')})"
 
 
 def _emit_embed(scope: _Scope, op: OpNode) -> Statement:
@@ -503,7 +510,20 @@ def _returning(lines: tuple[str, ...], value: str) -> tuple[str, ...]:
 
 
 def _layer_ops(graph: Graph, layer: int) -> list[OpNode]:
-    return [op for op in graph.ops if _layer_of(op.output) == layer]
+    return list(_ops_by_layer(graph).get(layer, ()))
+
+
+_BY_LAYER: list[tuple[Graph, dict[int | None, list[OpNode]]]] = []  # the last graph's index
+
+
+def _ops_by_layer(graph: Graph) -> dict[int | None, list[OpNode]]:
+    """The graph's ops grouped by layer, in order (asked once per layer: index once)."""
+    if not _BY_LAYER or _BY_LAYER[0][0] is not graph:
+        index: dict[int | None, list[OpNode]] = {}
+        for op in graph.ops:
+            index.setdefault(_layer_of(op.output), []).append(op)
+        _BY_LAYER[:] = [(graph, index)]
+    return _BY_LAYER[0][1]
 
 
 def _part(op: OpNode) -> str:
@@ -779,7 +799,14 @@ def _norm_info(graph: Graph) -> NormInfo:
     )
     gain = "times 1 + gain (the stored gain is w)" if gain_form == "one_plus_w" else "times gain"
     doc = f"{what}, {gain}" + (", plus bias." if bias else ".")
-    return NormInfo(center, bias, gain_form == "one_plus_w", _docstring([doc], 4))
+    one_plus = gain_form == "one_plus_w"
+    weight = "1.0 + self.gain" if one_plus else "self.gain"
+    if center:
+        shift = "self.bias" if bias else "None"
+        call = f"F.layer_norm(x, x.shape[-1:], {weight}, {shift}, self.eps)"
+    else:
+        call = f"F.rms_norm(x, x.shape[-1:], {weight}, self.eps)" + (" + self.bias" if bias else "")
+    return NormInfo(center, bias, one_plus, _docstring([doc], 4), call)
 
 
 def _rope_info(graph: Graph) -> RopeInfo | None:

@@ -144,7 +144,15 @@ class Graph:
 
     def uses(self, param: str) -> list[tuple[OpNode, Input]]:
         """Every (op, input) that reads ``param``: two for a tied embedding."""
-        return [(op, i) for op in self.ops for i in op.inputs if i.node == param]
+        return list(self._uses.get(param, ()))
+
+    @cached_property
+    def _uses(self) -> dict[str, list[tuple[OpNode, Input]]]:
+        index: dict[str, list[tuple[OpNode, Input]]] = {}
+        for op in self.ops:
+            for i in op.inputs:
+                index.setdefault(i.node, []).append((op, i))
+        return index
 
     def axis_classes(self) -> Iterator[Axis]:
         """Every distinct axis class of the graph, block classes included, in first-seen order."""

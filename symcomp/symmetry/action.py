@@ -15,7 +15,7 @@ torch tensors, with the semantics of :mod:`symcomp.spec.groups`:
   Jacobian of the log-probabilities when the group is a symmetry.
 
 Everything is functional (new tensors, no in-place writes), so :func:`apply_group` can be
-differentiated with ``torch.func.jvp``.
+differentiated (:mod:`symcomp.symmetry.ad`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from symcomp.spec.expr import (
 from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED, layer_of, local_path, resolve_name
 from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup, Spec
 from symcomp.spec.params import parameter_shapes, sizes_of
+from symcomp.symmetry.ad import jacobian_columns
 
 DTYPE = torch.float64
 MATRIX_GROUPS = ("GL", "O", "SO", "permutation")
@@ -573,8 +574,5 @@ def vertical_vectors(
             new = _apply_pairs(group, arch, params, [(unit, base + xi)])
             return torch.cat([new[name].reshape(-1) for name in order])
 
-        def tangent(X: Tensor, moved=moved) -> Tensor:
-            return torch.func.jvp(moved, (torch.zeros_like(X),), (X,))[1]
-
-        columns.append(torch.func.vmap(tangent)(directions).T)  # every basis element at once
+        columns.append(jacobian_columns(moved, torch.zeros_like(directions[0]), directions).T)
     return torch.cat(columns, dim=1)

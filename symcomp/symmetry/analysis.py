@@ -154,6 +154,20 @@ def overlap_formula(arch: Architecture, symmetries: SymmetrySetting = "auto") ->
     return sympy.Integer(a) + sympy.Integer(b) * L
 
 
+def _total(syms: Symmetries, overlap: sympy.Expr) -> sympy.Expr:
+    terms = [gi.total for gi in syms.groups] + [u.count for u in syms.unread] + [-overlap]
+    return sympy.expand(sum(terms, sympy.Integer(0)))
+
+
+def redundancy_formula(spec: Spec | Architecture) -> sympy.Expr:
+    """The closed-form redundancy of :func:`analyze`, without the rest of its table (the SymPy
+    form of each action is most of its cost; ``symcomp compile`` needs only the count)."""
+    arch = spec.architecture if isinstance(spec, Spec) else spec
+    symmetries = spec.symmetries if isinstance(spec, Spec) else "auto"
+    syms = groups_of(build_graph(arch), symmetries)
+    return _total(syms, overlap_formula(arch, symmetries))
+
+
 def analyze(spec: Spec | Architecture, name: str | None = None) -> Analysis:
     arch = spec.architecture if isinstance(spec, Spec) else spec
     name = name or (spec.name if isinstance(spec, Spec) else "model")
@@ -201,8 +215,7 @@ def analyze(spec: Spec | Architecture, name: str | None = None) -> Analysis:
                 -int(overlap.subs(sizes)),
             )
         )
-    terms = [gi.total for gi in syms.groups] + [u.count for u in syms.unread] + [-overlap]
-    formula = sympy.expand(sum(terms, sympy.Integer(0)))
+    formula = _total(syms, overlap)
     redundant = int(formula.subs(sizes))
     assert redundant == sum(line.dimension for line in lines)
     parameters = parameter_count(arch)

@@ -735,8 +735,12 @@ def _stream_norms(facts: Facts) -> list[OpNode]:
     """The norms that read the residual stream."""
     points = set(_stream_values(facts))
     reached: list[OpNode] = []
+    seen: set[str] = set()
 
     def walk(value: str) -> None:
+        if value in seen:
+            return
+        seen.add(value)
         for op in facts.readers(value):
             if op.kind in ("add", "scale"):
                 walk(op.output)
