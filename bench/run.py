@@ -64,6 +64,19 @@ def timed(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def timed_pair(a: Callable[[], object], b: Callable[[], object], reps: int) -> tuple[float, float]:
+    """Median seconds of ``a`` and of ``b``, their calls alternated (after one warmup each), so
+    that a drift in the machine's speed (other load, frequency) reaches both alike."""
+    a(), b()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(reps):
+        for fn, out in ((a, times[0]), (b, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def subprocess_seconds(args: list[str], reps: int) -> float:
     return timed(lambda: subprocess.run(args, check=True, capture_output=True), reps, warmup=0)
 
@@ -207,15 +220,14 @@ def bench_throughput(results: Results, quick: bool) -> None:
 
     import torch
 
-    batch, seq, reps = (2, 16, 2) if quick else (4, 128, 3)
+    batch, seq, reps = (2, 16, 2) if quick else (4, 128, 7)
     for kind, (package, sizes) in shapes(quick).items():
         pkg = importlib.import_module(f"generated.{package}")
         torch.manual_seed(0)
         ours = pkg.Model(**sizes).train()
         theirs = _hf(kind, sizes).train()
         ids = _tokens(sizes["vocab"], batch, seq)
-        t_ours = timed(_fwd_bwd(ours, ids), reps)
-        t_hf = timed(_fwd_bwd(theirs, ids), reps)
+        t_ours, t_hf = timed_pair(_fwd_bwd(ours, ids), _fwd_bwd(theirs, ids), reps)
         label = f"{kind} (width {sizes['width']}, {sizes['layers']} layers, {batch}×{seq}, fp32)"
         results.add(
             "throughput",

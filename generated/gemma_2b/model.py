@@ -151,8 +151,7 @@ class Norm(nn.Module):
         self.gain = zeros(width, **factory)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return x * (1.0 + self.gain)
+        return F.rms_norm(x, x.shape[-1:], 1.0 + self.gain, self.eps)
 
 
 class Embeddings(nn.Module):

@@ -147,9 +147,7 @@ class Norm(nn.Module):
         self.bias = zeros(width, **factory)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x - x.mean(-1, keepdim=True)
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return x * self.gain + self.bias
+        return F.layer_norm(x, x.shape[-1:], self.gain, self.bias, self.eps)
 
 
 class Embeddings(nn.Module):
@@ -184,11 +182,11 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, width) -> the attention output (B, T, width)."""
         s = self.s
-        q = x @ self.W_Q + self.b_Q
+        q = F.linear(x, self.W_Q.T, self.b_Q)
         q_heads = split_heads(q, s.heads)  # (B, heads, T, head_width)
-        k = x @ self.W_K + self.b_K
+        k = F.linear(x, self.W_K.T, self.b_K)
         k_heads = split_heads(k, s.kv_heads)  # (B, kv_heads, T, head_width)
-        v = x @ self.W_V + self.b_V
+        v = F.linear(x, self.W_V.T, self.b_V)
         v_heads = split_heads(v, s.kv_heads)  # (B, kv_heads, T, head_width)
         # scores, softmax and weighted sum, fused (causal)
         mixed = F.scaled_dot_product_attention(
@@ -200,7 +198,7 @@ class Attention(nn.Module):
             enable_gqa=s.kv_heads < s.heads,
         )
         merged = merge_heads(mixed)  # (B, T, heads * head_width)
-        attn_out = merged @ self.W_O + self.b_O
+        attn_out = F.linear(merged, self.W_O.T, self.b_O)
         return attn_out
 
 
@@ -216,9 +214,9 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, width) -> the MLP output (B, T, width)."""
-        up = x @ self.W_up + self.b_up
+        up = F.linear(x, self.W_up.T, self.b_up)
         hidden = F.gelu(up, approximate="tanh")
-        mlp_out = hidden @ self.W_down + self.b_down
+        mlp_out = F.linear(hidden, self.W_down.T, self.b_down)
         return mlp_out
 
 

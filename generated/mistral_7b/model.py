@@ -165,8 +165,7 @@ class Norm(nn.Module):
         self.gain = ones(width, **factory)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return x * self.gain
+        return F.rms_norm(x, x.shape[-1:], self.gain, self.eps)
 
 
 class Embeddings(nn.Module):
