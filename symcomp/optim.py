@@ -89,10 +89,7 @@ class QuotientOptimizer:
     def _horizontal(self, update: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.projection == "joint":
             return self._quotient.project_horizontal(self.model, update, tol=self.tol)
-        geometry = self._geometry.geometry(self.model, "euclidean")
-        flat = torch.cat([u.to(torch.float64).reshape(-1) for u in update.values()])
-        named = self._geometry.unflatten(self.model, geometry.project(flat))
-        return {name: named[name].to(u.dtype) for name, u in update.items()}
+        return self._geometry.project_heads(self.model, update)
 
     @torch.no_grad()
     def _recanonicalize(self) -> None:

@@ -159,6 +159,25 @@ def test_heads_projection_removes_the_head_gauges_alone():
         QuotientOptimizer(model, inner, projection="pairs")
 
 
+def test_project_heads_is_the_flat_projection_on_the_paired_parameters():
+    """geometry.project_heads touches only what the pairs move, and there agrees with the
+    projection of the whole flat vector."""
+    from generated.gpt2_small import geometry
+
+    model = _model()
+    g = torch.Generator().manual_seed(2)
+    update = {
+        n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in model.named_parameters()
+    }
+    flat = torch.cat([u.reshape(-1) for u in update.values()])
+    want = geometry.unflatten(model, geometry.geometry(model, "euclidean").project(flat))
+    got = geometry.project_heads(model, update)
+    moved = [n for n in update if not torch.equal(got[n], update[n])]
+    assert moved and all(".attn." in n for n in moved)
+    for name in update:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12)
+
+
 def test_the_reduced_model_trains():
     """Adam on the gauge-fixed model: finite gradients (the chart's translation solve once
     differentiated through an SVD with repeated singular values, giving NaN) and a lower loss."""

@@ -10,12 +10,15 @@ The GL(k) pairs (``G Hᵀ`` invariant under ``(G, H) -> (G A, H A^-T)``), one pe
 
 Every other weight is treated elementwise. ``geometry(model, "inv")`` freezes a metric at the
 model's current parameters; ``unflatten`` turns a flat vector back into named tensors, for
-``torch.func.functional_call``.
+``torch.func.functional_call``; ``project_heads(model, update)`` is the per-head least-squares
+projection of an optimizer's update, on the paired parameters alone.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -32,6 +35,7 @@ __all__ = [
     "flat_parameters",
     "geometry",
     "pair_indices",
+    "project_heads",
     "unflatten",
 ]
 
@@ -65,15 +69,24 @@ def unflatten(model: Model, theta: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def pair_indices(model: Model) -> list[tuple[Tensor, Tensor]]:
-    """``(index_G, index_H)`` stacks into the flat vector, one per shape of pair, every unit of
-    every GL(k) pair group of the model."""
-    S = gauge.as_sizes(model.sizes)
-    names, offsets, shapes, start = [], {}, {}, 0
-    for name, p in model.named_parameters():
-        names.append(name)
-        offsets[name], shapes[name] = start, tuple(p.shape)
-        start += p.numel()
+def pair_indices(model: Model, names: list[str] | None = None) -> list[tuple[Tensor, Tensor]]:
+    """``(index_G, index_H)`` stacks into the flat vector of the parameters ``names`` (all of
+    them, in ``named_parameters`` order, by default), one per shape of pair, every unit of every
+    GL(k) pair group of the model."""
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    names = list(shapes) if names is None else names
+    sizes = tuple(sorted(gauge.as_sizes(model.sizes).items()))
+    return _pair_indices(tuple((name, shapes[name]) for name in names), sizes)
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_indices(shapes: tuple[tuple[str, tuple[int, ...]], ...], sizes: tuple) -> list:
+    S = dict(sizes)
+    names, offsets, start = [name for name, _ in shapes], {}, 0
+    for name, shape in shapes:
+        offsets[name] = start
+        start += math.prod(shape)
+    shape_of = dict(shapes)
     stacks: dict[tuple, tuple[list[Tensor], list[Tensor]]] = {}
     for group_name, roles in PAIRS.items():
         group = GROUPS[group_name]
@@ -81,9 +94,9 @@ def pair_indices(model: Model) -> list[tuple[Tensor, Tensor]]:
             parts: dict[str, list[Tensor]] = {"G": [], "H": []}
             for act, target, _, block, _ in gauge._contexts(group, names, unit, S):
                 numbered = torch.arange(
-                    offsets[target], offsets[target] + math.prod(shapes[target])
+                    offsets[target], offsets[target] + math.prod(shape_of[target])
                 )
-                numbered = numbered.to(torch.float64).reshape(shapes[target])
+                numbered = numbered.to(torch.float64).reshape(shape_of[target])
                 index = gauge.view(group, {target: numbered}, unit, target, S, block)
                 factor, transposed = roles[act.target]
                 parts[factor].append(index.T if transposed else index)
@@ -92,6 +105,37 @@ def pair_indices(model: Model) -> list[tuple[Tensor, Tensor]]:
             stack[0].append(G)
             stack[1].append(H)
     return [(torch.stack(Gs), torch.stack(Hs)) for Gs, Hs in stacks.values()]
+
+
+def _paired_names(model: Model) -> list[str]:
+    """The parameters some GL(k) pair moves, in ``named_parameters`` order."""
+    S = gauge.as_sizes(model.sizes)
+    names = [name for name, _ in model.named_parameters()]
+    moved = set()
+    for group_name in PAIRS:
+        group = GROUPS[group_name]
+        for unit in gauge.units(group, S):
+            moved.update(target for _, target, _, _, _ in gauge._contexts(group, names, unit, S))
+    return [name for name in names if name in moved]
+
+
+def project_heads(model: Model, update: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The per-head least-squares projection of ``update`` (name -> tensor) at the model's
+    parameters: ``geometry(model, "euclidean").project`` restricted to the parameters the pairs
+    move (the others come back as they are), so that its cost is that of the heads alone. It
+    runs in the parameters' dtype (float64 for a float64 model)."""
+    names = _paired_names(model)
+    if not names:
+        return dict(update)
+    params = dict(model.named_parameters())
+    dtype = params[names[0]].dtype
+    theta = torch.cat([params[n].detach().to(dtype).reshape(-1) for n in names])
+    x = torch.cat([update[n].to(dtype).reshape(-1) for n in names])
+    flat = Geometry(theta, pair_indices(model, names), "euclidean").project(x, inplace=True)
+    out = dict(update)
+    for name, part in zip(names, flat.split([params[n].numel() for n in names]), strict=True):
+        out[name] = part.view(update[name].shape).to(update[name].dtype)
+    return out
 
 
 def geometry(model: Model, metric: str = "inv", *, second_order: bool = True) -> Geometry:

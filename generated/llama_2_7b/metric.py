@@ -165,9 +165,10 @@ class Geometry:
                     raise ValueError("a parameter entry belongs to two pairs")
                 paired[index] = True
         self.elementwise = ~paired  # entries under the elementwise (or Euclidean) metric
-        self.live = self.elementwise & (self.theta != 0) | paired
-        if metric == "euclidean":
+        if metric == "euclidean":  # every entry live, no weights: nothing to precompute
             self.live = torch.ones_like(paired)
+            return
+        self.live = self.elementwise & (self.theta != 0) | paired
         w = torch.where(self.live, self.theta, torch.ones_like(self.theta))
         self._w2 = w * w  # the elementwise metric's weights (1 where frozen; zeroed elsewhere)
 
@@ -196,12 +197,15 @@ class Geometry:
             block.write(out, *block.rgrad(self.metric, *block.read(egrad)))
         return out
 
-    def project(self, x: Tensor) -> Tensor:
+    def project(self, x: Tensor, *, inplace: bool = False) -> Tensor:
         """The horizontal part of ``x`` (orthogonal to the pairs' orbits in this metric);
         frozen entries set to zero. With the Euclidean metric and pairs, this is the per-head
         least-squares projection of an optimizer's update (the design note's A1/A3 Sylvester
         equations, batched over heads)."""
-        out = torch.where(self.live, x, torch.zeros_like(x))
+        if self.metric == "euclidean":  # ``inplace``: write into x (the Euclidean case only)
+            out = x if inplace else x.clone()
+        else:
+            out = torch.where(self.live, x, 0.0)
         for block in self.blocks:
             block.write(out, *block.project(self.metric, *block.read(x)))
         return out
