@@ -27,7 +27,7 @@ from symcomp.codegen.render import render
 from symcomp.ir.graph import build_graph
 from symcomp.spec.model import CustomGroup, Spec
 from symcomp.symmetry.analysis import groups_of, redundancy_formula
-from symcomp.symmetry.catalogue import SIZE_SYMBOLS
+from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 
 # the instance the generated tests run on: the structure of the spec, tiny sizes
 TINY_SIZES = {"width": 8, "heads": 2, "head_width": 4, "hidden": 12, "vocab": 11, "positions": 6}
@@ -76,9 +76,9 @@ def tiny_sizes(spec: Spec, groups: tuple[GroupCode, ...] = ()) -> dict[str, int]
     return {"layers": layers, **sizes}
 
 
-def _redundant_at(spec: Spec, sizes: dict[str, int]) -> tuple[int, str]:
-    """The closed-form redundancy of the spec, evaluated at ``sizes``."""
-    formula = redundancy_formula(spec)
+def _redundant_at(spec: Spec, sizes: dict[str, int], syms: Symmetries) -> tuple[int, str]:
+    """The closed-form redundancy of the spec (groups ``syms``), evaluated at ``sizes``."""
+    formula = redundancy_formula(spec, syms)
     fraction = getattr(spec.architecture.positions, "rotated_fraction", 0.0)
     values = {**sizes, "rotary_width": int(sizes["head_width"] * fraction)}
     subs = {SIZE_SYMBOLS[key]: value for key, value in values.items() if key in SIZE_SYMBOLS}
@@ -95,7 +95,7 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
     groups = tuple(render_group(group, cid, spec.architecture) for group, cid in copies)
     texts = {group.name: dict(group.acts) for group, _ in copies}
     tiny = tiny_sizes(spec, groups)
-    redundant, formula = _redundant_at(spec, tiny)
+    redundant, formula = _redundant_at(spec, tiny, symmetries)
     context = {
         "header": head,
         "name": spec.name,
@@ -107,7 +107,7 @@ def compile_spec(spec: Spec, source_text: str) -> Package:
         "formula": formula,
     }
     files = {
-        "model.py": head + "\n" + render_model(spec, hf_model_type=spec.hf_model_type),
+        "model.py": head + "\n" + render_model(spec, hf_model_type=spec.hf_model_type, graph=graph),
         "gauge.py": render("gauge.py.j2", **context),
         "groups.py": render("groups.py.j2", **context),
         "metric.py": head + "\n" + metric_source(),

@@ -914,14 +914,16 @@ def _check_lines(text: str) -> None:
     assert not long, f"generated lines longer than {LINE_LENGTH}: {long}"
 
 
-def render_model(spec: Spec, *, hf_model_type: str | None = None) -> str:
+def render_model(
+    spec: Spec, *, hf_model_type: str | None = None, graph: Graph | None = None
+) -> str:
     """The text of the standalone ``model.py`` of ``spec``, generated from its graph IR.
 
     ``hf_model_type`` (a transformers ``model_type``, e.g. ``"gpt2"``): also emit ``HF_NAMES``,
     our parameter names -> that family's state-dict names. The spec does not record its family,
-    so without it the table is left out.
+    so without it the table is left out. ``graph``: the spec's graph, when the caller has it.
     """
-    graph = build_graph(spec)
+    graph = graph or build_graph(spec)
     block, sublayers = _block_class(graph)
     model_attrs, model_forward, containers = _model_parts(graph)
     classes = tuple(containers[:1] + sublayers + [block] + containers[1:])

@@ -159,12 +159,13 @@ def _total(syms: Symmetries, overlap: sympy.Expr) -> sympy.Expr:
     return sympy.expand(sum(terms, sympy.Integer(0)))
 
 
-def redundancy_formula(spec: Spec | Architecture) -> sympy.Expr:
+def redundancy_formula(spec: Spec | Architecture, syms: Symmetries | None = None) -> sympy.Expr:
     """The closed-form redundancy of :func:`analyze`, without the rest of its table (the SymPy
-    form of each action is most of its cost; ``symcomp compile`` needs only the count)."""
+    form of each action is most of its cost; ``symcomp compile`` needs only the count).
+    ``syms``: the spec's groups, when the caller has derived them."""
     arch = spec.architecture if isinstance(spec, Spec) else spec
     symmetries = spec.symmetries if isinstance(spec, Spec) else "auto"
-    syms = groups_of(build_graph(arch), symmetries)
+    syms = syms or groups_of(build_graph(arch), symmetries)
     return _total(syms, overlap_formula(arch, symmetries))
 
 

@@ -749,7 +749,8 @@ def _stream_norms(facts: Facts) -> list[OpNode]:
 
     for value in points:
         walk(value)
-    return [op for op in facts.graph.ops if op in reached and facts.first_layer_or_global(op)]
+    found = set(map(id, reached))
+    return [op for op in facts.graph.ops if id(op) in found and facts.first_layer_or_global(op)]
 
 
 @rule
