@@ -280,14 +280,22 @@ def bench_compiled(results: Results, quick: bool) -> None:
     batch, seq = (2, 16) if quick else (4, 128)
     model = gpt2_small.Model(**sizes).train()
     ids = _tokens(sizes["vocab"], batch, seq)
-    eager = timed(_fwd_bwd(model, ids), 2 if quick else 5)
+    share = _matmul_share(_fwd_bwd(model, ids))
+    results.add(
+        "compiled",
+        f"gpt2 width {sizes['width']}, {sizes['layers']} layers: share of eager fwd+bwd in "
+        "matmul and attention kernels",
+        share,
+        "",
+        note=f"what compiling cannot speed up: at most {1 / share:.2f}× if all the rest vanished",
+    )
     try:
         # --quick checks the path through dynamo only; inductor's C++ build takes a minute
         compiled = model.compiled(backend="eager") if quick else model.compiled()
         start = time.perf_counter()
         _fwd_bwd(compiled, ids)()
         warm = time.perf_counter() - start
-        fast = timed(_fwd_bwd(compiled, ids), 2 if quick else 5)
+        eager, fast = timed_pair(_fwd_bwd(model, ids), _fwd_bwd(compiled, ids), 2 if quick else 5)
     except Exception as error:  # inductor needs a C compiler; report, do not crash
         results.add(
             "compiled", "torch.compile failed", 0.0, "", note=f"{type(error).__name__}: {error}"
@@ -302,6 +310,23 @@ def bench_compiled(results: Results, quick: bool) -> None:
         met=eager / fast >= 1.3,
         note=f"eager {eager:.3f} s, compiled {fast:.3f} s; first compiled call {warm:.1f} s",
     )
+
+
+# the kernels a CPU spends its matmul FLOPs in (scaled-dot-product attention's included)
+MATMUL_KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "flash_attention")
+
+
+def _matmul_share(step: Callable[[], None]) -> float:
+    """The share of ``step``'s CPU time (self time, every op) spent in matmul kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if any(k in e.key for k in MATMUL_KERNELS))
+    return matmul / total if total else 0.0
 
 
 def bench_reduced(results: Results, quick: bool) -> None:
