@@ -69,6 +69,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_K",
                 lambda v, t, S: v("layers.*.attn.b_K") + t,
                 "b_K + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -118,6 +119,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_V",
                 lambda v, t, S: v("layers.*.attn.b_V") + t,
                 "b_V + t",
+                shift=True,
             ),
             Act(
                 "layers.*.attn.b_O",
@@ -151,7 +153,7 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "head.W_dense",
-                lambda v, s, S: mm(inv(diag(s)), v("head.W_dense")),
+                lambda v, s, S: mm(diag(1.0 / s), v("head.W_dense")),
                 "diag(s)^-1 W_dense",
                 form=("left", "E^-1", 0.0),
             ),
@@ -187,11 +189,13 @@ GROUPS: dict[str, Group] = {
                 "layers.0.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "embed_norm.bias",
                 lambda v, t, S: v("embed_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -215,11 +219,13 @@ GROUPS: dict[str, Group] = {
                 "layers.0.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.0.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -243,11 +249,13 @@ GROUPS: dict[str, Group] = {
                 "layers.1.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.1.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -271,11 +279,13 @@ GROUPS: dict[str, Group] = {
                 "layers.2.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.2.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -299,11 +309,13 @@ GROUPS: dict[str, Group] = {
                 "layers.3.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.3.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -327,11 +339,13 @@ GROUPS: dict[str, Group] = {
                 "layers.4.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.4.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -355,11 +369,13 @@ GROUPS: dict[str, Group] = {
                 "layers.5.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.5.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -383,11 +399,13 @@ GROUPS: dict[str, Group] = {
                 "layers.6.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.6.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -411,11 +429,13 @@ GROUPS: dict[str, Group] = {
                 "layers.7.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.7.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -439,11 +459,13 @@ GROUPS: dict[str, Group] = {
                 "layers.8.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.8.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -467,11 +489,13 @@ GROUPS: dict[str, Group] = {
                 "layers.9.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.9.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -495,11 +519,13 @@ GROUPS: dict[str, Group] = {
                 "layers.10.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.10.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -523,11 +549,13 @@ GROUPS: dict[str, Group] = {
                 "layers.11.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
             Act(
                 "layers.11.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -561,11 +589,13 @@ GROUPS: dict[str, Group] = {
                 "layers.1.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.0.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -599,11 +629,13 @@ GROUPS: dict[str, Group] = {
                 "layers.2.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.1.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -637,11 +669,13 @@ GROUPS: dict[str, Group] = {
                 "layers.3.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.2.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -675,11 +709,13 @@ GROUPS: dict[str, Group] = {
                 "layers.4.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.3.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -713,11 +749,13 @@ GROUPS: dict[str, Group] = {
                 "layers.5.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.4.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -751,11 +789,13 @@ GROUPS: dict[str, Group] = {
                 "layers.6.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.5.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -789,11 +829,13 @@ GROUPS: dict[str, Group] = {
                 "layers.7.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.6.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -827,11 +869,13 @@ GROUPS: dict[str, Group] = {
                 "layers.8.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.7.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -865,11 +909,13 @@ GROUPS: dict[str, Group] = {
                 "layers.9.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.8.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -903,11 +949,13 @@ GROUPS: dict[str, Group] = {
                 "layers.10.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.9.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -941,11 +989,13 @@ GROUPS: dict[str, Group] = {
                 "layers.11.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
+                shift=True,
             ),
             Act(
                 "layers.10.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -964,6 +1014,7 @@ GROUPS: dict[str, Group] = {
                 "layers.11.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
             Act(
                 "head.b_dense",
@@ -987,6 +1038,7 @@ GROUPS: dict[str, Group] = {
                 "head_norm.bias",
                 lambda v, t, S: v("head_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
             Act(
                 "unembed.b_U",
@@ -1010,7 +1062,7 @@ GROUPS: dict[str, Group] = {
                 "layers.0.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("embed_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("embed_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(embed_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1020,7 +1072,7 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("embed_norm.bias"), inv(diag(v("embed_norm.gain")))),
+                            mm(v("embed_norm.bias"), diag(1.0 / v("embed_norm.gain"))),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1045,7 +1097,7 @@ GROUPS: dict[str, Group] = {
                 "layers.0.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("embed_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("embed_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(embed_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1055,7 +1107,7 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("embed_norm.bias"), inv(diag(v("embed_norm.gain")))),
+                            mm(v("embed_norm.bias"), diag(1.0 / v("embed_norm.gain"))),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1080,7 +1132,7 @@ GROUPS: dict[str, Group] = {
                 "layers.0.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("embed_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("embed_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(embed_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1090,7 +1142,7 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("embed_norm.bias"), inv(diag(v("embed_norm.gain")))),
+                            mm(v("embed_norm.bias"), diag(1.0 / v("embed_norm.gain"))),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1115,7 +1167,7 @@ GROUPS: dict[str, Group] = {
                 "layers.0.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.0.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1127,7 +1179,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1153,7 +1205,7 @@ GROUPS: dict[str, Group] = {
                 "layers.1.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.1.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1165,7 +1217,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1191,7 +1243,7 @@ GROUPS: dict[str, Group] = {
                 "layers.2.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.2.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1203,7 +1255,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1229,7 +1281,7 @@ GROUPS: dict[str, Group] = {
                 "layers.3.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.3.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1241,7 +1293,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1267,7 +1319,7 @@ GROUPS: dict[str, Group] = {
                 "layers.4.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.4.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1279,7 +1331,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1305,7 +1357,7 @@ GROUPS: dict[str, Group] = {
                 "layers.5.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.5.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1317,7 +1369,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1343,7 +1395,7 @@ GROUPS: dict[str, Group] = {
                 "layers.6.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.6.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1355,7 +1407,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1381,7 +1433,7 @@ GROUPS: dict[str, Group] = {
                 "layers.7.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.7.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1393,7 +1445,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1419,7 +1471,7 @@ GROUPS: dict[str, Group] = {
                 "layers.8.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.8.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1431,7 +1483,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1457,7 +1509,7 @@ GROUPS: dict[str, Group] = {
                 "layers.9.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.9.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1469,7 +1521,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1495,7 +1547,7 @@ GROUPS: dict[str, Group] = {
                 "layers.10.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.10.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1507,7 +1559,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1533,7 +1585,7 @@ GROUPS: dict[str, Group] = {
                 "layers.11.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.11.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1545,7 +1597,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1571,7 +1623,7 @@ GROUPS: dict[str, Group] = {
                 "layers.1.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.0.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.0.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1581,7 +1633,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.0.mlp_norm.bias"), inv(diag(v("layers.0.mlp_norm.gain")))),
+                            mm(
+                                v("layers.0.mlp_norm.bias"), diag(1.0 / v("layers.0.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1606,7 +1660,7 @@ GROUPS: dict[str, Group] = {
                 "layers.2.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.1.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.1.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1616,7 +1670,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.1.mlp_norm.bias"), inv(diag(v("layers.1.mlp_norm.gain")))),
+                            mm(
+                                v("layers.1.mlp_norm.bias"), diag(1.0 / v("layers.1.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1641,7 +1697,7 @@ GROUPS: dict[str, Group] = {
                 "layers.3.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.2.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.2.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1651,7 +1707,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.2.mlp_norm.bias"), inv(diag(v("layers.2.mlp_norm.gain")))),
+                            mm(
+                                v("layers.2.mlp_norm.bias"), diag(1.0 / v("layers.2.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1676,7 +1734,7 @@ GROUPS: dict[str, Group] = {
                 "layers.4.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.3.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.3.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1686,7 +1744,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.3.mlp_norm.bias"), inv(diag(v("layers.3.mlp_norm.gain")))),
+                            mm(
+                                v("layers.3.mlp_norm.bias"), diag(1.0 / v("layers.3.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1711,7 +1771,7 @@ GROUPS: dict[str, Group] = {
                 "layers.5.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.4.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.4.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1721,7 +1781,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.4.mlp_norm.bias"), inv(diag(v("layers.4.mlp_norm.gain")))),
+                            mm(
+                                v("layers.4.mlp_norm.bias"), diag(1.0 / v("layers.4.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1746,7 +1808,7 @@ GROUPS: dict[str, Group] = {
                 "layers.6.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.5.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.5.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1756,7 +1818,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.5.mlp_norm.bias"), inv(diag(v("layers.5.mlp_norm.gain")))),
+                            mm(
+                                v("layers.5.mlp_norm.bias"), diag(1.0 / v("layers.5.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1781,7 +1845,7 @@ GROUPS: dict[str, Group] = {
                 "layers.7.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.6.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.6.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1791,7 +1855,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.6.mlp_norm.bias"), inv(diag(v("layers.6.mlp_norm.gain")))),
+                            mm(
+                                v("layers.6.mlp_norm.bias"), diag(1.0 / v("layers.6.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1816,7 +1882,7 @@ GROUPS: dict[str, Group] = {
                 "layers.8.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.7.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.7.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1826,7 +1892,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.7.mlp_norm.bias"), inv(diag(v("layers.7.mlp_norm.gain")))),
+                            mm(
+                                v("layers.7.mlp_norm.bias"), diag(1.0 / v("layers.7.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1851,7 +1919,7 @@ GROUPS: dict[str, Group] = {
                 "layers.9.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.8.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.8.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1861,7 +1929,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.8.mlp_norm.bias"), inv(diag(v("layers.8.mlp_norm.gain")))),
+                            mm(
+                                v("layers.8.mlp_norm.bias"), diag(1.0 / v("layers.8.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1886,7 +1956,7 @@ GROUPS: dict[str, Group] = {
                 "layers.10.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.9.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.9.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1896,7 +1966,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.9.mlp_norm.bias"), inv(diag(v("layers.9.mlp_norm.gain")))),
+                            mm(
+                                v("layers.9.mlp_norm.bias"), diag(1.0 / v("layers.9.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1921,7 +1993,7 @@ GROUPS: dict[str, Group] = {
                 "layers.11.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.10.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.10.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1933,7 +2005,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.10.mlp_norm.bias"),
-                                inv(diag(v("layers.10.mlp_norm.gain"))),
+                                diag(1.0 / v("layers.10.mlp_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -1959,7 +2031,7 @@ GROUPS: dict[str, Group] = {
                 "layers.1.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.0.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.0.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -1969,7 +2041,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.0.mlp_norm.bias"), inv(diag(v("layers.0.mlp_norm.gain")))),
+                            mm(
+                                v("layers.0.mlp_norm.bias"), diag(1.0 / v("layers.0.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -1994,7 +2068,7 @@ GROUPS: dict[str, Group] = {
                 "layers.2.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.1.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.1.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2004,7 +2078,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.1.mlp_norm.bias"), inv(diag(v("layers.1.mlp_norm.gain")))),
+                            mm(
+                                v("layers.1.mlp_norm.bias"), diag(1.0 / v("layers.1.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2029,7 +2105,7 @@ GROUPS: dict[str, Group] = {
                 "layers.3.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.2.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.2.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2039,7 +2115,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.2.mlp_norm.bias"), inv(diag(v("layers.2.mlp_norm.gain")))),
+                            mm(
+                                v("layers.2.mlp_norm.bias"), diag(1.0 / v("layers.2.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2064,7 +2142,7 @@ GROUPS: dict[str, Group] = {
                 "layers.4.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.3.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.3.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2074,7 +2152,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.3.mlp_norm.bias"), inv(diag(v("layers.3.mlp_norm.gain")))),
+                            mm(
+                                v("layers.3.mlp_norm.bias"), diag(1.0 / v("layers.3.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2099,7 +2179,7 @@ GROUPS: dict[str, Group] = {
                 "layers.5.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.4.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.4.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2109,7 +2189,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.4.mlp_norm.bias"), inv(diag(v("layers.4.mlp_norm.gain")))),
+                            mm(
+                                v("layers.4.mlp_norm.bias"), diag(1.0 / v("layers.4.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2134,7 +2216,7 @@ GROUPS: dict[str, Group] = {
                 "layers.6.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.5.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.5.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2144,7 +2226,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.5.mlp_norm.bias"), inv(diag(v("layers.5.mlp_norm.gain")))),
+                            mm(
+                                v("layers.5.mlp_norm.bias"), diag(1.0 / v("layers.5.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2169,7 +2253,7 @@ GROUPS: dict[str, Group] = {
                 "layers.7.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.6.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.6.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2179,7 +2263,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.6.mlp_norm.bias"), inv(diag(v("layers.6.mlp_norm.gain")))),
+                            mm(
+                                v("layers.6.mlp_norm.bias"), diag(1.0 / v("layers.6.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2204,7 +2290,7 @@ GROUPS: dict[str, Group] = {
                 "layers.8.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.7.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.7.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2214,7 +2300,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.7.mlp_norm.bias"), inv(diag(v("layers.7.mlp_norm.gain")))),
+                            mm(
+                                v("layers.7.mlp_norm.bias"), diag(1.0 / v("layers.7.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2239,7 +2327,7 @@ GROUPS: dict[str, Group] = {
                 "layers.9.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.8.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.8.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2249,7 +2337,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.8.mlp_norm.bias"), inv(diag(v("layers.8.mlp_norm.gain")))),
+                            mm(
+                                v("layers.8.mlp_norm.bias"), diag(1.0 / v("layers.8.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2274,7 +2364,7 @@ GROUPS: dict[str, Group] = {
                 "layers.10.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.9.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.9.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2284,7 +2374,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.9.mlp_norm.bias"), inv(diag(v("layers.9.mlp_norm.gain")))),
+                            mm(
+                                v("layers.9.mlp_norm.bias"), diag(1.0 / v("layers.9.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2309,7 +2401,7 @@ GROUPS: dict[str, Group] = {
                 "layers.11.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.10.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.10.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2321,7 +2413,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.10.mlp_norm.bias"),
-                                inv(diag(v("layers.10.mlp_norm.gain"))),
+                                diag(1.0 / v("layers.10.mlp_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -2347,7 +2439,7 @@ GROUPS: dict[str, Group] = {
                 "layers.1.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.0.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.0.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2357,7 +2449,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.0.mlp_norm.bias"), inv(diag(v("layers.0.mlp_norm.gain")))),
+                            mm(
+                                v("layers.0.mlp_norm.bias"), diag(1.0 / v("layers.0.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2382,7 +2476,7 @@ GROUPS: dict[str, Group] = {
                 "layers.2.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.1.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.1.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2392,7 +2486,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.1.mlp_norm.bias"), inv(diag(v("layers.1.mlp_norm.gain")))),
+                            mm(
+                                v("layers.1.mlp_norm.bias"), diag(1.0 / v("layers.1.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2417,7 +2513,7 @@ GROUPS: dict[str, Group] = {
                 "layers.3.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.2.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.2.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2427,7 +2523,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.2.mlp_norm.bias"), inv(diag(v("layers.2.mlp_norm.gain")))),
+                            mm(
+                                v("layers.2.mlp_norm.bias"), diag(1.0 / v("layers.2.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2452,7 +2550,7 @@ GROUPS: dict[str, Group] = {
                 "layers.4.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.3.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.3.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2462,7 +2560,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.3.mlp_norm.bias"), inv(diag(v("layers.3.mlp_norm.gain")))),
+                            mm(
+                                v("layers.3.mlp_norm.bias"), diag(1.0 / v("layers.3.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2487,7 +2587,7 @@ GROUPS: dict[str, Group] = {
                 "layers.5.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.4.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.4.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2497,7 +2597,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.4.mlp_norm.bias"), inv(diag(v("layers.4.mlp_norm.gain")))),
+                            mm(
+                                v("layers.4.mlp_norm.bias"), diag(1.0 / v("layers.4.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2522,7 +2624,7 @@ GROUPS: dict[str, Group] = {
                 "layers.6.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.5.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.5.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2532,7 +2634,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.5.mlp_norm.bias"), inv(diag(v("layers.5.mlp_norm.gain")))),
+                            mm(
+                                v("layers.5.mlp_norm.bias"), diag(1.0 / v("layers.5.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2557,7 +2661,7 @@ GROUPS: dict[str, Group] = {
                 "layers.7.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.6.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.6.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2567,7 +2671,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.6.mlp_norm.bias"), inv(diag(v("layers.6.mlp_norm.gain")))),
+                            mm(
+                                v("layers.6.mlp_norm.bias"), diag(1.0 / v("layers.6.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2592,7 +2698,7 @@ GROUPS: dict[str, Group] = {
                 "layers.8.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.7.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.7.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2602,7 +2708,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.7.mlp_norm.bias"), inv(diag(v("layers.7.mlp_norm.gain")))),
+                            mm(
+                                v("layers.7.mlp_norm.bias"), diag(1.0 / v("layers.7.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2627,7 +2735,7 @@ GROUPS: dict[str, Group] = {
                 "layers.9.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.8.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.8.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2637,7 +2745,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.8.mlp_norm.bias"), inv(diag(v("layers.8.mlp_norm.gain")))),
+                            mm(
+                                v("layers.8.mlp_norm.bias"), diag(1.0 / v("layers.8.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2662,7 +2772,7 @@ GROUPS: dict[str, Group] = {
                 "layers.10.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.9.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.9.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2672,7 +2782,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.9.mlp_norm.bias"), inv(diag(v("layers.9.mlp_norm.gain")))),
+                            mm(
+                                v("layers.9.mlp_norm.bias"), diag(1.0 / v("layers.9.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -2697,7 +2809,7 @@ GROUPS: dict[str, Group] = {
                 "layers.11.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.10.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.10.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2709,7 +2821,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.10.mlp_norm.bias"),
-                                inv(diag(v("layers.10.mlp_norm.gain"))),
+                                diag(1.0 / v("layers.10.mlp_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -2735,7 +2847,7 @@ GROUPS: dict[str, Group] = {
                 "head.W_dense",
                 lambda v, t, S: (
                     v("head.W_dense")
-                    + mm(mm(inv(diag(v("layers.11.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.11.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_dense + diag(layers.11.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -2747,7 +2859,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.11.mlp_norm.bias"),
-                                inv(diag(v("layers.11.mlp_norm.gain"))),
+                                diag(1.0 / v("layers.11.mlp_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -2775,6 +2887,7 @@ GROUPS: dict[str, Group] = {
                     v("embed.W_E") + mm(mm(t, T(ones(int(S["vocab"])))), ones(int(S["width"])))
                 ),
                 "W_E + t ones(vocab)^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -2793,6 +2906,7 @@ GROUPS: dict[str, Group] = {
                 "embed.W_P",
                 lambda v, t, S: v("embed.W_P") + mm(T(t), ones(int(S["width"]))),
                 "W_P + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -2811,6 +2925,7 @@ GROUPS: dict[str, Group] = {
                 "embed.W_T",
                 lambda v, t, S: v("embed.W_T") + mm(T(t), ones(int(S["width"]))),
                 "W_T + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -2829,6 +2944,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_O",
                 lambda v, t, S: v("layers.*.attn.W_O") + mm(T(t), ones(int(S["width"]))),
                 "W_O + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -2847,6 +2963,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") + mm(t, ones(int(S["width"]))),
                 "b_O + t ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -2865,6 +2982,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_down",
                 lambda v, t, S: v("layers.*.mlp.W_down") + mm(T(t), ones(int(S["width"]))),
                 "W_down + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -2883,6 +3001,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") + mm(t, ones(int(S["width"]))),
                 "b_down + t ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -2901,11 +3020,13 @@ GROUPS: dict[str, Group] = {
                 "embed.W_E",
                 lambda v, t, S: v("embed.W_E") + mm(T(ones(int(S["vocab"]))), t),
                 "W_E + ones(vocab)^T t",
+                shift=True,
             ),
             Act(
                 "embed.W_P",
                 lambda v, t, S: v("embed.W_P") - mm(T(ones(int(S["positions"] + 0))), t),
                 "W_P - ones(positions + 0)^T t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -2924,11 +3045,13 @@ GROUPS: dict[str, Group] = {
                 "embed.W_E",
                 lambda v, t, S: v("embed.W_E") + mm(T(ones(int(S["vocab"]))), t),
                 "W_E + ones(vocab)^T t",
+                shift=True,
             ),
             Act(
                 "embed.W_T",
                 lambda v, t, S: v("embed.W_T") - mm(T(ones(2)), t),
                 "W_T - ones(2)^T t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -2947,6 +3070,7 @@ GROUPS: dict[str, Group] = {
                 "unembed.b_U",
                 lambda v, t, S: v("unembed.b_U") + mm(t, ones(int(S["vocab"]))),
                 "b_U + t ones(vocab)",
+                shift=True,
             ),
         ),
         positive=False,

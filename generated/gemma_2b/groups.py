@@ -86,19 +86,19 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.attn.W_Q",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_Q")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_Q")),
                 "diag(s)^-1 W_Q",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_K",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_K")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_K")),
                 "diag(s)^-1 W_K",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_V",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_V")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_V")),
                 "diag(s)^-1 W_V",
                 form=("left", "E^-1", 0.0),
             ),
@@ -123,13 +123,13 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.mlp.W_up",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_up")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_up")),
                 "diag(s)^-1 W_up",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.mlp.W_gate",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_gate")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_gate")),
                 "diag(s)^-1 W_gate",
                 form=("left", "E^-1", 0.0),
             ),
@@ -154,7 +154,7 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.mlp.W_down",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_down")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_down")),
                 "diag(s)^-1 W_down",
                 form=("left", "E^-1", 0.0),
             ),

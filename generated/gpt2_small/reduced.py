@@ -236,19 +236,36 @@ class ReducedModel(nn.Module):
 
     def _layout(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """The discrete choices and the masks of determined entries (cached: they change only
-        when the choices do, in ``from_standard`` or ``load_state_dict``)."""
-        record = {key: value.cpu() for key, value in self.record.items()}
-        stamp = tuple(tuple(value.tolist()) for value in record.values())
+        when the choices do, in ``from_standard`` or ``load_state_dict``, which replace or
+        write to the buffers: their storage and version counter say so)."""
+        stamp = tuple((value.data_ptr(), value._version) for value in self.record.values())
         if getattr(self, "_cached", (None,))[0] != stamp:
+            record = {key: value.cpu() for key, value in self.record.items()}
             masks = gauge.determined(CHART, record, self._shapes, self.sizes)
             object.__setattr__(self, "_cached", (stamp, record, masks))
         return self._cached[1], self._cached[2]
 
     def standard_parameters(self) -> dict[str, Tensor]:
         """The standard parameters this point stands for (differentiable in ``free``)."""
-        record, masks = self._layout()
+        record, _ = self._layout()
         free = {name: self.free[_key(name)] for name in self._shapes}
-        return gauge.reconstruct(CHART, free, record, masks, self.sizes)
+        masks, fixed, slices = self._plan(free[next(iter(self._shapes))])
+        return gauge.reconstruct(CHART, free, record, masks, self.sizes, slices, fixed)
+
+    def _plan(self, like: Tensor):
+        """The masks, the fixed entries and the translation slices in ``like``'s dtype and
+        device: what every forward needs that only the choices determine (cached with them)."""
+        record, masks = self._layout()
+        key = (self._cached[0], like.dtype, like.device)
+        if getattr(self, "_planned", (None,))[0] != key:
+            shapes, S = self._shapes, self.sizes
+            plan = (
+                {name: mask.to(like.device) for name, mask in masks.items()},
+                gauge.fixed_entries(CHART, record, masks, S, like.dtype, like.device),
+                gauge.translation_slices(CHART, record, shapes, S, like.dtype, like.device),
+            )
+            object.__setattr__(self, "_planned", (key, plan))
+        return self._planned[1]
 
     @classmethod
     def from_standard(

@@ -18,7 +18,7 @@ import functools
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -32,6 +32,9 @@ def mm(a: Tensor | float, b: Tensor | float) -> Tensor:
         return a * b  # type: ignore[operator, return-value]
     if a.shape == (1, 1) or b.shape == (1, 1):
         return a * b
+    if a.dtype != b.dtype:  # a size-built constant (float64) meets a parameter
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(dtype), b.to(dtype)
     return a @ b
 
 
@@ -104,12 +107,14 @@ _LAYER = re.compile(r"^layers\.(\d+)\.")
 class Act:
     """How a group moves one parameter: ``fn(v, element, S)`` gives its new 2-D value. ``form``
     is (side, f(E), offset) when the move is ``(c + X) f(E) - c`` (right) or ``f(E) X`` (left),
-    X the parameter itself: then its Gram matrix is known in closed form."""
+    X the parameter itself: then its Gram matrix is known in closed form. ``shift`` says the
+    move is ``X + g(E)`` with ``g`` reading no parameter (the same from every point)."""
 
     target: str
     fn: Callable[..., Tensor]
     text: str
     form: tuple[str, str, float] | None = None
+    shift: bool = False
 
 
 @dataclass(frozen=True)
@@ -396,22 +401,42 @@ class DegenerateError(ValueError):
     """A parameter at which the chart is not defined (a rank-deficient head, a zero gain)."""
 
 
-def _greedy_rows(U: Tensor, count: int, exclude: Tensor | None = None) -> list[int]:
-    """Greedy max-volume rows of U (Gram-Schmidt with pivoting)."""
-    U = U.clone()
+def _greedy_rows(U: Tensor, count: int | None, exclude: Tensor | None = None) -> list[int]:
+    """Greedy max-volume rows of U (Gram-Schmidt with pivoting); with ``count`` None, as many
+    as the rows outside ``exclude`` have rank (until every residual is at rounding level).
+    The residual norms are kept up to date with one product ``U q`` per pick (q, the new
+    direction, is orthogonal to the earlier ones, so the deflated U gives the same product):
+    U is read, never rewritten, and read as a sparse matrix when it mostly holds zeros."""
     if exclude is not None:
-        U[exclude] = 0.0
+        U = U.masked_fill(exclude[:, None], 0.0)
+    norms = (U * U).sum(1)
+    first = float(norms.max()) if norms.numel() else 0.0
+    sparse = U.numel() > 0 and int(torch.count_nonzero(U)) < 0.1 * U.numel()
+    product = U.to_sparse() if sparse else U
+    picked = U.new_zeros(0, U.shape[1])
     chosen: list[int] = []
-    for _ in range(count):
-        norms = (U * U).sum(1)
+    while count is None or len(chosen) < count:
+        if count is None and first == 0:
+            break
         # the last of the (numerically) largest: ties are common in structured constraints, and
         # the last entry of a centred row is the one a rotation fixing the ones vector leaves
         i = int(torch.nonzero(norms >= norms.max() * (1 - 1e-9))[-1])
-        if norms[i] <= 1e-24 * max(float(norms.max()), 1.0) or norms[i] == 0:
+        if count is not None and (
+            norms[i] <= 1e-24 * max(float(norms.max()), 1.0) or norms[i] == 0
+        ):
             raise DegenerateError("rank-deficient")
+        residual = U[i]
+        for _ in range(2):  # twice is enough (classical Gram-Schmidt, Kahan and Parlett)
+            residual = residual - picked.T @ (picked @ residual)
+        # the updated norms carry rounding of the order of eps * first: the rank is read off
+        # the candidate's own residual, computed afresh
+        if count is None and float(residual @ residual) <= 1e-20 * first:
+            break
         chosen.append(i)
-        q = U[i] / norms[i].sqrt()
-        U = U - (U @ q)[:, None] * q[None, :]
+        q = residual / residual.norm()
+        picked = torch.cat([picked, q[None]])
+        norms = (norms - (product @ q[:, None])[:, 0] ** 2).clamp_min(0.0)
+        norms[chosen] = 0.0
     return chosen
 
 
@@ -676,20 +701,37 @@ def _joint_paths(chart: Chart, step: Step, unit: Unit) -> list[tuple[str, str]]:
 
 def _anchor_entries(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes):
     """(path, flat index) of every anchor entry a translation step sees: the unit's views of
-    its anchors, less the unread rows (which the chart sets to zero on their own)."""
-    unread = _unread_masks(chart, shapes)
-    out = []
-    for name, path in _joint_paths(chart, step, unit):
-        index = view_index(chart.groups[name], unit, path, tuple(shapes[path]), S).reshape(-1)
-        skip = unread.get(path)
-        out += [(path, int(i)) for i in index if skip is None or not skip[int(i)]]
-    return out
+    its anchors, less the unread rows (which the chart sets to zero on their own). Cached: the
+    reduced model asks on every forward."""
+    key = _cache_key(chart, step, unit, shapes, S)
+    if key not in _ENTRIES:
+        unread = _unread_masks(chart, shapes)
+        out = []
+        for name, path in _joint_paths(chart, step, unit):
+            group = chart.groups[name]
+            index = view_index(group, unit, path, tuple(shapes[path]), S).reshape(-1)
+            skip = unread.get(path)
+            out += [(path, int(i)) for i in index if skip is None or not skip[int(i)]]
+        _ENTRIES[key] = tuple(out)
+    return _ENTRIES[key]
+
+
+_ENTRIES: dict[tuple, tuple[tuple[str, int], ...]] = {}
+
+
+def _cache_key(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes) -> tuple:
+    return (id(chart), step, unit, tuple(sorted(shapes.items())), tuple(sorted(S.items())))
 
 
 def _anchor_vector(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes) -> Tensor:
     shapes = {name: tuple(value.shape) for name, value in params.items()}
     runs = _anchor_runs(chart, step, unit, shapes, S)
-    return torch.cat([params[path].reshape(-1)[index] for path, index in runs])
+    return torch.cat(
+        [
+            params[path].reshape(-1).index_select(0, index.to(params[path].device))
+            for path, index in runs
+        ]
+    )
 
 
 _RUNS: dict[tuple, tuple[tuple[str, Tensor], ...]] = {}
@@ -698,7 +740,7 @@ _RUNS: dict[tuple, tuple[tuple[str, Tensor], ...]] = {}
 def _anchor_runs(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes):
     """:func:`_anchor_entries` as runs ``(path, flat indices)``, in order: one gather per
     parameter instead of one per entry (the reduced model asks on every forward)."""
-    key = (id(chart), step, unit, tuple(sorted(shapes.items())), tuple(sorted(S.items())))
+    key = _cache_key(chart, step, unit, shapes, S)
     if key not in _RUNS:
         runs: list[tuple[str, list[int]]] = []
         for path, flat in _anchor_entries(chart, step, unit, shapes, S):
@@ -729,18 +771,24 @@ def _zero_unread(chart: Chart, params: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _translation_moves(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes):
     """(C, elements): the anchors' change under each translation basis element (columns of
-    C), and those elements as (group, element) pairs. The move is linear in t."""
+    C), and those elements as (group, element) pairs. The move is linear in t, so C is
+    exact; its columns are computed in one batched (``torch.vmap``) application per group."""
     base = _anchor_vector(chart, step, params, unit, S)
-    columns, elements = [], []
+    blocks, elements = [], []
     for name, _ in _members(step):
         group = chart.groups[name]
-        for B in algebra_basis(group, S, chart.rope):
-            moved = apply(group, params, unit, B, S)
-            columns.append(_anchor_vector(chart, step, moved, unit, S) - base)
-            elements.append((name, B))
-    if not columns:  # a translation the RoPE commutant leaves no room for
+        basis = algebra_basis(group, S, chart.rope)
+        if basis.shape[0] == 0:
+            continue
+
+        def move(B: Tensor, group: Group = group) -> Tensor:
+            return _anchor_vector(chart, step, apply(group, params, unit, B, S), unit, S) - base
+
+        blocks.append(torch.vmap(move)(basis.to(base)).T)
+        elements += [(name, B) for B in basis]
+    if not blocks:  # a translation the RoPE commutant leaves no room for
         return torch.zeros(base.numel(), 0, dtype=base.dtype), elements
-    return torch.stack(columns, 1), elements
+    return torch.cat(blocks, 1), elements
 
 
 def _svd(C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -749,23 +797,6 @@ def _svd(C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     top = float(sv.detach().max()) if sv.numel() else 0.0
     rank = int(torch.count_nonzero(sv.detach() > 1e-10 * max(top, 1.0)))
     return U[:, :rank], sv[:rank], Vh[:rank]
-
-
-def _image(C: Tensor) -> Tensor:
-    """An orthonormal basis of the column space of C."""
-    return C if C.shape[1] == 0 else _svd(C)[0]
-
-
-def _spanning(C: Tensor) -> Tensor:
-    """Independent columns spanning the column space of C: ``C V_r``, ``V_r`` its right
-    singular vectors cut at the numerical rank and detached. Unlike the orthonormal basis it
-    has a finite gradient (an SVD's backward divides by gaps between singular values, which
-    are zero here), so the reduced model trains; its span is the same, to first order too."""
-    if C.shape[1] == 0:
-        return C
-    with torch.no_grad():
-        _, _, Vh = _svd(C)
-    return C @ Vh.T
 
 
 def _fix_translations(chart, step, params, unit, S, determined, support):
@@ -788,9 +819,11 @@ def _fix_translations(chart, step, params, unit, S, determined, support):
         parts = [ci * B for ci, (n, B) in zip(c, elements, strict=True) if n == name]
         out = apply(chart.groups[name], out, unit, torch.stack(parts).sum(0), S)
     blocked = torch.tensor([bool(determined[p][i] or support[p][i]) for p, i in entries])
-    free_rank = int(torch.linalg.matrix_rank(U[~blocked])) if bool((~blocked).any()) else 0
-    dependent = _greedy_rows(U, free_rank, blocked) if free_rank else []
-    for row in torch.nonzero(U.abs().amax(1) > 1e-12).reshape(-1).tolist():
+    # as many dependent entries as the rows of C outside ``blocked`` have rank: pivoted on C
+    # itself, which is sparse (the rows of U span the same relations, but U is dense)
+    dependent = _greedy_rows(C, None, blocked)
+    moved = C.abs().amax(1) > 1e-12 * float(C.abs().max())
+    for row in torch.nonzero(moved).reshape(-1).tolist():
         path, flat = entries[row]
         support[path][flat] = True
     for d in dependent:
@@ -893,16 +926,42 @@ def determined(chart: Chart, record: Mapping[str, Tensor], shapes, S: Sizes) -> 
     return {name: mask.reshape(shapes[name]) for name, mask in masks.items()}
 
 
-def reconstruct(chart: Chart, free: Mapping[str, Tensor], record, masks, S: Sizes):
-    """The standard parameters from the free entries: scatter them, write every step's fixed
-    entries, then solve the translation steps' constraints in order (differentiable in
-    ``free``)."""
-    params = {}
-    for name, mask in masks.items():
-        value = free[name]
-        params[name] = torch.zeros(mask.shape, dtype=value.dtype, device=value.device)
-        params[name] = params[name].masked_scatter(~mask.to(value.device), value)
+def reconstruct(
+    chart: Chart, free: Mapping[str, Tensor], record, masks, S: Sizes, slices=None, fixed=None
+):
+    """The standard parameters from the free entries: scatter them over the entries the steps
+    fix (``fixed``, from :func:`fixed_entries`), then solve the translation steps' constraints
+    in order (differentiable in ``free``). With ``slices`` (from :func:`translation_slices`)
+    the translation steps are solved without forming C; without, from the dense C at the
+    current point."""
+    like = next(iter(free.values()))
+    if fixed is None:
+        fixed = fixed_entries(chart, record, masks, S, like.dtype, like.device)
+    slices = slices or {}
+    params = {
+        name: fixed[name].masked_scatter(~mask.to(like.device), free[name])
+        for name, mask in masks.items()
+    }
     shapes = {name: tuple(mask.shape) for name, mask in masks.items()}
+    for i, step in enumerate(chart.steps):
+        if step.kind != "translation":
+            continue
+        if i in slices:
+            for found in slices[i]:
+                params = _solve_slice(chart, params, S, found)
+            continue
+        for unit in units(chart.groups[step.group], S):
+            dependent = record[_unit_key(i, unit)]
+            params = _solve_dependents(chart, step, params, unit, S, dependent, shapes)
+    return params
+
+
+def fixed_entries(chart: Chart, record, masks, S: Sizes, dtype=torch.float64, device=None):
+    """Each parameter with the values the gauge-fixing steps other than translations pin
+    (pivot blocks, signs, rotation-fixed entries) and zero elsewhere."""
+    params = {
+        name: torch.zeros(mask.shape, dtype=dtype, device=device) for name, mask in masks.items()
+    }
     for i, step in enumerate(chart.steps):
         if step.kind == "translation":
             continue
@@ -919,36 +978,321 @@ def reconstruct(chart: Chart, free: Mapping[str, Tensor], record, masks, S: Size
             target = index[rows, cols].to(value.device)
             flat = value.reshape(-1).index_put((target,), torch.tensor(values).to(value))
             params[path] = flat.reshape(value.shape)
-    for i, step in enumerate(chart.steps):
-        if step.kind != "translation":
-            continue
-        for unit in units(chart.groups[step.group], S):
-            dependent = record[_unit_key(i, unit)]
-            params = _solve_dependents(chart, step, params, unit, S, dependent, shapes)
     return params
 
 
 def _solve_dependents(chart, step, params, unit, S, dependent: Tensor, shapes):
-    """Fill a translation step's dependent entries from U^T x = 0 (x: the anchors)."""
+    """Fill a translation step's dependent entries from its slice ``C^T x = 0`` (x: the
+    anchors; the same slice as ``U^T x = 0``, U an orthonormal basis of C's columns)."""
     if dependent.numel() == 0:
         return params
     wide = {name: value.to(torch.float64) for name, value in params.items()}
     C, _ = _translation_moves(chart, step, wide, unit, S)
-    x = _anchor_vector(chart, step, params, unit, S)
-    U = _spanning(C).to(x)
+    x = _anchor_vector(chart, step, wide, unit, S)
     dep = dependent.to(x.device)
-    keep = torch.ones(U.shape[0], dtype=torch.bool, device=x.device)
+    keep = torch.ones(C.shape[0], dtype=torch.bool, device=x.device)
     keep[dep] = False
-    # U^T x = 0, solved for the dependent entries (least squares: some rows may be implied)
-    solved = torch.linalg.lstsq(U[dep].T, -(U[keep].T @ x[keep])[:, None]).solution[:, 0]
+    # least squares: the system is consistent, and some of its rows may be implied by others
+    solved = torch.linalg.lstsq(C[dep].T, -(C[keep].T @ x[keep])[:, None]).solution[:, 0]
     entries = _anchor_entries(chart, step, unit, shapes, S)
+    dtype = next(iter(params.values())).dtype
+    return _write(params, _writes(entries, dependent.tolist(), x.device), solved.to(dtype))
+
+
+def _writes(entries, dependent: list[int], device=None) -> tuple[tuple[str, Tensor, Tensor], ...]:
+    """The dependent entries grouped by parameter: (path, flat indices, positions)."""
+    writes: dict[str, list[tuple[int, int]]] = {}
+    for position, row in enumerate(dependent):
+        path, flat = entries[row]
+        writes.setdefault(path, []).append((flat, position))
+    return tuple(
+        (path, *(torch.tensor(part, device=device) for part in zip(*items, strict=True)))
+        for path, items in writes.items()
+    )
+
+
+def _write(params: Params, writes, solved: Tensor) -> dict[str, Tensor]:
     out = dict(params)
-    for j, d in enumerate(dependent.tolist()):
-        path, flat = entries[d]
+    for path, flat, position in writes:
         value = out[path]
-        out[path] = (
-            value.reshape(-1)
-            .index_put((torch.tensor([flat]),), solved[j : j + 1])
-            .reshape(value.shape)
-        )
+        out[path] = value.reshape(-1).index_put((flat,), solved[position]).reshape(value.shape)
     return out
+
+
+# --- translation slices, solved on every forward without forming C -----------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One measurement of a slice's nonzeros of C: the element ``element`` of ``group`` on
+    ``unit`` moves the unit's anchors (read through ``runs``; they sit at ``offset`` in the
+    slice's anchor vector), and the change at ``rows`` is C's nonzeros ``slots``."""
+
+    group: str
+    unit: Unit
+    element: Tensor
+    runs: tuple[tuple[str, Tensor], ...]
+    offset: int
+    rows: Tensor
+    slots: Tensor
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A translation step's slice ``C^T x = 0`` on one or more units, ready for the reduced
+    model's forward. x is the anchor vector, read through ``runs`` ((path, flat indices), in
+    order). C (anchor entries x translation dimension) is sparse with a pattern that does not
+    depend on the point: ``rows``, ``cols`` are its nonzeros off the dependent entries,
+    ``dep_cols`` (with ``dep_slot``, which dependent entry) those on them. Their values come
+    in that order from ``probes``: each is one group element, the sum of basis elements whose
+    columns of C share no row (a colouring), so one application of the group measures all
+    their nonzeros exactly (the move is linear in t). When the move is the same from every
+    point (:func:`constant_move`) they are measured once: ``values`` holds those off the
+    dependent entries and ``lift`` solves for the dependent ones (when ``diagonal``, C_d's
+    nonzeros, the solve being a division; otherwise a (units, r, k) stack of C_d's
+    pseudo-inverses). The dependent entries ``x_d`` solve ``C_d^T x_d = -C^T x``, x with them
+    at zero. Units whose anchors are disjoint share one slice: their constraints are
+    independent, so solving them together is solving them in turn."""
+
+    runs: tuple[tuple[str, Tensor], ...]
+    rows: Tensor
+    cols: Tensor
+    dep_cols: Tensor
+    dep_slot: Tensor
+    probes: tuple[Probe, ...]
+    writes: tuple[tuple[str, Tensor, Tensor], ...]
+    dimension: int
+    dependents: int
+    diagonal: bool  # each dependent entry's row of C has one nonzero, in distinct columns
+    values: Tensor | None = None
+    lift: Tensor | None = None
+
+
+def constant_move(chart: Chart, step: Step) -> bool:
+    """Whether a translation step's anchors move by the same amount from every point: every
+    member group's action on every anchor of the step is ``X + g(E)`` (``Act.shift``)."""
+    anchors = {anchor for _, anchor in _members(step)}
+    return all(
+        act.shift
+        for name, _ in _members(step)
+        for act in chart.groups[name].acts
+        if act.target in anchors
+    )
+
+
+def translation_slices(chart: Chart, record, shapes, S: Sizes, dtype=torch.float64, device=None):
+    """``{step index: slices}`` for every translation step: what :func:`reconstruct` solves
+    them with. C's pattern is read at a fixed random point (generic: a structural nonzero is
+    nonzero there); values that do not depend on the point are kept in float64."""
+    generator = torch.Generator().manual_seed(0)
+    point = {
+        name: torch.randn(shape, generator=generator, dtype=torch.float64)
+        for name, shape in shapes.items()
+    }
+    out: dict[int, tuple[Slice, ...]] = {}
+    for i, step in enumerate(chart.steps):
+        if step.kind != "translation":
+            continue
+        constant = constant_move(chart, step)
+        parts = []
+        for unit in units(chart.groups[step.group], S):
+            dependent = record[_unit_key(i, unit)]
+            if dependent.numel() == 0:
+                continue
+            C, elements = _translation_moves(chart, step, point, unit, S)
+            entries = _anchor_entries(chart, step, unit, shapes, S)
+            runs = _anchor_runs(chart, step, unit, shapes, S)
+            parts.append(_slice(C, elements, entries, dependent.tolist(), constant, unit, runs))
+        out[i] = tuple(_slice_to(found, dtype, device) for found in _merged(parts))
+    return out
+
+
+def _colours(rows: list[int], cols: list[int], dimension: int) -> list[int]:
+    """A greedy colouring of C's columns: two columns with a nonzero in the same row differ."""
+    by_row: dict[int, list[int]] = {}
+    for row, col in zip(rows, cols, strict=True):
+        by_row.setdefault(row, []).append(col)
+    clashes: list[set[int]] = [set() for _ in range(dimension)]
+    for shared in by_row.values():
+        for col in shared:
+            clashes[col].update(c for c in shared if c != col)
+    colour: list[int] = []
+    for col in range(dimension):
+        taken = {colour[c] for c in clashes[col] if c < col}
+        colour.append(next(k for k in range(dimension) if k not in taken))
+    return colour
+
+
+def _slice(C: Tensor, elements, entries, dependent: list[int], constant: bool, unit, runs):
+    """One unit's :class:`Slice`, from C at a generic point."""
+    rows, cols = (part.tolist() for part in torch.nonzero(C, as_tuple=True))
+    slot = {row: position for position, row in enumerate(dependent)}
+    off = [n for n in range(len(rows)) if rows[n] not in slot]
+    on = [n for n in range(len(rows)) if rows[n] in slot]
+    place = {n: position for position, n in enumerate(off + on)}
+    colour = _colours(rows, cols, C.shape[1])
+    classes: dict[tuple[int, str], list[int]] = {}  # the nonzeros each probe measures
+    for n, col in enumerate(cols):
+        classes.setdefault((colour[col], elements[col][0]), []).append(n)
+    probes = tuple(
+        Probe(
+            group=name,
+            unit=unit,
+            element=sum(elements[c][1] for c in dict.fromkeys(cols[n] for n in members)),
+            runs=runs,
+            offset=0,
+            rows=torch.tensor([rows[n] for n in members], dtype=torch.long),
+            slots=torch.tensor([place[n] for n in members], dtype=torch.long),
+        )
+        for (_, name), members in classes.items()
+    )
+    dep_cols = [cols[n] for n in on]
+    diagonal = len(on) == len(dependent) and len(set(dep_cols)) == len(on)
+    values = lift = None
+    if constant:
+        values = C[[rows[n] for n in off], [cols[n] for n in off]]
+        on_values = C[[rows[n] for n in on], dep_cols]
+        if diagonal:  # the solve is a division: keep the divisors
+            lift = on_values
+        else:
+            C_d = torch.zeros(C.shape[1], len(dependent), dtype=C.dtype)
+            C_d[dep_cols, [slot[rows[n]] for n in on]] = on_values
+            lift = torch.linalg.pinv(C_d)[None]
+    return Slice(
+        runs=runs,
+        rows=torch.tensor([rows[n] for n in off], dtype=torch.long),
+        cols=torch.tensor([cols[n] for n in off], dtype=torch.long),
+        dep_cols=torch.tensor(dep_cols, dtype=torch.long),
+        dep_slot=torch.tensor([slot[rows[n]] for n in on], dtype=torch.long),
+        probes=probes,
+        writes=_writes(entries, dependent),
+        dimension=C.shape[1],
+        dependents=len(dependent),
+        diagonal=diagonal,
+        values=values,
+        lift=lift,
+    )
+
+
+def _merged(parts: list[Slice]) -> list[Slice]:
+    """The units' slices as one when that is exact and cheap: their anchors are disjoint, and
+    either every solve is a division or all are constant with lifts of one shape."""
+    if len(parts) < 2:
+        return parts
+    flats: dict[str, list[Tensor]] = {}
+    for found in parts:
+        for path, index in found.runs:
+            flats.setdefault(path, []).append(index)
+    for index in flats.values():
+        joined = torch.cat(index)
+        if torch.unique(joined).numel() != joined.numel():
+            return parts
+    diagonal = all(found.diagonal for found in parts)
+    same = all(
+        found.lift is not None and found.lift.shape == parts[0].lift.shape for found in parts
+    )
+    return [_merge(parts)] if diagonal or same else parts
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    return [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+def _merge(parts: list[Slice]) -> Slice:
+    lengths = [sum(index.numel() for _, index in found.runs) for found in parts]
+    row_at = _offsets(lengths)
+    col_at = _offsets([found.dimension for found in parts])
+    dep_at = _offsets([found.dependents for found in parts])
+    off_at = _offsets([found.rows.numel() for found in parts])
+    on_at = _offsets([found.dep_cols.numel() for found in parts])
+    total_off = sum(found.rows.numel() for found in parts)
+    probes = []
+    for found, r0, o0, q0 in zip(parts, row_at, off_at, on_at, strict=True):
+        k = found.rows.numel()
+        for probe in found.probes:
+            slots = torch.where(probe.slots < k, probe.slots + o0, probe.slots - k + total_off + q0)
+            probes.append(replace(probe, offset=r0, slots=slots))
+    writes: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
+    for found, d0 in zip(parts, dep_at, strict=True):
+        for path, flat, at in found.writes:
+            flats, slots = writes.setdefault(path, ([], []))
+            flats.append(flat)
+            slots.append(at + d0)
+    constant = parts[0].values is not None
+    diagonal = all(found.diagonal for found in parts)
+    return Slice(
+        runs=tuple(run for found in parts for run in found.runs),
+        rows=torch.cat([found.rows + r0 for found, r0 in zip(parts, row_at, strict=True)]),
+        cols=torch.cat([found.cols + c0 for found, c0 in zip(parts, col_at, strict=True)]),
+        dep_cols=torch.cat([f.dep_cols + c0 for f, c0 in zip(parts, col_at, strict=True)]),
+        dep_slot=torch.cat([f.dep_slot + d0 for f, d0 in zip(parts, dep_at, strict=True)]),
+        probes=tuple(probes),
+        writes=tuple((path, torch.cat(f), torch.cat(a)) for path, (f, a) in writes.items()),
+        dimension=sum(found.dimension for found in parts),
+        dependents=sum(found.dependents for found in parts),
+        diagonal=diagonal,
+        values=torch.cat([found.values for found in parts]) if constant else None,
+        lift=torch.cat([found.lift for found in parts]) if constant else None,
+    )
+
+
+def _slice_to(found: Slice, dtype, device) -> Slice:
+    """The slice's index tensors on ``device``, its probes' elements in ``dtype`` (the solve
+    stays in float64)."""
+    return replace(
+        found,
+        runs=_runs_to(found.runs, device),
+        rows=found.rows.to(device),
+        cols=found.cols.to(device),
+        dep_cols=found.dep_cols.to(device),
+        dep_slot=found.dep_slot.to(device),
+        probes=tuple(
+            replace(
+                probe,
+                element=probe.element.to(device=device, dtype=dtype),
+                runs=_runs_to(probe.runs, device),
+                rows=probe.rows.to(device),
+                slots=probe.slots.to(device),
+            )
+            for probe in found.probes
+        ),
+        writes=tuple((path, flat.to(device), at.to(device)) for path, flat, at in found.writes),
+        values=None if found.values is None else found.values.to(device),
+        lift=None if found.lift is None else found.lift.to(device),
+    )
+
+
+def _runs_to(runs, device) -> tuple[tuple[str, Tensor], ...]:
+    return tuple((path, index.to(device)) for path, index in runs)
+
+
+def _gather(params: Params, runs) -> Tensor:
+    return torch.cat([params[path].reshape(-1).index_select(0, index) for path, index in runs])
+
+
+def _solve_slice(chart: Chart, params, S: Sizes, found: Slice) -> dict[str, Tensor]:
+    """Fill a slice's dependent entries (differentiable in ``params``)."""
+    x = _gather(params, found.runs)
+    values = found.values
+    if values is None:
+        off = found.rows.numel()
+        measured = torch.zeros(off + found.dep_cols.numel(), dtype=torch.float64, device=x.device)
+        for probe in found.probes:
+            group = chart.groups[probe.group]
+            moved = _gather(apply(group, params, probe.unit, probe.element, S), probe.runs)
+            change = moved - x[probe.offset : probe.offset + moved.numel()]
+            measured = measured.index_put((probe.slots,), change[probe.rows].double())
+        values, on = measured[:off], measured[off:]
+    y = torch.zeros(found.dimension, dtype=torch.float64, device=x.device)
+    y = y.index_add(0, found.cols, values * x.index_select(0, found.rows).double())
+    if found.diagonal:
+        divisors = found.lift if found.lift is not None else on
+        solved = y.new_zeros(found.dependents)
+        solved = solved.index_put((found.dep_slot,), -y[found.dep_cols] / divisors)
+    elif found.lift is not None:
+        solved = -(found.lift @ y.reshape(found.lift.shape[0], -1, 1)).reshape(-1)
+    else:
+        C_d = y.new_zeros(found.dimension, found.dependents)
+        C_d = C_d.index_put((found.dep_cols, found.dep_slot), on)
+        solved = torch.linalg.lstsq(C_d, -y[:, None]).solution[:, 0]
+    return _write(params, found.writes, solved.to(x.dtype))

@@ -86,19 +86,19 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.attn.W_Q",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_Q")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_Q")),
                 "diag(s)^-1 W_Q",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_K",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_K")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_K")),
                 "diag(s)^-1 W_K",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_V",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_V")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_V")),
                 "diag(s)^-1 W_V",
                 form=("left", "E^-1", 0.0),
             ),
@@ -123,13 +123,13 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.mlp.W_up",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_up")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_up")),
                 "diag(s)^-1 W_up",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.mlp.W_gate",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_gate")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_gate")),
                 "diag(s)^-1 W_gate",
                 form=("left", "E^-1", 0.0),
             ),
@@ -154,7 +154,7 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "unembed.W_U",
-                lambda v, s, S: mm(inv(diag(s)), v("unembed.W_U")),
+                lambda v, s, S: mm(diag(1.0 / s), v("unembed.W_U")),
                 "diag(s)^-1 W_U",
                 form=("left", "E^-1", 0.0),
             ),
@@ -193,7 +193,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_Q",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(inv(diag(v("layers.*.attn_norm.gain"))), T(Q)),
+                        mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(Q)),
                         diag(v("layers.*.attn_norm.gain")),
                     ),
                     v("layers.*.attn.W_Q"),
@@ -204,7 +204,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_K",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(inv(diag(v("layers.*.attn_norm.gain"))), T(Q)),
+                        mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(Q)),
                         diag(v("layers.*.attn_norm.gain")),
                     ),
                     v("layers.*.attn.W_K"),
@@ -215,7 +215,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_V",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(inv(diag(v("layers.*.attn_norm.gain"))), T(Q)),
+                        mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(Q)),
                         diag(v("layers.*.attn_norm.gain")),
                     ),
                     v("layers.*.attn.W_V"),
@@ -226,7 +226,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_up",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(inv(diag(v("layers.*.mlp_norm.gain"))), T(Q)),
+                        mm(diag(1.0 / v("layers.*.mlp_norm.gain")), T(Q)),
                         diag(v("layers.*.mlp_norm.gain")),
                     ),
                     v("layers.*.mlp.W_up"),
@@ -237,7 +237,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_gate",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(inv(diag(v("layers.*.mlp_norm.gain"))), T(Q)),
+                        mm(diag(1.0 / v("layers.*.mlp_norm.gain")), T(Q)),
                         diag(v("layers.*.mlp_norm.gain")),
                     ),
                     v("layers.*.mlp.W_gate"),
@@ -247,7 +247,7 @@ GROUPS: dict[str, Group] = {
             Act(
                 "unembed.W_U",
                 lambda v, Q, S: mm(
-                    mm(mm(inv(diag(v("final_norm.gain"))), T(Q)), diag(v("final_norm.gain"))),
+                    mm(mm(diag(1.0 / v("final_norm.gain")), T(Q)), diag(v("final_norm.gain"))),
                     v("unembed.W_U"),
                 ),
                 "diag(final_norm.gain)^-1 Q^T diag(final_norm.gain) W_U",
@@ -269,6 +269,7 @@ GROUPS: dict[str, Group] = {
                 "unembed.W_U",
                 lambda v, t, S: v("unembed.W_U") + mm(T(t), ones(int(S["vocab"]))),
                 "W_U + t^T ones(vocab)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -291,7 +292,7 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.mlp.W_down",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_down")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_down")),
                 "diag(s)^-1 W_down",
                 form=("left", "E^-1", 0.0),
             ),

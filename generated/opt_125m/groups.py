@@ -69,6 +69,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_K",
                 lambda v, t, S: v("layers.*.attn.b_K") + t,
                 "b_K + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -118,6 +119,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_V",
                 lambda v, t, S: v("layers.*.attn.b_V") + t,
                 "b_V + t",
+                shift=True,
             ),
             Act(
                 "layers.*.attn.b_O",
@@ -151,19 +153,19 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.attn.W_Q",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_Q")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_Q")),
                 "diag(s)^-1 W_Q",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_K",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_K")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_K")),
                 "diag(s)^-1 W_K",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_V",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_V")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_V")),
                 "diag(s)^-1 W_V",
                 form=("left", "E^-1", 0.0),
             ),
@@ -194,7 +196,7 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.mlp.W_up",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_up")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_up")),
                 "diag(s)^-1 W_up",
                 form=("left", "E^-1", 0.0),
             ),
@@ -215,6 +217,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
             Act(
                 "layers.*.attn.b_Q",
@@ -248,6 +251,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
             Act(
                 "layers.*.mlp.b_up",
@@ -271,7 +275,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -283,7 +287,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -309,7 +313,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -321,7 +325,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -347,7 +351,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -359,7 +363,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -385,7 +389,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.*.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -395,7 +399,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.mlp.b_up")
                     - mm(
                         mm(
-                            mm(v("layers.*.mlp_norm.bias"), inv(diag(v("layers.*.mlp_norm.gain")))),
+                            mm(
+                                v("layers.*.mlp_norm.bias"), diag(1.0 / v("layers.*.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -422,6 +428,7 @@ GROUPS: dict[str, Group] = {
                     v("embed.W_E") + mm(mm(t, T(ones(int(S["vocab"])))), ones(int(S["width"])))
                 ),
                 "W_E + t ones(vocab)^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -440,6 +447,7 @@ GROUPS: dict[str, Group] = {
                 "embed.W_P",
                 lambda v, t, S: v("embed.W_P") + mm(T(t), ones(int(S["width"]))),
                 "W_P + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -458,6 +466,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_O",
                 lambda v, t, S: v("layers.*.attn.W_O") + mm(T(t), ones(int(S["width"]))),
                 "W_O + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -476,6 +485,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") + mm(t, ones(int(S["width"]))),
                 "b_O + t ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -494,6 +504,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_down",
                 lambda v, t, S: v("layers.*.mlp.W_down") + mm(T(t), ones(int(S["width"]))),
                 "W_down + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -512,6 +523,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") + mm(t, ones(int(S["width"]))),
                 "b_down + t ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -530,11 +542,13 @@ GROUPS: dict[str, Group] = {
                 "embed.W_E",
                 lambda v, t, S: v("embed.W_E") + mm(T(ones(int(S["vocab"]))), t),
                 "W_E + ones(vocab)^T t",
+                shift=True,
             ),
             Act(
                 "embed.W_P",
                 lambda v, t, S: v("embed.W_P") - mm(T(ones(int(S["positions"] + 2))), t),
                 "W_P - ones(positions + 2)^T t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -557,7 +571,7 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.mlp.W_down",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_down")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_down")),
                 "diag(s)^-1 W_down",
                 form=("left", "E^-1", 0.0),
             ),

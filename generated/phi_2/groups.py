@@ -69,6 +69,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_K",
                 lambda v, t, S: v("layers.*.attn.b_K") + t,
                 "b_K + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -118,6 +119,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_V",
                 lambda v, t, S: v("layers.*.attn.b_V") + t,
                 "b_V + t",
+                shift=True,
             ),
             Act(
                 "layers.*.attn.b_O",
@@ -151,25 +153,25 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.attn.W_Q",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_Q")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_Q")),
                 "diag(s)^-1 W_Q",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_K",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_K")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_K")),
                 "diag(s)^-1 W_K",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_V",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_V")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_V")),
                 "diag(s)^-1 W_V",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.mlp.W_up",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_up")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_up")),
                 "diag(s)^-1 W_up",
                 form=("left", "E^-1", 0.0),
             ),
@@ -200,7 +202,7 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "unembed.W_U",
-                lambda v, s, S: mm(inv(diag(s)), v("unembed.W_U")),
+                lambda v, s, S: mm(diag(1.0 / s), v("unembed.W_U")),
                 "diag(s)^-1 W_U",
                 form=("left", "E^-1", 0.0),
             ),
@@ -221,6 +223,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.norm.bias",
                 lambda v, t, S: v("layers.*.norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
             Act(
                 "layers.*.attn.b_Q",
@@ -259,6 +262,7 @@ GROUPS: dict[str, Group] = {
                 "final_norm.bias",
                 lambda v, t, S: v("final_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
             Act(
                 "unembed.b_U",
@@ -282,7 +286,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.*.norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.*.norm.gain)^-1 ones(width)^T t",
             ),
@@ -292,7 +296,7 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
-                            mm(v("layers.*.norm.bias"), inv(diag(v("layers.*.norm.gain")))),
+                            mm(v("layers.*.norm.bias"), diag(1.0 / v("layers.*.norm.gain"))),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -317,7 +321,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.*.norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.*.norm.gain)^-1 ones(width)^T t",
             ),
@@ -327,7 +331,7 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
-                            mm(v("layers.*.norm.bias"), inv(diag(v("layers.*.norm.gain")))),
+                            mm(v("layers.*.norm.bias"), diag(1.0 / v("layers.*.norm.gain"))),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -352,7 +356,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.*.norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.*.norm.gain)^-1 ones(width)^T t",
             ),
@@ -362,7 +366,7 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
-                            mm(v("layers.*.norm.bias"), inv(diag(v("layers.*.norm.gain")))),
+                            mm(v("layers.*.norm.bias"), diag(1.0 / v("layers.*.norm.gain"))),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -387,7 +391,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.*.norm.gain)^-1 ones(width)^T t",
             ),
@@ -397,7 +401,7 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.mlp.b_up")
                     - mm(
                         mm(
-                            mm(v("layers.*.norm.bias"), inv(diag(v("layers.*.norm.gain")))),
+                            mm(v("layers.*.norm.bias"), diag(1.0 / v("layers.*.norm.gain"))),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -422,7 +426,7 @@ GROUPS: dict[str, Group] = {
                 "unembed.W_U",
                 lambda v, t, S: (
                     v("unembed.W_U")
-                    + mm(mm(inv(diag(v("final_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("final_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_U + diag(final_norm.gain)^-1 ones(width)^T t",
             ),
@@ -432,7 +436,7 @@ GROUPS: dict[str, Group] = {
                     v("unembed.b_U")
                     - mm(
                         mm(
-                            mm(v("final_norm.bias"), inv(diag(v("final_norm.gain")))),
+                            mm(v("final_norm.bias"), diag(1.0 / v("final_norm.gain"))),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -457,6 +461,7 @@ GROUPS: dict[str, Group] = {
                 "embed.W_E",
                 lambda v, t, S: v("embed.W_E") + mm(T(t), ones(int(S["width"]))),
                 "W_E + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -475,6 +480,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_O",
                 lambda v, t, S: v("layers.*.attn.W_O") + mm(T(t), ones(int(S["width"]))),
                 "W_O + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -493,6 +499,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") + mm(t, ones(int(S["width"]))),
                 "b_O + t ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -511,6 +518,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_down",
                 lambda v, t, S: v("layers.*.mlp.W_down") + mm(T(t), ones(int(S["width"]))),
                 "W_down + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -529,6 +537,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") + mm(t, ones(int(S["width"]))),
                 "b_down + t ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -576,7 +585,7 @@ GROUPS: dict[str, Group] = {
             Act(
                 "layers.*.norm.bias",
                 lambda v, Q, S: mm(
-                    mm(mm(v("layers.*.norm.bias"), inv(diag(v("layers.*.norm.gain")))), Q),
+                    mm(mm(v("layers.*.norm.bias"), diag(1.0 / v("layers.*.norm.gain"))), Q),
                     diag(v("layers.*.norm.gain")),
                 ),
                 "bias diag(layers.*.norm.gain)^-1 Q diag(layers.*.norm.gain)",
@@ -584,7 +593,9 @@ GROUPS: dict[str, Group] = {
             Act(
                 "layers.*.attn.W_Q",
                 lambda v, Q, S: mm(
-                    mm(mm(inv(diag(v("layers.*.norm.gain"))), T(Q)), diag(v("layers.*.norm.gain"))),
+                    mm(
+                        mm(diag(1.0 / v("layers.*.norm.gain")), T(Q)), diag(v("layers.*.norm.gain"))
+                    ),
                     v("layers.*.attn.W_Q"),
                 ),
                 "diag(layers.*.norm.gain)^-1 Q^T diag(layers.*.norm.gain) W_Q",
@@ -592,7 +603,9 @@ GROUPS: dict[str, Group] = {
             Act(
                 "layers.*.attn.W_K",
                 lambda v, Q, S: mm(
-                    mm(mm(inv(diag(v("layers.*.norm.gain"))), T(Q)), diag(v("layers.*.norm.gain"))),
+                    mm(
+                        mm(diag(1.0 / v("layers.*.norm.gain")), T(Q)), diag(v("layers.*.norm.gain"))
+                    ),
                     v("layers.*.attn.W_K"),
                 ),
                 "diag(layers.*.norm.gain)^-1 Q^T diag(layers.*.norm.gain) W_K",
@@ -600,7 +613,9 @@ GROUPS: dict[str, Group] = {
             Act(
                 "layers.*.attn.W_V",
                 lambda v, Q, S: mm(
-                    mm(mm(inv(diag(v("layers.*.norm.gain"))), T(Q)), diag(v("layers.*.norm.gain"))),
+                    mm(
+                        mm(diag(1.0 / v("layers.*.norm.gain")), T(Q)), diag(v("layers.*.norm.gain"))
+                    ),
                     v("layers.*.attn.W_V"),
                 ),
                 "diag(layers.*.norm.gain)^-1 Q^T diag(layers.*.norm.gain) W_V",
@@ -608,7 +623,9 @@ GROUPS: dict[str, Group] = {
             Act(
                 "layers.*.mlp.W_up",
                 lambda v, Q, S: mm(
-                    mm(mm(inv(diag(v("layers.*.norm.gain"))), T(Q)), diag(v("layers.*.norm.gain"))),
+                    mm(
+                        mm(diag(1.0 / v("layers.*.norm.gain")), T(Q)), diag(v("layers.*.norm.gain"))
+                    ),
                     v("layers.*.mlp.W_up"),
                 ),
                 "diag(layers.*.norm.gain)^-1 Q^T diag(layers.*.norm.gain) W_up",
@@ -616,7 +633,7 @@ GROUPS: dict[str, Group] = {
             Act(
                 "final_norm.bias",
                 lambda v, Q, S: mm(
-                    mm(mm(v("final_norm.bias"), inv(diag(v("final_norm.gain")))), Q),
+                    mm(mm(v("final_norm.bias"), diag(1.0 / v("final_norm.gain"))), Q),
                     diag(v("final_norm.gain")),
                 ),
                 "bias diag(final_norm.gain)^-1 Q diag(final_norm.gain)",
@@ -624,7 +641,7 @@ GROUPS: dict[str, Group] = {
             Act(
                 "unembed.W_U",
                 lambda v, Q, S: mm(
-                    mm(mm(inv(diag(v("final_norm.gain"))), T(Q)), diag(v("final_norm.gain"))),
+                    mm(mm(diag(1.0 / v("final_norm.gain")), T(Q)), diag(v("final_norm.gain"))),
                     v("unembed.W_U"),
                 ),
                 "diag(final_norm.gain)^-1 Q^T diag(final_norm.gain) W_U",
@@ -646,6 +663,7 @@ GROUPS: dict[str, Group] = {
                 "unembed.W_U",
                 lambda v, t, S: v("unembed.W_U") + mm(T(t), ones(int(S["vocab"]))),
                 "W_U + t^T ones(vocab)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -664,6 +682,7 @@ GROUPS: dict[str, Group] = {
                 "unembed.b_U",
                 lambda v, t, S: v("unembed.b_U") + mm(t, ones(int(S["vocab"]))),
                 "b_U + t ones(vocab)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -770,11 +789,13 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") + t,
                 "b_O + t",
+                shift=True,
             ),
             Act(
                 "layers.*.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
         ),
         positive=False,

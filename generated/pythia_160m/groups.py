@@ -69,6 +69,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_K",
                 lambda v, t, S: v("layers.*.attn.b_K") + t,
                 "b_K + t",
+                shift=True,
             ),
         ),
         positive=False,
@@ -118,6 +119,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_V",
                 lambda v, t, S: v("layers.*.attn.b_V") + t,
                 "b_V + t",
+                shift=True,
             ),
             Act(
                 "layers.*.attn.b_O",
@@ -151,19 +153,19 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.attn.W_Q",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_Q")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_Q")),
                 "diag(s)^-1 W_Q",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_K",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_K")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_K")),
                 "diag(s)^-1 W_K",
                 form=("left", "E^-1", 0.0),
             ),
             Act(
                 "layers.*.attn.W_V",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.attn.W_V")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.attn.W_V")),
                 "diag(s)^-1 W_V",
                 form=("left", "E^-1", 0.0),
             ),
@@ -194,7 +196,7 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "layers.*.mlp.W_up",
-                lambda v, s, S: mm(inv(diag(s)), v("layers.*.mlp.W_up")),
+                lambda v, s, S: mm(diag(1.0 / s), v("layers.*.mlp.W_up")),
                 "diag(s)^-1 W_up",
                 form=("left", "E^-1", 0.0),
             ),
@@ -225,7 +227,7 @@ GROUPS: dict[str, Group] = {
             ),
             Act(
                 "unembed.W_U",
-                lambda v, s, S: mm(inv(diag(s)), v("unembed.W_U")),
+                lambda v, s, S: mm(diag(1.0 / s), v("unembed.W_U")),
                 "diag(s)^-1 W_U",
                 form=("left", "E^-1", 0.0),
             ),
@@ -246,6 +248,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
             Act(
                 "layers.*.attn.b_Q",
@@ -279,6 +282,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
+                shift=True,
             ),
             Act(
                 "layers.*.mlp.b_up",
@@ -302,7 +306,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_Q + diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -314,7 +318,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -340,7 +344,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_K + diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -352,7 +356,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -378,7 +382,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(inv(diag(v("layers.*.attn_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_V + diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
@@ -390,7 +394,7 @@ GROUPS: dict[str, Group] = {
                         mm(
                             mm(
                                 v("layers.*.attn_norm.bias"),
-                                inv(diag(v("layers.*.attn_norm.gain"))),
+                                diag(1.0 / v("layers.*.attn_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
@@ -416,7 +420,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
-                    + mm(mm(inv(diag(v("layers.*.mlp_norm.gain"))), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.*.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
                 "W_up + diag(layers.*.mlp_norm.gain)^-1 ones(width)^T t",
             ),
@@ -426,7 +430,9 @@ GROUPS: dict[str, Group] = {
                     v("layers.*.mlp.b_up")
                     - mm(
                         mm(
-                            mm(v("layers.*.mlp_norm.bias"), inv(diag(v("layers.*.mlp_norm.gain")))),
+                            mm(
+                                v("layers.*.mlp_norm.bias"), diag(1.0 / v("layers.*.mlp_norm.gain"))
+                            ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
@@ -452,7 +458,7 @@ GROUPS: dict[str, Group] = {
                 lambda v, t, S: mm(
                     (
                         eye(int(S["width"]))
-                        + mm(mm(inv(diag(v("final_norm.gain"))), T(ones(int(S["width"])))), t)
+                        + mm(mm(diag(1.0 / v("final_norm.gain")), T(ones(int(S["width"])))), t)
                     ),
                     v("unembed.W_U"),
                 ),
@@ -464,7 +470,7 @@ GROUPS: dict[str, Group] = {
                     v("final_norm.bias"),
                     inv(
                         eye(int(S["width"]))
-                        + mm(mm(inv(diag(v("final_norm.gain"))), T(ones(int(S["width"])))), t)
+                        + mm(mm(diag(1.0 / v("final_norm.gain")), T(ones(int(S["width"])))), t)
                     ),
                 ),
                 "bias (eye(width) + diag(final_norm.gain)^-1 ones(width)^T t)^-1",
@@ -486,6 +492,7 @@ GROUPS: dict[str, Group] = {
                 "embed.W_E",
                 lambda v, t, S: v("embed.W_E") + mm(T(t), ones(int(S["width"]))),
                 "W_E + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -504,6 +511,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_O",
                 lambda v, t, S: v("layers.*.attn.W_O") + mm(T(t), ones(int(S["width"]))),
                 "W_O + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -522,6 +530,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") + mm(t, ones(int(S["width"]))),
                 "b_O + t ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -540,6 +549,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_down",
                 lambda v, t, S: v("layers.*.mlp.W_down") + mm(T(t), ones(int(S["width"]))),
                 "W_down + t^T ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -558,6 +568,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") + mm(t, ones(int(S["width"]))),
                 "b_down + t ones(width)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -606,7 +617,8 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn_norm.bias",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(v("layers.*.attn_norm.bias"), inv(diag(v("layers.*.attn_norm.gain")))), Q
+                        mm(v("layers.*.attn_norm.bias"), diag(1.0 / v("layers.*.attn_norm.gain"))),
+                        Q,
                     ),
                     diag(v("layers.*.attn_norm.gain")),
                 ),
@@ -616,7 +628,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_Q",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(inv(diag(v("layers.*.attn_norm.gain"))), T(Q)),
+                        mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(Q)),
                         diag(v("layers.*.attn_norm.gain")),
                     ),
                     v("layers.*.attn.W_Q"),
@@ -627,7 +639,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_K",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(inv(diag(v("layers.*.attn_norm.gain"))), T(Q)),
+                        mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(Q)),
                         diag(v("layers.*.attn_norm.gain")),
                     ),
                     v("layers.*.attn.W_K"),
@@ -638,7 +650,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.W_V",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(inv(diag(v("layers.*.attn_norm.gain"))), T(Q)),
+                        mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(Q)),
                         diag(v("layers.*.attn_norm.gain")),
                     ),
                     v("layers.*.attn.W_V"),
@@ -648,7 +660,7 @@ GROUPS: dict[str, Group] = {
             Act(
                 "layers.*.mlp_norm.bias",
                 lambda v, Q, S: mm(
-                    mm(mm(v("layers.*.mlp_norm.bias"), inv(diag(v("layers.*.mlp_norm.gain")))), Q),
+                    mm(mm(v("layers.*.mlp_norm.bias"), diag(1.0 / v("layers.*.mlp_norm.gain"))), Q),
                     diag(v("layers.*.mlp_norm.gain")),
                 ),
                 "bias diag(layers.*.mlp_norm.gain)^-1 Q diag(layers.*.mlp_norm.gain)",
@@ -657,7 +669,7 @@ GROUPS: dict[str, Group] = {
                 "layers.*.mlp.W_up",
                 lambda v, Q, S: mm(
                     mm(
-                        mm(inv(diag(v("layers.*.mlp_norm.gain"))), T(Q)),
+                        mm(diag(1.0 / v("layers.*.mlp_norm.gain")), T(Q)),
                         diag(v("layers.*.mlp_norm.gain")),
                     ),
                     v("layers.*.mlp.W_up"),
@@ -667,7 +679,7 @@ GROUPS: dict[str, Group] = {
             Act(
                 "final_norm.bias",
                 lambda v, Q, S: mm(
-                    mm(mm(v("final_norm.bias"), inv(diag(v("final_norm.gain")))), Q),
+                    mm(mm(v("final_norm.bias"), diag(1.0 / v("final_norm.gain"))), Q),
                     diag(v("final_norm.gain")),
                 ),
                 "bias diag(final_norm.gain)^-1 Q diag(final_norm.gain)",
@@ -675,7 +687,7 @@ GROUPS: dict[str, Group] = {
             Act(
                 "unembed.W_U",
                 lambda v, Q, S: mm(
-                    mm(mm(inv(diag(v("final_norm.gain"))), T(Q)), diag(v("final_norm.gain"))),
+                    mm(mm(diag(1.0 / v("final_norm.gain")), T(Q)), diag(v("final_norm.gain"))),
                     v("unembed.W_U"),
                 ),
                 "diag(final_norm.gain)^-1 Q^T diag(final_norm.gain) W_U",
@@ -697,6 +709,7 @@ GROUPS: dict[str, Group] = {
                 "unembed.W_U",
                 lambda v, t, S: v("unembed.W_U") + mm(T(t), ones(int(S["vocab"]))),
                 "W_U + t^T ones(vocab)",
+                shift=True,
             ),
         ),
         positive=False,
@@ -803,11 +816,13 @@ GROUPS: dict[str, Group] = {
                 "layers.*.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") + t,
                 "b_O + t",
+                shift=True,
             ),
             Act(
                 "layers.*.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
+                shift=True,
             ),
         ),
         positive=False,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from symcomp.codegen.forms import Form, multiplicative_form
+from symcomp.codegen.forms import Form, is_self, multiplicative_form
 from symcomp.spec.expr import (
     BinOp,
     Call,
@@ -44,6 +44,7 @@ class ActCode:
     source: str
     text: str
     form: Form | None = None  # (side, f(E), offset) of a multiplicative action X f(E), f(E) X
+    shift: bool = False  # X + g(E), g reading no parameter: the move is the same from every X
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,10 @@ class _Renderer:
         if isinstance(node, Transpose):
             return f"T({self.render(node.operand)})"
         if isinstance(node, Inverse):
-            return f"inv({self.render(node.operand)})"
+            operand = node.operand
+            if isinstance(operand, Call) and operand.func == "diag":  # elementwise, no solve
+                return f"diag(1.0 / {self.wrap(operand.args[0])})"
+            return f"inv({self.render(operand)})"
         if isinstance(node, Power):
             return f"{self.wrap(node.operand)} ** {node.exponent!r}"
         if isinstance(node, BinOp):
@@ -150,7 +154,24 @@ def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -
         names[name] = _as_pattern(path, concrete)
     source = _Renderer(names, element).render(expr)
     form = multiplicative_form(group.group, element, target, text)
-    return ActCode(target=target, source=source, text=unparse(expr), form=form)
+    shift = moves_by_constant(expr, element, target)
+    return ActCode(target=target, source=source, text=unparse(expr), form=form, shift=shift)
+
+
+def moves_by_constant(expr: Expr, element: str, target: str) -> bool:
+    """Whether an action is ``X + g``, ``g + X`` or ``X - g`` (X the target) with ``g`` a
+    function of the element and the sizes alone: a translation whose move does not depend on
+    the point it starts from, so the chart can solve its slice once (``gauge.Shift``)."""
+    if not (isinstance(expr, BinOp) and expr.op in ("+", "-")):
+        return False
+    sides = [(expr.left, expr.right)]
+    if expr.op == "+":
+        sides.append((expr.right, expr.left))
+    return any(
+        is_self(x, target)[0]
+        and all(n.name == element or n.name in SIZE_NAMES for n in iter_names(g))
+        for x, g in sides
+    )
 
 
 def render_group(group: CustomGroup, catalogue_id: str, arch: Architecture) -> GroupCode:
