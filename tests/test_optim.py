@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -174,6 +176,33 @@ def test_project_heads_is_the_flat_projection_on_the_paired_parameters():
     got = geometry.project_heads(model, update)
     moved = [n for n in update if not torch.equal(got[n], update[n])]
     assert moved and all(".attn." in n for n in moved)
+    for name in update:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("package", "kv_heads"), [("gpt2_small", 4), ("llama_2_7b", 2), ("bert_base", 4)]
+)
+def test_project_heads_reads_strided_views(package, kv_heads):
+    """Every unit's block is a strided slice of its weight (grouped-query blocks too), so
+    project_heads reads views instead of gathering, and agrees with the gathered path."""
+    geometry = importlib.import_module(f"generated.{package}.geometry")
+    model = importlib.import_module(f"generated.{package}").Model(
+        dtype=torch.float64, layers=2, width=32, heads=4, kv_heads=kv_heads, head_width=8,
+        hidden=64, vocab=50, positions=16,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    update = {
+        n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in model.named_parameters()
+    }
+    names = geometry._paired_names(model)
+    assert geometry._pair_views(model, names) is not None
+    got = geometry.project_heads(model, update)
+    want = geometry._project_heads_gathered(model, update, names)
+    assert sum(not torch.equal(got[n], update[n]) for n in update) >= 4
     for name in update:
         torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12)
 

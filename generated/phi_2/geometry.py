@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import gauge
 from .groups import GROUPS
-from .metric import METRICS, PAIR_METRICS, Geometry
+from .metric import METRICS, PAIR_METRICS, Geometry, _sylvester_pair
 from .model import Model
 
 __all__ = [
@@ -120,10 +120,104 @@ def project_heads(model: Model, update: Mapping[str, Tensor]) -> dict[str, Tenso
     """The per-head least-squares projection of ``update`` (name -> tensor) at the model's
     parameters: ``geometry(model, "euclidean").project`` restricted to the parameters the pairs
     move (the others come back as they are), so that its cost is that of the heads alone. It
-    runs in the parameters' dtype (float64 for a float64 model)."""
+    runs in the parameters' dtype (float64 for a float64 model), on strided views of the
+    weights (no index gathers) when every unit's block is a strided slice of its parameter."""
     names = _paired_names(model)
     if not names:
         return dict(update)
+    params = dict(model.named_parameters())
+    layout = _pair_views(model, names)
+    if layout is None:
+        return _project_heads_gathered(model, update, names)
+    out = dict(update)
+    written: dict[str, Tensor] = {}
+    for G_views, H_views in layout:
+        G, H = _read(params, G_views, params), _read(params, H_views, params)
+        x_G, x_H = _read(update, G_views, params), _read(update, H_views, params)
+        Gt, Ht = G.transpose(-1, -2), H.transpose(-1, -2)
+        omega = _sylvester_pair(Gt @ G, Ht @ H, Gt @ x_G - x_H.transpose(-1, -2) @ H)
+        _write(out, written, G_views, x_G - G @ omega)
+        _write(out, written, H_views, x_H + H @ omega.transpose(-1, -2))
+    return out
+
+
+View = tuple[str, tuple[int, ...], tuple[int, ...], int]  # (parameter, size, stride, offset)
+
+
+def _pair_views(model: Model, names: list[str]) -> list[tuple[list[View], list[View]]] | None:
+    """Per stack of units with the same parameters: the G and H members as strided views
+    ``(name, (units, rows, k), strides, offset)``; None when a block is not strided."""
+    shapes = tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+    return _pair_views_cached(
+        shapes, tuple(names), tuple(sorted(gauge.as_sizes(model.sizes).items()))
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_views_cached(shapes, names: tuple[str, ...], sizes: tuple):
+    S, shape_of = dict(sizes), dict(shapes)
+    stacks: dict[tuple, list[list[Tensor]]] = {}
+    for group_name, roles in PAIRS.items():
+        group = GROUPS[group_name]
+        for unit in gauge.units(group, S):
+            members = []
+            for act, target, _, block, _ in gauge._contexts(group, list(names), unit, S):
+                numbered = torch.arange(math.prod(shape_of[target]), dtype=torch.float64)
+                view = gauge.view(
+                    group, {target: numbered.reshape(shape_of[target])}, unit, target, S, block
+                )
+                factor, transposed = roles[act.target]
+                members.append((factor, target, (view.T if transposed else view).round().long()))
+            members.sort(key=lambda member: member[0])  # G first, H second (stable)
+            key = tuple((factor, target, tuple(index.shape)) for factor, target, index in members)
+            stacks.setdefault(key, []).append([index for _, _, index in members])
+    layout = []
+    for key, per_unit in stacks.items():
+        views: dict[str, list[View]] = {"G": [], "H": []}
+        for position, (factor, target, _) in enumerate(key):
+            strided = _strided(torch.stack([indices[position] for indices in per_unit]))
+            if strided is None:
+                return None
+            views[factor].append((target, *strided))
+        layout.append((views["G"], views["H"]))
+    return layout
+
+
+def _strided(index: Tensor) -> tuple[tuple[int, ...], tuple[int, ...], int] | None:
+    """(size, stride, offset) when ``index[u, i, j] = offset + u s_u + i s_i + j s_j``."""
+    offset = int(index[0, 0, 0])
+    stride = tuple(
+        int(index.narrow(d, 1, 1).reshape(-1)[0]) - offset if index.shape[d] > 1 else 0
+        for d in range(3)
+    )
+    grid = torch.meshgrid(*(torch.arange(n) for n in index.shape), indexing="ij")
+    expected = offset + sum(g * s for g, s in zip(grid, stride, strict=True))
+    return (tuple(index.shape), stride, offset) if torch.equal(index, expected) else None
+
+
+def _read(tensors: Mapping[str, Tensor], views: list[View], params) -> Tensor:
+    """The members' blocks side by side (rows of G or H), in the parameters' dtype."""
+    dtype = next(iter(params.values())).dtype
+    parts = []
+    for name, size, stride, offset in views:
+        t = tensors[name].detach().contiguous()
+        parts.append(t.as_strided(size, stride, t.storage_offset() + offset).to(dtype))
+    return torch.cat(parts, dim=1)
+
+
+def _write(out: dict[str, Tensor], written: dict[str, Tensor], views: list[View], value: Tensor):
+    row = 0
+    for name, size, stride, offset in views:
+        if name not in written:  # a copy of the update, written in place from here on
+            written[name] = out[name].detach().clone(memory_format=torch.contiguous_format)
+            out[name] = written[name]
+        t = written[name]
+        t.as_strided(size, stride, t.storage_offset() + offset).copy_(value[:, row : row + size[1]])
+        row += size[1]
+
+
+def _project_heads_gathered(model: Model, update: Mapping[str, Tensor], names: list[str]):
+    """:func:`project_heads` through the flat vector's index stacks (any block layout)."""
     params = dict(model.named_parameters())
     dtype = params[names[0]].dtype
     theta = torch.cat([params[n].detach().to(dtype).reshape(-1) for n in names])
