@@ -69,50 +69,57 @@ def pair_indices(model: Model, names: list[str] | None = None) -> list[tuple[Ten
     """``(index_G, index_H)`` stacks into the flat vector of the parameters ``names`` (all of
     them, in ``named_parameters`` order, by default), one per shape of pair, every unit of every
     GL(k) pair group of the model."""
-    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    names = list(shapes) if names is None else names
-    sizes = tuple(sorted(gauge.as_sizes(model.sizes).items()))
-    return _pair_indices(tuple((name, shapes[name]) for name in names), sizes)
+    shapes = _shapes(model)
+    names = [name for name, _ in shapes] if names is None else names
+    shape_of = dict(shapes)
+    return _pair_indices(tuple((name, shape_of[name]) for name in names), _sizes(model))
+
+
+def _shapes(model: Model) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+
+
+def _sizes(model: Model) -> tuple:
+    return tuple(sorted(gauge.as_sizes(model.sizes).items()))
+
+
+def _pair_members(shapes, sizes: tuple) -> list[list[tuple[str, str, Tensor]]]:
+    """Every unit of every GL(k) pair group, as its members ``(factor, parameter, block)``:
+    the block's flat indices into the parameter (transposed where the factor reads it so), the
+    G members first, each factor's in the order the action lists them."""
+    S, shape_of, names = dict(sizes), dict(shapes), [name for name, _ in shapes]
+    out = []
+    for group_name, roles in PAIRS.items():
+        group = GROUPS[group_name]
+        for unit in gauge.units(group, S):
+            members = []
+            for act, target, _, block, _ in gauge._contexts(group, names, unit, S):
+                numbered = torch.arange(math.prod(shape_of[target]), dtype=torch.float64)
+                numbered = numbered.reshape(shape_of[target])
+                index = gauge.view(group, {target: numbered}, unit, target, S, block)
+                factor, transposed = roles[act.target]
+                members.append((factor, target, (index.T if transposed else index).round().long()))
+            members.sort(key=lambda member: member[0])  # stable: G, then H
+            out.append(members)
+    return out
 
 
 @functools.lru_cache(maxsize=16)
 def _pair_indices(shapes: tuple[tuple[str, tuple[int, ...]], ...], sizes: tuple) -> list:
-    S = dict(sizes)
-    names, offsets, start = [name for name, _ in shapes], {}, 0
+    offsets, start = {}, 0
     for name, shape in shapes:
         offsets[name] = start
         start += math.prod(shape)
-    shape_of = dict(shapes)
     stacks: dict[tuple, tuple[list[Tensor], list[Tensor]]] = {}
-    for group_name, roles in PAIRS.items():
-        group = GROUPS[group_name]
-        for unit in gauge.units(group, S):
-            parts: dict[str, list[Tensor]] = {"G": [], "H": []}
-            for act, target, _, block, _ in gauge._contexts(group, names, unit, S):
-                numbered = torch.arange(
-                    offsets[target], offsets[target] + math.prod(shape_of[target])
-                )
-                numbered = numbered.to(torch.float64).reshape(shape_of[target])
-                index = gauge.view(group, {target: numbered}, unit, target, S, block)
-                factor, transposed = roles[act.target]
-                parts[factor].append(index.T if transposed else index)
-            G, H = torch.cat(parts["G"]).round().long(), torch.cat(parts["H"]).round().long()
-            stack = stacks.setdefault((G.shape, H.shape), ([], []))
-            stack[0].append(G)
-            stack[1].append(H)
+    for members in _pair_members(shapes, sizes):
+        G, H = (
+            torch.cat([index + offsets[t] for f, t, index in members if f == factor])
+            for factor in ("G", "H")
+        )
+        stack = stacks.setdefault((G.shape, H.shape), ([], []))
+        stack[0].append(G)
+        stack[1].append(H)
     return [(torch.stack(Gs), torch.stack(Hs)) for Gs, Hs in stacks.values()]
-
-
-def _paired_names(model: Model) -> list[str]:
-    """The parameters some GL(k) pair moves, in ``named_parameters`` order."""
-    S = gauge.as_sizes(model.sizes)
-    names = [name for name, _ in model.named_parameters()]
-    moved = set()
-    for group_name in PAIRS:
-        group = GROUPS[group_name]
-        for unit in gauge.units(group, S):
-            moved.update(target for _, target, _, _, _ in gauge._contexts(group, names, unit, S))
-    return [name for name in names if name in moved]
 
 
 def project_heads(model: Model, update: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -121,18 +128,18 @@ def project_heads(model: Model, update: Mapping[str, Tensor]) -> dict[str, Tenso
     move (the others come back as they are), so that its cost is that of the heads alone. It
     runs in the parameters' dtype (float64 for a float64 model), on strided views of the
     weights (no index gathers) when every unit's block is a strided slice of its parameter."""
-    names = _paired_names(model)
+    names, layout = _pair_views(_shapes(model), _sizes(model))
     if not names:
         return dict(update)
-    params = dict(model.named_parameters())
-    layout = _pair_views(model, names)
     if layout is None:
         return _project_heads_gathered(model, update, names)
+    params = dict(model.named_parameters())
+    dtype = params[names[0]].dtype
     out = dict(update)
     written: dict[str, Tensor] = {}
     for G_views, H_views in layout:
-        G, H = _read(params, G_views, params), _read(params, H_views, params)
-        x_G, x_H = _read(update, G_views, params), _read(update, H_views, params)
+        G, H = _read(params, G_views, dtype), _read(params, H_views, dtype)
+        x_G, x_H = _read(update, G_views, dtype), _read(update, H_views, dtype)
         Gt, Ht = G.transpose(-1, -2), H.transpose(-1, -2)
         omega = _sylvester_pair(Gt @ G, Ht @ H, Gt @ x_G - x_H.transpose(-1, -2) @ H)
         _write(out, written, G_views, x_G - G @ omega)
@@ -143,43 +150,30 @@ def project_heads(model: Model, update: Mapping[str, Tensor]) -> dict[str, Tenso
 View = tuple[str, tuple[int, ...], tuple[int, ...], int]  # (parameter, size, stride, offset)
 
 
-def _pair_views(model: Model, names: list[str]) -> list[tuple[list[View], list[View]]] | None:
-    """Per stack of units with the same parameters: the G and H members as strided views
-    ``(name, (units, rows, k), strides, offset)``; None when a block is not strided."""
-    shapes = tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
-    return _pair_views_cached(
-        shapes, tuple(names), tuple(sorted(gauge.as_sizes(model.sizes).items()))
-    )
-
-
 @functools.lru_cache(maxsize=16)
-def _pair_views_cached(shapes, names: tuple[str, ...], sizes: tuple):
-    S, shape_of = dict(sizes), dict(shapes)
+def _pair_views(
+    shapes, sizes: tuple
+) -> tuple[list[str], list[tuple[list[View], list[View]]] | None]:
+    """The parameters the pairs move (in ``named_parameters`` order) and, per stack of units
+    with the same members, the G and H members as strided views ``(name, (units, rows, k),
+    strides, offset)``; the layout is None when some block is not a strided slice."""
+    every = _pair_members(shapes, sizes)
+    moved = {target for members in every for _, target, _ in members}
+    names = [name for name, _ in shapes if name in moved]
     stacks: dict[tuple, list[list[Tensor]]] = {}
-    for group_name, roles in PAIRS.items():
-        group = GROUPS[group_name]
-        for unit in gauge.units(group, S):
-            members = []
-            for act, target, _, block, _ in gauge._contexts(group, list(names), unit, S):
-                numbered = torch.arange(math.prod(shape_of[target]), dtype=torch.float64)
-                view = gauge.view(
-                    group, {target: numbered.reshape(shape_of[target])}, unit, target, S, block
-                )
-                factor, transposed = roles[act.target]
-                members.append((factor, target, (view.T if transposed else view).round().long()))
-            members.sort(key=lambda member: member[0])  # G first, H second (stable)
-            key = tuple((factor, target, tuple(index.shape)) for factor, target, index in members)
-            stacks.setdefault(key, []).append([index for _, _, index in members])
+    for members in every:
+        key = tuple((factor, target, tuple(index.shape)) for factor, target, index in members)
+        stacks.setdefault(key, []).append([index for _, _, index in members])
     layout = []
     for key, per_unit in stacks.items():
         views: dict[str, list[View]] = {"G": [], "H": []}
         for position, (factor, target, _) in enumerate(key):
             strided = _strided(torch.stack([indices[position] for indices in per_unit]))
             if strided is None:
-                return None
+                return names, None
             views[factor].append((target, *strided))
         layout.append((views["G"], views["H"]))
-    return layout
+    return names, layout
 
 
 def _strided(index: Tensor) -> tuple[tuple[int, ...], tuple[int, ...], int] | None:
@@ -194,9 +188,8 @@ def _strided(index: Tensor) -> tuple[tuple[int, ...], tuple[int, ...], int] | No
     return (tuple(index.shape), stride, offset) if torch.equal(index, expected) else None
 
 
-def _read(tensors: Mapping[str, Tensor], views: list[View], params) -> Tensor:
-    """The members' blocks side by side (rows of G or H), in the parameters' dtype."""
-    dtype = next(iter(params.values())).dtype
+def _read(tensors: Mapping[str, Tensor], views: list[View], dtype: torch.dtype) -> Tensor:
+    """The members' blocks side by side (rows of G or H), in ``dtype``."""
     parts = []
     for name, size, stride, offset in views:
         t = tensors[name].detach().contiguous()

@@ -134,19 +134,20 @@ class ReducedModel(nn.Module):
 
     def standard_parameters(self) -> dict[str, Tensor]:
         """The standard parameters this point stands for (differentiable in ``free``)."""
-        record, _ = self._layout()
         free = {name: self.free[_key(name)] for name in self._shapes}
-        masks, fixed, slices = self._plan(free[next(iter(self._shapes))])
+        record, masks, fixed, slices = self._plan(free[next(iter(self._shapes))])
         return gauge.reconstruct(CHART, free, record, masks, self.sizes, slices, fixed)
 
     def _plan(self, like: Tensor):
-        """The masks, the fixed entries and the translation slices in ``like``'s dtype and
-        device: what every forward needs that only the choices determine (cached with them)."""
+        """The choices, and the masks, the fixed entries and the translation slices in
+        ``like``'s dtype and device: what every forward needs that only the choices determine
+        (cached with them)."""
         record, masks = self._layout()
         key = (self._cached[0], like.dtype, like.device)
         if getattr(self, "_planned", (None,))[0] != key:
             shapes, S = self._shapes, self.sizes
             plan = (
+                record,
                 {name: mask.to(like.device) for name, mask in masks.items()},
                 gauge.fixed_entries(CHART, record, masks, S, like.dtype, like.device),
                 gauge.translation_slices(CHART, record, shapes, S, like.dtype, like.device),

@@ -415,9 +415,9 @@ def _greedy_rows(U: Tensor, count: int | None, exclude: Tensor | None = None) ->
     product = U.to_sparse() if sparse else U
     picked = U.new_zeros(0, U.shape[1])
     chosen: list[int] = []
+    if count is None and first == 0:
+        return chosen
     while count is None or len(chosen) < count:
-        if count is None and first == 0:
-            break
         # the last of the (numerically) largest: ties are common in structured constraints, and
         # the last entry of a centred row is the one a rotation fixing the ones vector leaves
         i = int(torch.nonzero(norms >= norms.max() * (1 - 1e-9))[-1])
@@ -725,13 +725,7 @@ def _cache_key(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes) -> tuple:
 
 def _anchor_vector(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes) -> Tensor:
     shapes = {name: tuple(value.shape) for name, value in params.items()}
-    runs = _anchor_runs(chart, step, unit, shapes, S)
-    return torch.cat(
-        [
-            params[path].reshape(-1).index_select(0, index.to(params[path].device))
-            for path, index in runs
-        ]
-    )
+    return _gather(params, _anchor_runs(chart, step, unit, shapes, S))
 
 
 _RUNS: dict[tuple, tuple[tuple[str, Tensor], ...]] = {}
@@ -1048,11 +1042,12 @@ class Slice:
     columns of C share no row (a colouring), so one application of the group measures all
     their nonzeros exactly (the move is linear in t). When the move is the same from every
     point (:func:`constant_move`) they are measured once: ``values`` holds those off the
-    dependent entries and ``lift`` solves for the dependent ones (when ``diagonal``, C_d's
-    nonzeros, the solve being a division; otherwise a (units, r, k) stack of C_d's
-    pseudo-inverses). The dependent entries ``x_d`` solve ``C_d^T x_d = -C^T x``, x with them
-    at zero. Units whose anchors are disjoint share one slice: their constraints are
-    independent, so solving them together is solving them in turn."""
+    dependent entries, and the solve for the dependent ones is kept: ``divisors`` (C_d's
+    nonzeros) when ``diagonal``, the solve being a division, otherwise ``lift``, a
+    (units, r, k) stack of C_d's pseudo-inverses. The dependent entries ``x_d`` solve
+    ``C_d^T x_d = -C^T x``, x with them at zero. Units whose anchors are disjoint share one
+    slice: their constraints are independent, so solving them together is solving them in
+    turn."""
 
     runs: tuple[tuple[str, Tensor], ...]
     rows: Tensor
@@ -1065,6 +1060,7 @@ class Slice:
     dependents: int
     diagonal: bool  # each dependent entry's row of C has one nonzero, in distinct columns
     values: Tensor | None = None
+    divisors: Tensor | None = None
     lift: Tensor | None = None
 
 
@@ -1148,12 +1144,12 @@ def _slice(C: Tensor, elements, entries, dependent: list[int], constant: bool, u
     )
     dep_cols = [cols[n] for n in on]
     diagonal = len(on) == len(dependent) and len(set(dep_cols)) == len(on)
-    values = lift = None
+    values = divisors = lift = None
     if constant:
         values = C[[rows[n] for n in off], [cols[n] for n in off]]
         on_values = C[[rows[n] for n in on], dep_cols]
         if diagonal:  # the solve is a division: keep the divisors
-            lift = on_values
+            divisors = on_values
         else:
             C_d = torch.zeros(C.shape[1], len(dependent), dtype=C.dtype)
             C_d[dep_cols, [slot[rows[n]] for n in on]] = on_values
@@ -1170,6 +1166,7 @@ def _slice(C: Tensor, elements, entries, dependent: list[int], constant: bool, u
         dependents=len(dependent),
         diagonal=diagonal,
         values=values,
+        divisors=divisors,
         lift=lift,
     )
 
@@ -1191,14 +1188,14 @@ def _merged(parts: list[Slice]) -> list[Slice]:
     same = all(
         found.lift is not None and found.lift.shape == parts[0].lift.shape for found in parts
     )
-    return [_merge(parts)] if diagonal or same else parts
+    return [_merge(parts, diagonal)] if diagonal or same else parts
 
 
 def _offsets(sizes: list[int]) -> list[int]:
     return [sum(sizes[:i]) for i in range(len(sizes))]
 
 
-def _merge(parts: list[Slice]) -> Slice:
+def _merge(parts: list[Slice], diagonal: bool) -> Slice:
     lengths = [sum(index.numel() for _, index in found.runs) for found in parts]
     row_at = _offsets(lengths)
     col_at = _offsets([found.dimension for found in parts])
@@ -1218,8 +1215,11 @@ def _merge(parts: list[Slice]) -> Slice:
             flats, slots = writes.setdefault(path, ([], []))
             flats.append(flat)
             slots.append(at + d0)
-    constant = parts[0].values is not None
-    diagonal = all(found.diagonal for found in parts)
+
+    def joined(field: str) -> Tensor | None:
+        kept = [getattr(found, field) for found in parts]
+        return None if kept[0] is None else torch.cat(kept)
+
     return Slice(
         runs=tuple(run for found in parts for run in found.runs),
         rows=torch.cat([found.rows + r0 for found, r0 in zip(parts, row_at, strict=True)]),
@@ -1231,8 +1231,9 @@ def _merge(parts: list[Slice]) -> Slice:
         dimension=sum(found.dimension for found in parts),
         dependents=sum(found.dependents for found in parts),
         diagonal=diagonal,
-        values=torch.cat([found.values for found in parts]) if constant else None,
-        lift=torch.cat([found.lift for found in parts]) if constant else None,
+        values=joined("values"),
+        divisors=joined("divisors"),
+        lift=joined("lift"),
     )
 
 
@@ -1258,6 +1259,7 @@ def _slice_to(found: Slice, dtype, device) -> Slice:
         ),
         writes=tuple((path, flat.to(device), at.to(device)) for path, flat, at in found.writes),
         values=None if found.values is None else found.values.to(device),
+        divisors=None if found.divisors is None else found.divisors.to(device),
         lift=None if found.lift is None else found.lift.to(device),
     )
 
@@ -1267,7 +1269,12 @@ def _runs_to(runs, device) -> tuple[tuple[str, Tensor], ...]:
 
 
 def _gather(params: Params, runs) -> Tensor:
-    return torch.cat([params[path].reshape(-1).index_select(0, index) for path, index in runs])
+    """The entries ``runs`` ((path, flat indices), in order) name, as one vector."""
+    parts = []
+    for path, index in runs:
+        value = params[path].reshape(-1)
+        parts.append(value.index_select(0, index.to(value.device)))
+    return torch.cat(parts)
 
 
 def _solve_slice(chart: Chart, params, S: Sizes, found: Slice) -> dict[str, Tensor]:
@@ -1286,7 +1293,7 @@ def _solve_slice(chart: Chart, params, S: Sizes, found: Slice) -> dict[str, Tens
     y = torch.zeros(found.dimension, dtype=torch.float64, device=x.device)
     y = y.index_add(0, found.cols, values * x.index_select(0, found.rows).double())
     if found.diagonal:
-        divisors = found.lift if found.lift is not None else on
+        divisors = found.divisors if found.divisors is not None else on
         solved = y.new_zeros(found.dependents)
         solved = solved.index_put((found.dep_slot,), -y[found.dep_cols] / divisors)
     elif found.lift is not None:

@@ -161,7 +161,7 @@ def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -
 def moves_by_constant(expr: Expr, element: str, target: str) -> bool:
     """Whether an action is ``X + g``, ``g + X`` or ``X - g`` (X the target) with ``g`` a
     function of the element and the sizes alone: a translation whose move does not depend on
-    the point it starts from, so the chart can solve its slice once (``gauge.Shift``)."""
+    the point it starts from, so the chart can solve its slice once (``gauge.Slice``)."""
     if not (isinstance(expr, BinOp) and expr.op in ("+", "-")):
         return False
     sides = [(expr.left, expr.right)]
