@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from symcomp_runtime.errors import SymcompError as _RuntimeSymcompError
+
 KeyPath = tuple[str | int, ...]
 
 
@@ -63,10 +65,9 @@ class Problem:
         return text
 
 
-class SymcompError(Exception):
-    """Base class of the errors symcomp reports to a user (exit code 2 on the CLI)."""
-
-    exit_code = 2
+# The root of the hierarchy lives in the runtime (which needs only torch), so that the errors a
+# generated package raises and the ones symcomp raises share one base class.
+SymcompError = _RuntimeSymcompError
 
 
 class SpecError(SymcompError):
