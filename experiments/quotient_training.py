@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 
 import torch
 from common import HERE, batch, corpus, encode, next_token_loss, package, split, windows
-
-from symcomp.optim import QuotientOptimizer
+from symcomp_runtime import actions
+from symcomp_runtime.optim import QuotientOptimizer
 
 SPECS = ("char-gpt2", "char-llama")
 ARMS = ("adam", "quotient", "quotient-heads", "reduced")
@@ -99,7 +99,7 @@ def head_statistics(pkg, model) -> dict[str, list[float]]:
     """Per layer, the singular values of every head's QK and OV circuit (invariant) and of its
     W_Q, W_K, W_V, W_O blocks (not), each sorted over the heads (heads can be permuted)."""
     circuits = importlib.import_module(f"{pkg.__name__}.invariants")  # the module, not the function
-    S = pkg.gauge.as_sizes(model.sizes)
+    S = actions.as_sizes(model.sizes)
     k, group = S["head_width"], S["heads"] // S["kv_heads"]
     out: dict[str, list[float]] = {}
     with torch.no_grad():

@@ -148,7 +148,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
     try:
         if not args.force:
             check_target(args.output)  # before the work, and again when writing
-        package = compile_spec(spec, Path(args.spec).read_text())
+        text = Path(args.spec).read_text()
+        package = compile_spec(spec, text, vendor_runtime=args.vendor_runtime)
         write_package(package, args.output, force=args.force)
     except OverwriteError as exc:
         print(f"error: {exc}; pass --force to replace it", file=sys.stderr)
@@ -241,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", type=Path, required=True, help="the package directory")
     comp.add_argument(
         "--force", action="store_true", help="replace a directory symcomp did not write"
+    )
+    comp.add_argument(
+        "--vendor-runtime",
+        action="store_true",
+        help="copy symcomp_runtime into the package, so that it needs only torch",
     )
 
     red = add("reduce", cmd_reduce)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from symcomp_runtime.slices import reconstruct, translation_slices
 
 from symcomp.codegen.compile import compile_spec
 from symcomp.codegen.emit import MANIFEST, OverwriteError, write_package
@@ -92,7 +93,7 @@ def test_translation_slices_solve_what_the_dense_solve_does(path, tiny_package):
     the rebuilt parameters and their gradients are those of the dense solve from C, which
     forms and factors C at the point."""
     _, pkg, _ = tiny_package(path.stem)
-    gauge, chart = pkg.gauge, pkg.reduced.CHART
+    chart = pkg.reduced.CHART
     torch.manual_seed(0)
     model = pkg.Model(dtype=torch.float64)
     with torch.no_grad():  # a generic point (a fresh model's zero biases are degenerate)
@@ -103,11 +104,11 @@ def test_translation_slices_solve_what_the_dense_solve_does(path, tiny_package):
     reduced = pkg.ReducedModel.from_standard(model)
     record, masks = reduced._layout()
     free = {name: reduced.free[name.replace(".", "__")] for name in reduced._shapes}
-    slices = gauge.translation_slices(chart, record, reduced._shapes, reduced.sizes)
+    slices = translation_slices(chart, record, reduced._shapes, reduced.sizes)
     translations = [i for i, step in enumerate(chart.steps) if step.kind == "translation"]
     assert sorted(slices) == translations
-    fast = gauge.reconstruct(chart, free, record, masks, reduced.sizes, slices)
-    dense = gauge.reconstruct(chart, free, record, masks, reduced.sizes)
+    fast = reconstruct(chart, free, record, masks, reduced.sizes, slices)
+    dense = reconstruct(chart, free, record, masks, reduced.sizes)
     weights = {name: torch.randn(value.shape, dtype=torch.float64) for name, value in fast.items()}
     grads = []
     for params in (fast, dense):

@@ -6,10 +6,11 @@ import importlib
 
 import pytest
 import torch
+from symcomp_runtime import geometry as runtime
+from symcomp_runtime.optim import QuotientOptimizer
 
 from generated.gpt2_small import Model, ReducedModel, project_horizontal, vertical_basis
 from generated.gpt2_small.test_invariance import TINY
-from symcomp.optim import QuotientOptimizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -198,10 +199,11 @@ def test_project_heads_reads_strided_views(package, kv_heads):
     update = {
         n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in model.named_parameters()
     }
-    names, layout = geometry._pair_views(geometry._shapes(model), geometry._sizes(model))
+    pairs, shapes, sizes = geometry._PAIRS, runtime._shapes(model), runtime._sizes(model)
+    names, layout = runtime._pair_views(pairs, shapes, sizes)
     assert layout is not None
     got = geometry.project_heads(model, update)
-    want = geometry._project_heads_gathered(model, update, names)
+    want = runtime._project_heads_gathered(model, pairs, update, names)
     assert sum(not torch.equal(got[n], update[n]) for n in update) >= 4
     for name in update:
         torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12)

@@ -4,7 +4,7 @@
     python experiments/sharpness/diagonal.py --quick    # a smoke run
 
 The predictor is ``β = u ⊙ v`` (``u, v ∈ R^D``), unchanged by ``(u, v) -> (u ⊙ a, v / a)``:
-``D`` GL(1) pairs, so ``symcomp.sharpness`` takes index tensors ``(D, 1, 1)`` into
+``D`` GL(1) pairs, so ``symcomp_runtime.sharpness`` takes index tensors ``(D, 1, 1)`` into
 ``θ = [u; v]``. Data: sparse regression with fewer samples than dimensions. Models: SGD on the
 squared loss from ``u = v = α 1``, over a grid of initialisation scales ``α``, learning rates and
 batch sizes (small ``α`` finds sparse, well-generalizing solutions; large ``α`` the ℓ2-like ones).
@@ -21,8 +21,7 @@ from datetime import UTC, datetime
 
 import torch
 from report import MEASURES, RESULTS, markdown, save, scatter, tau_table
-
-from symcomp.sharpness import sharpness
+from symcomp_runtime.sharpness import sharpness
 
 D, SPARSITY, N_TRAIN, N_TEST, NOISE = 60, 5, 30, 1000, 0.1
 

@@ -26,8 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/comm
 
 from common import batch, corpus, encode, next_token_loss, package, split, windows
 from report import MEASURES, RESULTS, markdown, save, scatter, tau_table
-
-from symcomp.sharpness import lm_loss, model_sharpness
+from symcomp_runtime.sharpness import lm_loss, model_sharpness
 
 TRAIN_CHARS, CONTEXT = 20_000, 32
 

@@ -15,7 +15,7 @@ __all__ = ["RuntimeVersionError", "SymcompError", "__version__", "require"]
 
 
 def _major_minor(version: str) -> tuple[int, int]:
-    major, minor, *_ = (int(part) for part in version.split(".")[:2] + ["0"])
+    major, minor, *_ = (int(part) for part in [*version.split(".")[:2], "0"])
     return major, minor
 
 

@@ -15,3 +15,8 @@ class SymcompError(Exception):
 
 class RuntimeVersionError(SymcompError, ImportError):
     """A generated package met a runtime of another series than the one it was compiled for."""
+
+
+class DegenerateError(SymcompError):
+    """A parameter at which the gauge-fixing chart is not defined: a rank-deficient head block,
+    a zero gain, a vector orthogonal to the direction a step divides by."""

@@ -4,7 +4,7 @@ An action ``{target pattern: expression}`` becomes one Python expression per tar
 ``v("<parameter pattern>")`` (the unit's 2-D view of a parameter, resolved at run time
 relative to the target's layer), the group element and the sizes ``S``. The expression
 language is small (see :mod:`symcomp.spec.expr`), so rendering is a direct walk of its AST;
-the generated package's ``gauge.py`` defines the few helpers (``mm``, ``inv``, ...) the
+``symcomp_runtime.actions`` defines the few helpers (``mm``, ``inv``, ...) the
 rendered code calls. Names are resolved here, once, on a concrete instance of the target.
 """
 

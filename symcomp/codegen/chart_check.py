@@ -1,6 +1,6 @@
 """Check candidate charts numerically, with the generated runtime itself, before emitting them.
 
-:class:`ChartLab` writes the order-independent files of a package (``model.py``, ``gauge.py``,
+:class:`ChartLab` writes the order-independent files of a package (``model.py``,
 ``groups.py``) to a temporary folder, imports them, and answers two questions on a random point
 of the tiny instance, in float64:
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from symcomp_runtime import actions, gauge
 
 from symcomp.codegen.chart import ChartError, StepCode
 from symcomp.codegen.load import loaded_package
@@ -37,15 +38,14 @@ class ChartLab:
         package = self._dir / self._name
         package.mkdir()
         (package / "__init__.py").write_text("")
-        for path in ("model.py", "gauge.py", "groups.py"):
+        for path in ("model.py", "groups.py"):
             (package / path).write_text(files[path])
         self._package = loaded_package(package, self._name)
         self._package.__enter__()
-        self.gauge = importlib.import_module(f"{self._name}.gauge")
         self.groups: ModuleType = importlib.import_module(f"{self._name}.groups")
         model = importlib.import_module(f"{self._name}.model").Model
         shell = model(dtype=torch.float64, **tiny)  # tiny; "meta" would import dynamo
-        self.sizes = self.gauge.as_sizes(shell.sizes)
+        self.sizes = actions.as_sizes(shell.sizes)
         generator = torch.Generator().manual_seed(seed)
         self.point = {}
         for name, p in shell.named_parameters():
@@ -69,10 +69,9 @@ class ChartLab:
     # --- the questions ------------------------------------------------------------------------
 
     def _chart(self, steps: tuple[StepCode, ...]):
-        g = self.gauge
-        return g.Chart(
+        return gauge.Chart(
             groups=self.groups.GROUPS,
-            steps=tuple(g.Step(**asdict(s)) for s in steps),
+            steps=tuple(gauge.Step(**asdict(s)) for s in steps),
             rope=self.groups.ROPE,
             unread=self.groups.UNREAD,
         )
@@ -81,16 +80,16 @@ class ChartLab:
         generator = torch.Generator().manual_seed(seed)
         for name in names:
             group = self.groups.GROUPS[name]
-            for unit in self.gauge.units(group, self.sizes):
-                element = self.gauge.random_element(group, self.sizes, self.groups.ROPE, generator)
-                params = self.gauge.apply(group, params, unit, element, self.sizes)
+            for unit in actions.units(group, self.sizes):
+                element = actions.random_element(group, self.sizes, self.groups.ROPE, generator)
+                params = actions.apply(group, params, unit, element, self.sizes)
         return params
 
     def _at(self, before: tuple[StepCode, ...]) -> dict:
         """The chart point of the steps ``before`` (cached: the search asks for it often)."""
         if before not in self._points:
             chart = self._chart(before)
-            self._points[before] = self.gauge.canonicalize(chart, self.point, self.sizes)[0]
+            self._points[before] = gauge.canonicalize(chart, self.point, self.sizes)[0]
         return self._points[before]
 
     def fixes(self, before: tuple[StepCode, ...], step: StepCode) -> int:
@@ -106,11 +105,11 @@ class ChartLab:
             point = self._at(before)
             if step.kind == "translation" and not self._linear(step, point):
                 return -1
-            _, record = self.gauge.canonicalize(self._chart((step,)), point, self.sizes)
-            masks = self.gauge.determined(self._chart((step,)), record, shapes, self.sizes)
+            _, record = gauge.canonicalize(self._chart((step,)), point, self.sizes)
+            masks = gauge.determined(self._chart((step,)), record, shapes, self.sizes)
         except Exception:  # a candidate that fails fixes nothing
             return 0
-        unread = self.gauge._unread_masks(self._chart(()), shapes)
+        unread = gauge._unread_masks(self._chart(()), shapes)
         skipped = sum(int(m.sum()) for m in unread.values())
         return sum(int(m.sum()) for m in masks.values()) - skipped
 
@@ -119,24 +118,29 @@ class ChartLab:
         their t (at ``point``): the minimum-norm step solves a linear least-squares problem, and
         its point is on the orbit only for a group of translations (not, say, I + u t, whose
         minimum-norm point is where it is singular)."""
-        g, chart = self.gauge, self._chart((step,))
+        chart = self._chart((step,))
         generator = torch.Generator().manual_seed(self._seed + 3)
         for name in step.groups:
             group = self.groups.GROUPS[name]
-            for unit in g.units(group, self.sizes):
+            for unit in actions.units(group, self.sizes):
                 t1, t2 = (
-                    g.random_element(group, self.sizes, self.groups.ROPE, generator) for _ in "ab"
+                    actions.random_element(group, self.sizes, self.groups.ROPE, generator)
+                    for _ in "ab"
                 )
 
                 def move(t, group=group, unit=unit):
-                    moved = g.apply(group, point, unit, t, self.sizes)
-                    return g._anchor_vector(chart, chart.steps[0], moved, unit, self.sizes)
+                    moved = actions.apply(group, point, unit, t, self.sizes)
+                    return gauge._anchor_vector(chart, chart.steps[0], moved, unit, self.sizes)
 
                 def then(t, group=group, unit=unit, t1=t1):  # t after t1: a vector group adds them
-                    moved = g.apply(
-                        group, g.apply(group, point, unit, t1, self.sizes), unit, t, self.sizes
+                    moved = actions.apply(
+                        group,
+                        actions.apply(group, point, unit, t1, self.sizes),
+                        unit,
+                        t,
+                        self.sizes,
                     )
-                    return g._anchor_vector(chart, chart.steps[0], moved, unit, self.sizes)
+                    return gauge._anchor_vector(chart, chart.steps[0], moved, unit, self.sizes)
 
                 base = move(torch.zeros_like(t1))
                 both = move(t1 + t2) - base
@@ -162,9 +166,9 @@ class ChartLab:
         chart = self._chart((step,))
         try:
             start = self._at(before)
-            on_slice, _ = self.gauge.canonicalize(chart, start, self.sizes)
+            on_slice, _ = gauge.canonicalize(chart, start, self.sizes)
             moved = self._moved(on_slice, [group], self._seed + 1)
-            again, _ = self.gauge.canonicalize(chart, moved, self.sizes)
+            again, _ = gauge.canonicalize(chart, moved, self.sizes)
         except Exception:  # any failure rules the candidate out
             return False
         return _gap(again, moved) <= TOL * (1.0 + _scale(moved))
@@ -174,11 +178,11 @@ class ChartLab:
         chart = self._chart(steps)
         continuous = [n for n, g in self.groups.GROUPS.items() if g.continuous]
         try:
-            a, record = self.gauge.canonicalize(chart, self.point, self.sizes)
+            a, record = gauge.canonicalize(chart, self.point, self.sizes)
             moved = self._moved(self.point, continuous, self._seed + 2)
-            b, _ = self.gauge.canonicalize(chart, moved, self.sizes)
+            b, _ = gauge.canonicalize(chart, moved, self.sizes)
             shapes = {name: tuple(p.shape) for name, p in self.point.items()}
-            masks = self.gauge.determined(chart, record, shapes, self.sizes)
+            masks = gauge.determined(chart, record, shapes, self.sizes)
         except Exception as exc:  # reported as why there is no chart
             raise ChartError(f"the derived chart fails on the tiny instance: {exc}") from None
         gap = _gap(a, b)

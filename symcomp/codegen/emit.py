@@ -53,7 +53,7 @@ def check_target(out: Path) -> None:
         file = out / path
         if not file.is_file() or _file_digest(file) != digest:
             raise OverwriteError(f"{file} was edited or removed since symcomp generated it")
-    known = set(files) | {MANIFEST, "__pycache__", ".pytest_cache"}
+    known = {path.split("/")[0] for path in files} | {MANIFEST, "__pycache__", ".pytest_cache"}
     extra = sorted(p.name for p in out.iterdir() if p.name not in known)
     if extra:
         raise OverwriteError(f"{out} holds files symcomp did not write: {', '.join(extra)}")
@@ -74,6 +74,7 @@ def write_package(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for f in package.files:
+            (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
             (tmp / f.path).write_text(f.text)
         added: dict[str, str] = {}
         if extra is not None:

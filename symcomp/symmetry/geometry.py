@@ -1,6 +1,6 @@
 """Invariant metrics of the GL(k) pairs and of elementwise weights, proved exactly with SymPy.
 
-Geodesic sharpness (``symcomp.sharpness``) needs, for every group it quotients, a metric the
+Geodesic sharpness (``symcomp_runtime.sharpness``) needs, for every group it quotients, a metric the
 group leaves invariant, the horizontal projection in that metric, the Riemannian gradient and the
 Christoffel symbols of the metric's Levi-Civita connection. The generated ``metric.py`` evaluates
 them in closed form (``shared/design/quotient.md``). This module is their judge: on a small

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from symcomp.sharpness.metric import Geometry
+from .metric import Geometry
 
 MOMENTUM = 0.75
 IMPROVING = 0.75

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from symcomp.codegen.load import package_module
+from .packages import package_module
 
 PROJECTIONS = ("joint", "heads")
 

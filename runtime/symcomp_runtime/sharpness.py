@@ -1,7 +1,7 @@
 """Sharpness on the quotient: plain, adaptive and geodesic (Hide & Seek, arXiv 2505.05409).
 
 Sharpness is the largest loss increase over a ball of perturbations around a trained point.
-Three measures, each maximised by Auto-PGD (:mod:`symcomp.sharpness.ascent`):
+Three measures, each maximised by Auto-PGD (:mod:`symcomp_runtime.ascent`):
 
 - ``plain``: the Euclidean ball, straight steps ``θ + ξ``. Not invariant under the symmetries.
 - ``adaptive``: the elementwise ball ``‖ξ / w‖ ≤ ρ``, straight steps: invariant under elementwise
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from symcomp.sharpness.ascent import Ascent, maximize
-from symcomp.sharpness.metric import METRICS, PAIR_METRICS, Geometry
+from .ascent import Ascent, maximize
+from .metric import METRICS, PAIR_METRICS, Geometry
 
 MEASURES = ("plain", "adaptive", "geodesic")
 
@@ -104,7 +104,7 @@ def model_sharpness(
 ) -> Sharpness:
     """Sharpness of a generated ``Model``; ``loss`` maps named parameters to a scalar (use
     :func:`lm_loss`, or ``torch.func.functional_call`` on your own data)."""
-    from symcomp.codegen.load import package_module
+    from .packages import package_module
 
     module = package_module(model, "geometry")
     theta = module.flat_parameters(model)

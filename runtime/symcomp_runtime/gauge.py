@@ -1,0 +1,624 @@
+"""Gauge fixing: the chart's steps, the canonical element of each group on each unit, and the
+conversion of a model to its chart point (:func:`canonicalize`) and back (:func:`reconstruct`).
+
+A chart is a sequence of steps; each fixes one group (or several jointly) by pinning entries
+of an anchor parameter. ``reduced.py`` of a generated package lists its model's steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .actions import (
+    _DTYPE,
+    Group,
+    Params,
+    Sizes,
+    Unit,
+    _resolve,
+    algebra_basis,
+    apply,
+    rotary_width,
+    units,
+    view,
+)
+from .errors import DegenerateError
+
+# --- pivots ---------------------------------------------------------------------------------
+
+
+def _greedy_rows(U: Tensor, count: int | None, exclude: Tensor | None = None) -> list[int]:
+    """Greedy max-volume rows of U (Gram-Schmidt with pivoting); with ``count`` None, as many
+    as the rows outside ``exclude`` have rank (until every residual is at rounding level).
+    The residual norms are kept up to date with one product ``U q`` per pick (q, the new
+    direction, is orthogonal to the earlier ones, so the deflated U gives the same product):
+    U is read, never rewritten, and read as a sparse matrix when it mostly holds zeros."""
+    if exclude is not None:
+        U = U.masked_fill(exclude[:, None], 0.0)
+    norms = (U * U).sum(1)
+    first = float(norms.max()) if norms.numel() else 0.0
+    sparse = U.numel() > 0 and int(torch.count_nonzero(U)) < 0.1 * U.numel()
+    product = U.to_sparse() if sparse else U
+    picked = U.new_zeros(0, U.shape[1])
+    chosen: list[int] = []
+    if count is None and first == 0:
+        return chosen
+    while count is None or len(chosen) < count:
+        # the last of the (numerically) largest: ties are common in structured constraints, and
+        # the last entry of a centred row is the one a rotation fixing the ones vector leaves
+        i = int(torch.nonzero(norms >= norms.max() * (1 - 1e-9))[-1])
+        if count is not None and (
+            norms[i] <= 1e-24 * max(float(norms.max()), 1.0) or norms[i] == 0
+        ):
+            raise DegenerateError("rank-deficient")
+        residual = U[i]
+        for _ in range(2):  # twice is enough (classical Gram-Schmidt, Kahan and Parlett)
+            residual = residual - picked.T @ (picked @ residual)
+        # the updated norms carry rounding of the order of eps * first: the rank is read off
+        # the candidate's own residual, computed afresh
+        if count is None and float(residual @ residual) <= 1e-20 * first:
+            break
+        chosen.append(i)
+        q = residual / residual.norm()
+        picked = torch.cat([picked, q[None]])
+        norms = (norms - (product @ q[:, None])[:, 0] ** 2).clamp_min(0.0)
+        norms[chosen] = 0.0
+    return chosen
+
+
+# --- gauge-fixing steps ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """Fix one group's gauge on its ``anchor`` parameter.
+
+    ``kind``: ``gl`` (k pivot rows of the anchor made the identity; with RoPE, one pivot row per
+    rotated pair made (1, 0)), ``rotation`` (d pivot rows made lower triangular with a positive
+    diagonal), ``scale`` (one pivot entry per scaled column made 1, or its sign), ``translation``
+    (the anchors made orthogonal to the translations: minimum norm; ``joint`` lists the other
+    translations fixed in the same step, when their directions overlap), ``rank_one`` (a row
+    anchor moved as X (I + u t)^-1 made a unit vector e_p). ``form``: how the element E
+    multiplies the anchor (``E``, ``E^-1``, ``E^T``, ``E^-T``), ``side``: ``right`` (X f(E)) or
+    ``left`` (f(E) X); ``offset``: c in (c + X) f(E) - c (Gemma's 1 + w gains).
+    """
+
+    group: str
+    kind: str
+    anchor: str
+    side: str = "right"
+    form: str = "E"
+    offset: float = 0.0
+    joint: tuple[tuple[str, str], ...] = ()  # more (group, anchor) fixed jointly (translations)
+
+
+def _from_multiplier(M: Tensor, form: str, kind: str) -> Tensor:
+    """The element E with f(E) = M."""
+    if kind == "scale":
+        return M if form == "E" else 1.0 / M
+    return {"E": M, "E^-1": torch.linalg.inv(M), "E^T": M.T, "E^-T": torch.linalg.inv(M).T}[form]
+
+
+def rope_pairs(
+    rope: Mapping[str, object] | None, k: int
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """The rotated feature pairs of a head, and its unrotated features."""
+    if rope is None:
+        return [], list(range(k))
+    r = rotary_width(rope, {"head_width": k})
+    half = r // 2
+    if rope["pair_layout"] == "split_half":
+        pairs = [(i, i + half) for i in range(half)]
+    else:
+        pairs = [(2 * i, 2 * i + 1) for i in range(half)]
+    return pairs, list(range(r, k))
+
+
+def _oriented(step: Step, X: Tensor) -> Tensor:
+    """The anchor with the element acting on its columns (transposed for left actions)."""
+    X = X + step.offset
+    return X if step.side == "right" else X.T
+
+
+def canonical_element(
+    step: Step, group: Group, X: Tensor, S: Sizes, rope, exclude: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The element that brings the anchor view ``X`` of one unit to the chart, and the pivots.
+
+    ``exclude`` (a boolean matrix like X) marks entries an earlier step already determined: no
+    pivot lands on them."""
+    Y = _oriented(step, X)
+    taken = (
+        torch.zeros_like(Y, dtype=torch.bool) if exclude is None else _oriented_mask(step, exclude)
+    )
+    if step.kind == "gl":
+        n = Y.shape[1]
+        pairs, rest = rope_pairs(rope if group.commutes_with_rope else None, n)
+        M = torch.zeros(n, n, dtype=Y.dtype)
+        chosen: list[int] = []
+        for a, b in pairs:
+            norms = (Y[:, a] ** 2 + Y[:, b] ** 2).masked_fill(taken[:, a] | taken[:, b], 0.0)
+            p = int(torch.nonzero(norms >= norms.max() * (1 - 1e-9))[0])
+            if norms[p] <= 0:
+                raise DegenerateError("a rotated feature pair is zero")
+            xa, xb = Y[p, a] / norms[p], Y[p, b] / norms[p]
+            M[a, a], M[a, b], M[b, a], M[b, b] = xa, -xb, xb, xa
+            chosen.append(p)
+        if rest:
+            idx = torch.tensor(rest)
+            sub = Y[:, idx]
+            U, _, _ = torch.linalg.svd(sub, full_matrices=False)
+            rows = _greedy_rows(U, len(rest), taken[:, idx].any(1))
+            block = sub[torch.tensor(rows)]
+            if torch.linalg.matrix_rank(block) < len(rest):
+                raise DegenerateError("rank-deficient")
+            M[idx[:, None], idx[None, :]] = torch.linalg.inv(block)
+            chosen += rows
+        return _from_multiplier(M, step.form, "gl"), torch.tensor(chosen)
+    if step.kind == "rotation":
+        columns = Y.shape[1] - 1 if group.fixes_ones else Y.shape[1]
+        return _rotation_element(step, group, Y, taken[:, :columns].any(1))
+    if step.kind == "scale":
+        rows = torch.argmax(Y.abs().masked_fill(taken, -1.0), dim=0)
+        value = Y[rows, torch.arange(Y.shape[1])]
+        if bool((value == 0).any()):
+            raise DegenerateError("a scaled column is zero")
+        M = 1.0 / (value.abs() if group.positive else value)
+        return _from_multiplier(M[None, :], step.form, "scale"), rows
+    raise ValueError(f"unknown step kind {step.kind!r}")
+
+
+def _rank_one_vector(group: Group, step: Step, params: Params, unit: Unit, S: Sizes) -> Tensor:
+    """u of an action X -> X (I + u t)^-1 on the step's anchor, as a row: the action applied to
+    X = I is (I + u t)^-1, whose derivative at t = 0 along e_0 is -u e_0."""
+    act = next(a for a in group.acts if a.target == step.anchor)
+    path = _anchor(step.anchor, unit)
+    n = view(group, params, unit, path, S).shape[1]
+
+    def probe(pattern: str) -> Tensor:
+        resolved = _resolve(pattern, path)
+        return (
+            torch.eye(n, **_DTYPE) if resolved == path else view(group, params, unit, resolved, S)
+        )
+
+    e0 = torch.zeros(1, n, **_DTYPE)
+    e0[0, 0] = 1.0
+    _, d = torch.func.jvp(lambda t: act.fn(probe, t, S), (torch.zeros_like(e0),), (e0,))
+    return -d[:, 0][None, :]
+
+
+def rank_one_element(X: Tensor, u: Tensor, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The t with X (I + u t)^-1 = e_p, p the pivot (largest |u_p|, so that the element is well
+    conditioned): X = e_p (I + u t) = e_p + u_p t gives t = (X - e_p) / u_p (Sherman-Morrison),
+    and I + u t is invertible exactly when X u != 0. Every row Y with Y u != 0 lies on the orbit
+    of X (t = (X - Y) / (Y u)), so e_p is a function of the orbit once u is."""
+    weights = u.abs().reshape(-1)
+    if exclude is not None:
+        weights = weights.masked_fill(exclude.reshape(-1), -1.0)
+    p = int(torch.nonzero(weights >= weights.max() * (1 - 1e-9))[-1])
+    beta = float((X @ u.T).reshape(()))
+    if weights[p] <= 0 or abs(beta) <= 1e-12 * float(X.norm() * u.norm()):
+        raise DegenerateError("the vector is orthogonal to the rank-one direction")
+    target = torch.zeros_like(X)
+    target[0, p] = 1.0
+    return (X - target) / u[0, p], torch.tensor([p])
+
+
+def _oriented_mask(step: Step, mask: Tensor) -> Tensor:
+    return mask if step.side == "right" else mask.T
+
+
+def _rotation_element(step: Step, group: Group, Y: Tensor, excluded_rows: Tensor):
+    """The rotation making the anchor's pivot rows lower triangular with a positive diagonal.
+
+    Without ``fixes_ones``: Y[p] = L Q^T (an LQ decomposition), M = Q. With it, the rows of Y
+    lie in the complement of the ones vector (the writer centering before this step put them
+    there), so each row is given by its first n - 1 entries y, with squared norm
+    y (I + 1 1^T) y^T = |y C|^2 (C the Cholesky factor). The LQ decomposition of the pivot rows of
+    Z = Y[:, :n-1] C in those orthonormal coordinates gives O, and y -> y C O C^-1 is lower
+    triangular on the pivot rows in the standard coordinates too (C and C^-1 are lower
+    triangular)."""
+    n = Y.shape[1]
+    if not group.fixes_ones:
+        rows = _greedy_rows(Y, n, excluded_rows)
+        Qr, Rr = torch.linalg.qr(Y[torch.tensor(rows)].T)  # Y[p] = Rr^T Qr^T
+        M = Qr * torch.sign(torch.diagonal(Rr))[None, :]
+        return _from_multiplier(M, step.form, "rotation"), torch.tensor(rows)
+    m = n - 1
+    one = torch.ones(m, m, dtype=Y.dtype)
+    C = torch.linalg.cholesky(torch.eye(m, dtype=Y.dtype) + one)
+    Z = Y[:, :m] @ C
+    rows = _greedy_rows(Z, m, excluded_rows)
+    Qr, Rr = torch.linalg.qr(Z[torch.tensor(rows)].T)
+    O = Qr * torch.sign(torch.diagonal(Rr))[None, :]
+    G = C @ O @ torch.linalg.inv(C)  # y -> y G, orthogonal for the metric I + 1 1^T
+    P = torch.eye(n, dtype=Y.dtype) - torch.full((n, n), 1.0 / n, dtype=Y.dtype)
+    S = torch.eye(n, dtype=Y.dtype)[:, :m]  # x -> y: the first n - 1 entries
+    K = torch.cat([torch.eye(m, dtype=Y.dtype), -torch.ones(m, 1, dtype=Y.dtype)], 1)  # y -> x
+    M = P @ S @ G @ K + torch.full((n, n), 1.0 / n, dtype=Y.dtype)
+    return _from_multiplier(M, step.form, "rotation"), torch.tensor(rows)
+
+
+def pinned(step: Step, group: Group, shape: tuple[int, int], pivots: Tensor, S: Sizes, rope, signs):
+    """(rows, cols, values) of the anchor view entries the chart fixes, in view coordinates."""
+    rows: list[int] = []
+    cols: list[int] = []
+    values: list[float] = []
+    n = shape[1] if step.side == "right" else shape[0]
+    if step.kind == "gl":
+        pairs, rest = rope_pairs(rope if group.commutes_with_rope else None, n)
+        for pos, (a, b) in enumerate(pairs):
+            p = int(pivots[pos])
+            rows += [p, p]
+            cols += [a, b]
+            values += [1.0, 0.0]
+        for i, p in enumerate(pivots[len(pairs) :].tolist()):
+            for j, c in enumerate(rest):
+                rows.append(p)
+                cols.append(c)
+                values.append(1.0 if i == j else 0.0)
+    elif step.kind == "rotation":
+        columns = n - 1 if group.fixes_ones else n
+        for i, p in enumerate(pivots.tolist()):
+            for j in range(i + 1, columns):
+                rows.append(p)
+                cols.append(j)
+                values.append(0.0)
+    elif step.kind == "rank_one":
+        p = int(pivots[0])
+        rows += [0] * n
+        cols += list(range(n))
+        values += [1.0 if j == p else 0.0 for j in range(n)]
+    elif step.kind == "scale":
+        for j, p in enumerate(pivots.tolist()):
+            rows.append(p)
+            cols.append(j)
+            values.append(float(signs[j]) if signs is not None else 1.0)
+    values = [v - step.offset for v in values]
+    if step.side == "left":
+        rows, cols = cols, rows
+    return rows, cols, values
+
+
+# --- the chart: canonical form, fixed entries, reconstruction --------------------------------
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A model's gauge-fixing steps, in order, with its groups and RoPE table settings."""
+
+    groups: Mapping[str, Group]
+    steps: tuple[Step, ...]
+    rope: Mapping[str, object] | None
+    unread: tuple[tuple[str, int, int], ...] = ()  # (table, first row, end row) nothing reads
+
+
+def _anchor(anchor: str, unit: Unit) -> str:
+    layer = unit[0]
+    return anchor.replace("layers.*.", f"layers.{layer}.", 1) if layer is not None else anchor
+
+
+def view_index(group: Group, unit: Unit, path: str, shape: tuple[int, ...], S: Sizes) -> Tensor:
+    """Flat indices into ``path`` of the entries of the unit's view (a 2-D long tensor, not to
+    be written to: it is cached, since every forward of the reduced model asks again)."""
+    return _view_index(group, unit, path, tuple(shape), tuple(sorted(S.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _view_index(group: Group, unit: Unit, path: str, shape: tuple[int, ...], sizes) -> Tensor:
+    flat = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
+    return view(group, {path: flat}, unit, path, dict(sizes)).round().long()
+
+
+def _members(step: Step) -> tuple[tuple[str, str], ...]:
+    """(group, anchor) of every translation a (joint) translation step fixes."""
+    return ((step.group, step.anchor), *step.joint)
+
+
+def _joint_paths(chart: Chart, step: Step, unit: Unit) -> list[tuple[str, str]]:
+    """(group, path) of each distinct anchor of a translation step, for one unit."""
+    out: list[tuple[str, str]] = []
+    for name, anchor in _members(step):
+        path = _anchor(anchor, unit)
+        if path not in [p for _, p in out]:
+            out.append((name, path))
+    return out
+
+
+def _anchor_entries(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes):
+    """(path, flat index) of every anchor entry a translation step sees: the unit's views of
+    its anchors, less the unread rows (which the chart sets to zero on their own). Cached: the
+    reduced model asks on every forward."""
+    key = _cache_key(chart, step, unit, shapes, S)
+    if key not in _ENTRIES:
+        unread = _unread_masks(chart, shapes)
+        out = []
+        for name, path in _joint_paths(chart, step, unit):
+            group = chart.groups[name]
+            index = view_index(group, unit, path, tuple(shapes[path]), S).reshape(-1)
+            skip = unread.get(path)
+            out += [(path, int(i)) for i in index if skip is None or not skip[int(i)]]
+        _ENTRIES[key] = tuple(out)
+    return _ENTRIES[key]
+
+
+_ENTRIES: dict[tuple, tuple[tuple[str, int], ...]] = {}
+
+
+def _cache_key(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes) -> tuple:
+    return (id(chart), step, unit, tuple(sorted(shapes.items())), tuple(sorted(S.items())))
+
+
+def _anchor_vector(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes) -> Tensor:
+    shapes = {name: tuple(value.shape) for name, value in params.items()}
+    return _gather(params, _anchor_runs(chart, step, unit, shapes, S))
+
+
+_RUNS: dict[tuple, tuple[tuple[str, Tensor], ...]] = {}
+
+
+def _anchor_runs(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes):
+    """:func:`_anchor_entries` as runs ``(path, flat indices)``, in order: one gather per
+    parameter instead of one per entry (the reduced model asks on every forward)."""
+    key = _cache_key(chart, step, unit, shapes, S)
+    if key not in _RUNS:
+        runs: list[tuple[str, list[int]]] = []
+        for path, flat in _anchor_entries(chart, step, unit, shapes, S):
+            if not runs or runs[-1][0] != path:
+                runs.append((path, []))
+            runs[-1][1].append(flat)
+        _RUNS[key] = tuple((path, torch.tensor(index)) for path, index in runs)
+    return _RUNS[key]
+
+
+def _unread_masks(chart: Chart, shapes) -> dict[str, Tensor]:
+    masks = {}
+    for path, start, end in chart.unread:
+        mask = torch.zeros(shapes[path], dtype=torch.bool)
+        mask[start:end] = True
+        masks[path] = mask.reshape(-1)
+    return masks
+
+
+def _zero_unread(chart: Chart, params: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = dict(params)
+    for path, start, end in chart.unread:
+        value = out[path].clone()
+        value[start:end] = 0.0
+        out[path] = value
+    return out
+
+
+def _translation_moves(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes):
+    """(C, elements): the anchors' change under each translation basis element (columns of
+    C), and those elements as (group, element) pairs. The move is linear in t, so C is
+    exact; its columns are computed in one batched (``torch.vmap``) application per group."""
+    base = _anchor_vector(chart, step, params, unit, S)
+    blocks, elements = [], []
+    for name, _ in _members(step):
+        group = chart.groups[name]
+        basis = algebra_basis(group, S, chart.rope)
+        if basis.shape[0] == 0:
+            continue
+
+        def move(B: Tensor, group: Group = group) -> Tensor:
+            return _anchor_vector(chart, step, apply(group, params, unit, B, S), unit, S) - base
+
+        blocks.append(torch.vmap(move)(basis.to(base)).T)
+        elements += [(name, B) for B in basis]
+    if not blocks:  # a translation the RoPE commutant leaves no room for
+        return torch.zeros(base.numel(), 0, dtype=base.dtype), elements
+    return torch.cat(blocks, 1), elements
+
+
+def _svd(C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The thin SVD of C cut at its numerical rank (relative tolerance 1e-10)."""
+    U, sv, Vh = torch.linalg.svd(C, full_matrices=False)
+    top = float(sv.detach().max()) if sv.numel() else 0.0
+    rank = int(torch.count_nonzero(sv.detach() > 1e-10 * max(top, 1.0)))
+    return U[:, :rank], sv[:rank], Vh[:rank]
+
+
+def _fix_translations(chart, step, params, unit, S, determined, support):
+    """Move the anchors to their minimum-norm point along the translations. Returns the new
+    parameters and the dependent entries: one per direction not implied by earlier steps,
+    chosen outside what earlier steps determined or constrained (so that rebuilding can solve
+    the steps in order)."""
+    C, elements = _translation_moves(chart, step, params, unit, S)
+    shapes = {name: tuple(value.shape) for name, value in params.items()}
+    entries = _anchor_entries(chart, step, unit, shapes, S)
+    if C.shape[1] == 0:
+        return dict(params), torch.zeros(0, dtype=torch.long)
+    U, sv, Vh = _svd(C)
+    if U.shape[1] == 0:  # the translations do not move these anchors here
+        return dict(params), torch.zeros(0, dtype=torch.long)
+    x = _anchor_vector(chart, step, params, unit, S)
+    c = -(Vh.T @ ((U.T @ x) / sv))  # the minimum-norm t with C t = -(U U^T x)
+    out = dict(params)
+    for name in dict.fromkeys(name for name, _ in elements):
+        parts = [ci * B for ci, (n, B) in zip(c, elements, strict=True) if n == name]
+        out = apply(chart.groups[name], out, unit, torch.stack(parts).sum(0), S)
+    blocked = torch.tensor([bool(determined[p][i] or support[p][i]) for p, i in entries])
+    # as many dependent entries as the rows of C outside ``blocked`` have rank: pivoted on C
+    # itself, which is sparse (the rows of U span the same relations, but U is dense)
+    dependent = _greedy_rows(C, None, blocked)
+    moved = C.abs().amax(1) > 1e-12 * float(C.abs().max())
+    for row in torch.nonzero(moved).reshape(-1).tolist():
+        path, flat = entries[row]
+        support[path][flat] = True
+    for d in dependent:
+        path, flat = entries[d]
+        determined[path][flat] = True
+    return out, torch.tensor(dependent, dtype=torch.long)
+
+
+def _unit_key(i: int, unit: Unit) -> str:
+    return f"{i}.{unit[0]}.{unit[1]}"
+
+
+def canonicalize(
+    chart: Chart,
+    params: Params,
+    S: Sizes,
+    snapshots: list[dict[str, Tensor]] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> tuple[dict[str, Tensor], dict]:
+    """The chart's representative of the orbit of ``params`` (float64), and the discrete choices
+    made on the way (pivot rows, signs, dependent entries), keyed ``"<step>.<unit>"``. With
+    ``snapshots``, the chart point after each step is appended to it (the prefixes' points);
+    ``progress(done, steps, group)`` is called after each step."""
+    params = {name: value.detach().to(torch.float64) for name, value in params.items()}
+    params = _zero_unread(chart, params)
+    determined = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
+    for path, mask in _unread_masks(chart, {n: tuple(v.shape) for n, v in params.items()}).items():
+        determined[path] |= mask
+    support = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
+    record: dict[str, Tensor] = {}
+    for i, step in enumerate(chart.steps):
+        group = chart.groups[step.group]
+        for unit in units(group, S):
+            key = _unit_key(i, unit)
+            path = _anchor(step.anchor, unit)
+            try:
+                if step.kind == "translation":
+                    params, record[key] = _fix_translations(
+                        chart, step, params, unit, S, determined, support
+                    )
+                    continue
+                X = view(group, params, unit, path, S)
+                index = view_index(group, unit, path, tuple(params[path].shape), S)
+                if step.kind == "rank_one":
+                    u = _rank_one_vector(group, step, params, unit, S)
+                    element, pivots = rank_one_element(X, u, determined[path][index])
+                else:
+                    element, pivots = canonical_element(
+                        step, group, X, S, chart.rope, determined[path][index]
+                    )
+            except DegenerateError as exc:
+                raise DegenerateError(
+                    f"{step.group}: cannot fix the gauge of {path} ({_unit_name(unit)}): {exc}; "
+                    "the parameters are degenerate there (a zero or rank-deficient block)"
+                ) from None
+            if step.kind == "scale" and group.positive:
+                Y = _oriented(step, X)
+                record[key + ".signs"] = torch.sign(Y[pivots, torch.arange(Y.shape[1])])
+            params = apply(group, params, unit, element, S)
+            record[key] = pivots
+            rows, cols, _ = pinned(step, group, tuple(index.shape), pivots, S, chart.rope, None)
+            determined[path][index[rows, cols]] = True
+        if snapshots is not None:
+            snapshots.append(_zero_unread(chart, params))
+        if progress is not None:
+            progress(i + 1, len(chart.steps), step.group)
+    return _zero_unread(chart, params), record
+
+
+def _unit_name(unit: Unit) -> str:
+    layer, index = unit
+    if layer is None:
+        return "model"
+    return f"layer {layer}" + (f", unit {index}" if index is not None else "")
+
+
+def determined(chart: Chart, record: Mapping[str, Tensor], shapes, S: Sizes) -> dict[str, Tensor]:
+    """For each parameter, a boolean mask of the entries the chart determines."""
+    masks = {
+        name: torch.zeros(math.prod(shape), dtype=torch.bool) for name, shape in shapes.items()
+    }
+    for path, mask in _unread_masks(chart, shapes).items():
+        masks[path] |= mask
+    for i, step in enumerate(chart.steps):
+        group = chart.groups[step.group]
+        for unit in units(group, S):
+            key = _unit_key(i, unit)
+            if step.kind == "translation":
+                entries = _anchor_entries(chart, step, unit, shapes, S)
+                for d in record[key].tolist():
+                    path, flat = entries[d]
+                    masks[path][flat] = True
+                continue
+            path = _anchor(step.anchor, unit)
+            index = view_index(group, unit, path, shapes[path], S)
+            rows, cols, _ = pinned(
+                step, group, tuple(index.shape), record[key], S, chart.rope, None
+            )
+            masks[path][index[rows, cols]] = True
+    return {name: mask.reshape(shapes[name]) for name, mask in masks.items()}
+
+
+def fixed_entries(chart: Chart, record, masks, S: Sizes, dtype=torch.float64, device=None):
+    """Each parameter with the values the gauge-fixing steps other than translations pin
+    (pivot blocks, signs, rotation-fixed entries) and zero elsewhere."""
+    params = {
+        name: torch.zeros(mask.shape, dtype=dtype, device=device) for name, mask in masks.items()
+    }
+    for i, step in enumerate(chart.steps):
+        if step.kind == "translation":
+            continue
+        group = chart.groups[step.group]
+        for unit in units(group, S):
+            key = _unit_key(i, unit)
+            path = _anchor(step.anchor, unit)
+            value = params[path]
+            index = view_index(group, unit, path, tuple(value.shape), S)
+            signs = record.get(key + ".signs")
+            rows, cols, values = pinned(
+                step, group, tuple(index.shape), record[key], S, chart.rope, signs
+            )
+            target = index[rows, cols].to(value.device)
+            flat = value.reshape(-1).index_put((target,), torch.tensor(values).to(value))
+            params[path] = flat.reshape(value.shape)
+    return params
+
+
+def _solve_dependents(chart, step, params, unit, S, dependent: Tensor, shapes):
+    """Fill a translation step's dependent entries from its slice ``C^T x = 0`` (x: the
+    anchors; the same slice as ``U^T x = 0``, U an orthonormal basis of C's columns)."""
+    if dependent.numel() == 0:
+        return params
+    wide = {name: value.to(torch.float64) for name, value in params.items()}
+    C, _ = _translation_moves(chart, step, wide, unit, S)
+    x = _anchor_vector(chart, step, wide, unit, S)
+    dep = dependent.to(x.device)
+    keep = torch.ones(C.shape[0], dtype=torch.bool, device=x.device)
+    keep[dep] = False
+    # least squares: the system is consistent, and some of its rows may be implied by others
+    solved = torch.linalg.lstsq(C[dep].T, -(C[keep].T @ x[keep])[:, None]).solution[:, 0]
+    entries = _anchor_entries(chart, step, unit, shapes, S)
+    dtype = next(iter(params.values())).dtype
+    return _write(params, _writes(entries, dependent.tolist(), x.device), solved.to(dtype))
+
+
+def _writes(entries, dependent: list[int], device=None) -> tuple[tuple[str, Tensor, Tensor], ...]:
+    """The dependent entries grouped by parameter: (path, flat indices, positions)."""
+    writes: dict[str, list[tuple[int, int]]] = {}
+    for position, row in enumerate(dependent):
+        path, flat = entries[row]
+        writes.setdefault(path, []).append((flat, position))
+    return tuple(
+        (path, *(torch.tensor(part, device=device) for part in zip(*items, strict=True)))
+        for path, items in writes.items()
+    )
+
+
+def _write(params: Params, writes, solved: Tensor) -> dict[str, Tensor]:
+    out = dict(params)
+    for path, flat, position in writes:
+        value = out[path]
+        out[path] = value.reshape(-1).index_put((flat,), solved[position]).reshape(value.shape)
+    return out
+
+
+def _gather(params: Params, runs) -> Tensor:
+    """The entries ``runs`` ((path, flat indices), in order) name, as one vector."""
+    parts = []
+    for path, index in runs:
+        value = params[path].reshape(-1)
+        parts.append(value.index_select(0, index.to(value.device)))
+    return torch.cat(parts)
