@@ -11,6 +11,9 @@ of the tiny instance, in float64:
   steps with them.
 - ``check(steps)``: is the whole chart a function of the orbit, and does it determine exactly the
   redundant count of entries? A chart that fails is not emitted.
+
+A candidate fails where it does not apply by raising what :attr:`ChartLab.failures` lists; any
+other exception is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ class ChartLab:
         self._package = loaded_package(package, self._name)
         self._package.__enter__()
         self.gauge = importlib.import_module(f"{self._name}.gauge")
+        # how a candidate fails at a point where it does not apply: an anchor it cannot normalize
+        # (DegenerateError, raised by the generated runtime) or a singular or mis-shaped linear
+        # algebra step (torch.linalg.LinAlgError and torch's other errors are RuntimeErrors)
+        self.failures: tuple[type[Exception], ...] = (self.gauge.DegenerateError, RuntimeError)
         self.groups: ModuleType = importlib.import_module(f"{self._name}.groups")
         model = importlib.import_module(f"{self._name}.model").Model
         shell = model(dtype=torch.float64, **tiny)  # tiny; "meta" would import dynamo
@@ -108,7 +115,7 @@ class ChartLab:
                 return -1
             _, record = self.gauge.canonicalize(self._chart((step,)), point, self.sizes)
             masks = self.gauge.determined(self._chart((step,)), record, shapes, self.sizes)
-        except Exception:  # a candidate that fails fixes nothing
+        except self.failures:  # a candidate that fails fixes nothing
             return 0
         unread = self.gauge._unread_masks(self._chart(()), shapes)
         skipped = sum(int(m.sum()) for m in unread.values())
@@ -165,7 +172,7 @@ class ChartLab:
             on_slice, _ = self.gauge.canonicalize(chart, start, self.sizes)
             moved = self._moved(on_slice, [group], self._seed + 1)
             again, _ = self.gauge.canonicalize(chart, moved, self.sizes)
-        except Exception:  # any failure rules the candidate out
+        except self.failures:  # a failure rules the candidate out
             return False
         return _gap(again, moved) <= TOL * (1.0 + _scale(moved))
 
@@ -179,7 +186,7 @@ class ChartLab:
             b, _ = self.gauge.canonicalize(chart, moved, self.sizes)
             shapes = {name: tuple(p.shape) for name, p in self.point.items()}
             masks = self.gauge.determined(chart, record, shapes, self.sizes)
-        except Exception as exc:  # reported as why there is no chart
+        except self.failures as exc:  # reported as why there is no chart
             raise ChartError(f"the derived chart fails on the tiny instance: {exc}") from None
         gap = _gap(a, b)
         if gap > TOL * (1.0 + _scale(a)):
