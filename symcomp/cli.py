@@ -1,14 +1,25 @@
 """The ``symcomp`` command line. Each command is a thin shell over the library API.
 
-Bad input raises :class:`symcomp.errors.SymcompError` anywhere below; :func:`main` prints its
-message (file:line:column, key path, what was found, what is accepted) and exits with code 2,
-never with a traceback. argparse reports bad command-line usage the same way (exit 2).
+The exit codes, and what reaches stderr:
+
+- 0: done.
+- 1: ``verify`` ran and some claimed symmetry is false (the report says which).
+- 2: a :class:`symcomp.errors.SymcompError` (bad input, a refused overwrite, a checkpoint that
+  cannot be reduced, ...), raised anywhere below: :func:`main` prints ``error: `` and its message
+  (file:line:column, key path, what was found, what is accepted or what to do) on one line per
+  problem, never a traceback; the status is the error's ``exit_code``. argparse reports bad
+  command-line usage the same way (exit 2).
+- 3: any other exception, which is a bug in symcomp: one line ``internal error: `` with the
+  exception and a request to report it; ``SYMCOMP_DEBUG=1`` shows the traceback instead.
+
+This is the only place that catches :class:`Exception`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -141,19 +152,15 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def cmd_compile(args: argparse.Namespace) -> None:
     """Generate a standalone PyTorch package (model, reduced model, groups, tests) from a spec."""
     from symcomp.codegen.compile import compile_spec
-    from symcomp.codegen.emit import OverwriteError, check_target, write_package
+    from symcomp.codegen.emit import check_target, write_package
     from symcomp.spec import load_spec
 
     spec = load_spec(args.spec)
-    try:
-        if not args.force:
-            check_target(args.output)  # before the work, and again when writing
-        text = Path(args.spec).read_text()
-        package = compile_spec(spec, text, vendor_runtime=args.vendor_runtime)
-        write_package(package, args.output, force=args.force)
-    except OverwriteError as exc:
-        print(f"error: {exc}; pass --force to replace it", file=sys.stderr)
-        raise SystemExit(2) from None
+    if not args.force:
+        check_target(args.output)  # before the work, and again when writing
+    text = Path(args.spec).read_text()
+    package = compile_spec(spec, text, vendor_runtime=args.vendor_runtime)
+    write_package(package, args.output, force=args.force)
     console = _console()
     console.print(f"wrote {args.output}/ ({len(package.files)} files) from {args.spec}")
     if package.chart_problem:
@@ -166,7 +173,6 @@ def cmd_reduce(args: argparse.Namespace) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from symcomp.codegen.emit import OverwriteError
     from symcomp.hf.reduce import reduce_checkpoint
 
     console = _console()
@@ -180,11 +186,7 @@ def cmd_reduce(args: argparse.Namespace) -> None:
                 tasks[stage] = bar.add_task(names.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
 
-        try:
-            done = reduce_checkpoint(args.hf, args.output, force=args.force, progress=progress)
-        except OverwriteError as exc:
-            print(f"error: {exc}; pass --force to replace it", file=sys.stderr)
-            raise SystemExit(2) from None
+        done = reduce_checkpoint(args.hf, args.output, force=args.force, progress=progress)
     analysis = done.analysis
     table = Table(title=f"{analysis.name}: parameters before and after", title_justify="left")
     for column, justify in (
@@ -269,13 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``symcomp`` script: user errors exit 2 without a traceback."""
+    """Entry point of the ``symcomp`` script: user errors exit 2 and bugs exit 3, each with a
+    message and without a traceback (see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except SymcompError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # the top level: anything else is a bug in symcomp
+        if os.environ.get("SYMCOMP_DEBUG"):
+            raise
+        message = " ".join(str(exc).split())  # one line
+        print(
+            f"internal error: {type(exc).__name__}: {message} (a bug in symcomp: please report "
+            "it with the command and its input; SYMCOMP_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(3)
 
 
 if __name__ == "__main__":

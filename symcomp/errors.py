@@ -1,8 +1,25 @@
-"""Typed errors raised at the boundary between the user's input and symcomp.
+"""symcomp's errors: one hierarchy under :class:`SymcompError`.
+
+::
+
+    SymcompError                  (symcomp_runtime.errors; generated packages raise from it too)
+    ├── SpecError                 bad input: a spec, a config, a command-line argument
+    │   └── ImportHFError         a Hugging Face config that cannot be imported
+    ├── DerivationError           a group whose action cannot be evaluated
+    ├── VerificationError         a check that cannot be carried out
+    ├── CodegenError              a package that cannot be generated or written
+    ├── CheckpointError           a checkpoint that cannot be reduced
+    ├── DegenerateError           a point where a gauge cannot be fixed (symcomp_runtime)
+    └── RuntimeVersionError       a package compiled for another runtime (symcomp_runtime)
+
+Each carries an optional ``where`` (a :class:`Location`, a key path, a file) and ``hint`` (what is
+accepted, what to do). The classes of a stage live next to the code that raises them and subclass
+one of these (``ExprError``, ``ActionError``, ``ChartError``, ``OverwriteError``, ...).
 
 A :class:`SpecError` carries everything the CLI needs to print one clean message: the file, the
-line and column, the key path, what was found and what is accepted. The CLI turns it into a single
-line on stderr and exit code 2; library callers can catch it and read the fields.
+line and column, the key path, what was found and what is accepted. The CLI turns any
+:class:`SymcompError` into a single line on stderr and its ``exit_code`` (2); library callers can
+catch it and read the fields.
 """
 
 from __future__ import annotations
@@ -10,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from symcomp_runtime.errors import DegenerateError, RuntimeVersionError
 from symcomp_runtime.errors import SymcompError as _RuntimeSymcompError
 
 KeyPath = tuple[str | int, ...]
@@ -79,6 +97,10 @@ class SpecError(SymcompError):
         )
         assert self.problems, "a SpecError needs at least one problem"
         super().__init__("\n".join(p.render() for p in self.problems))
+        first = self.problems[0]  # where and hint are the first problem's; the message has all
+        key = format_key_path(first.key_path)
+        self.where = f"{first.location}: {key}" if key else str(first.location)
+        self.hint = None if first.accepted is None else f"accepted: {first.accepted}"
 
     @classmethod
     def at(
@@ -105,3 +127,41 @@ class SpecError(SymcompError):
     @property
     def first(self) -> Problem:
         return self.problems[0]
+
+
+class ImportHFError(SpecError):
+    """A Hugging Face config that cannot be imported: unreadable, malformed, or describing what
+    symcomp does not support; located at the config's file, line and key."""
+
+
+class DerivationError(SymcompError):
+    """A symmetry group whose action cannot be evaluated or derived for this model."""
+
+
+class VerificationError(SymcompError):
+    """A check that cannot be carried out (not a claim found false: a report says that)."""
+
+
+class CodegenError(SymcompError):
+    """A package that cannot be generated or written."""
+
+
+class CheckpointError(SymcompError):
+    """A checkpoint that cannot be reduced."""
+
+
+__all__ = [
+    "CheckpointError",
+    "CodegenError",
+    "DegenerateError",
+    "DerivationError",
+    "ImportHFError",
+    "KeyPath",
+    "Location",
+    "Problem",
+    "RuntimeVersionError",
+    "SpecError",
+    "SymcompError",
+    "VerificationError",
+    "format_key_path",
+]

@@ -8,9 +8,21 @@ from __future__ import annotations
 
 
 class SymcompError(Exception):
-    """Base class of every error symcomp and its generated packages raise on purpose."""
+    """Base class of every error symcomp and its generated packages raise on purpose.
+
+    ``where`` says where the problem is (a file location, a key path, a tensor's name) and
+    ``hint`` what is accepted or what to do; both are optional and, when given, part of the
+    message: ``f"{where}: {message}; {hint}"``. ``exit_code`` is the status the command line
+    exits with when the error reaches it.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, where: object = None, hint: str | None = None):
+        self.where = where
+        self.hint = hint
+        text = message if where is None else f"{where}: {message}"
+        super().__init__(text if hint is None else f"{text}; {hint}")
 
 
 class RuntimeVersionError(SymcompError, ImportError):
@@ -18,5 +30,6 @@ class RuntimeVersionError(SymcompError, ImportError):
 
 
 class DegenerateError(SymcompError):
-    """A parameter at which the gauge-fixing chart is not defined: a rank-deficient head block,
-    a zero gain, a vector orthogonal to the direction a step divides by."""
+    """A point where a gauge cannot be fixed: the anchor a step normalizes is rank-deficient (a
+    zero column, a zero rotated pair, a vector orthogonal to the rank-one direction), so the
+    chart is not defined there. Generic points never are; random weights are generic."""

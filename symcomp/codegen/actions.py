@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from symcomp.codegen.forms import Form, is_self, multiplicative_form
+from symcomp.errors import CodegenError
 from symcomp.spec.expr import (
     BinOp,
     Call,
@@ -64,7 +65,7 @@ class GroupCode:
     acts: tuple[ActCode, ...]
 
 
-class RenderError(ValueError):
+class RenderError(CodegenError):
     """An action the generator cannot render (a name that resolves to no parameter)."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from symcomp.codegen.actions import GroupCode
 from symcomp.codegen.forms import is_self, multiplicative_form
+from symcomp.errors import CodegenError
 from symcomp.spec.expr import (
     BinOp,
     Call,
@@ -39,7 +40,7 @@ from symcomp.spec.params import parameter_shapes
 _Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O")
 
 
-class ChartError(ValueError):
+class ChartError(CodegenError):
     """No chart could be derived for these groups."""
 
 

@@ -11,6 +11,9 @@ of the tiny instance, in float64:
   steps with them.
 - ``check(steps)``: is the whole chart a function of the orbit, and does it determine exactly the
   redundant count of entries? A chart that fails is not emitted.
+
+A candidate fails where it does not apply by raising what :attr:`ChartLab.failures` lists; any
+other exception is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from types import ModuleType
 
 import torch
 from symcomp_runtime import actions, gauge
+from symcomp_runtime.errors import DegenerateError
 
 from symcomp.codegen.chart import ChartError, StepCode
 from symcomp.codegen.load import loaded_package
@@ -42,6 +46,10 @@ class ChartLab:
             (package / path).write_text(files[path])
         self._package = loaded_package(package, self._name)
         self._package.__enter__()
+        # how a candidate fails at a point where it does not apply: an anchor it cannot normalize
+        # (DegenerateError, raised by the runtime) or a singular or mis-shaped linear algebra
+        # step (torch.linalg.LinAlgError and torch's other errors are RuntimeErrors)
+        self.failures: tuple[type[Exception], ...] = (DegenerateError, RuntimeError)
         self.groups: ModuleType = importlib.import_module(f"{self._name}.groups")
         model = importlib.import_module(f"{self._name}.model").Model
         shell = model(dtype=torch.float64, **tiny)  # tiny; "meta" would import dynamo
@@ -107,7 +115,7 @@ class ChartLab:
                 return -1
             _, record = gauge.canonicalize(self._chart((step,)), point, self.sizes)
             masks = gauge.determined(self._chart((step,)), record, shapes, self.sizes)
-        except Exception:  # a candidate that fails fixes nothing
+        except self.failures:  # a candidate that fails fixes nothing
             return 0
         unread = gauge._unread_masks(self._chart(()), shapes)
         skipped = sum(int(m.sum()) for m in unread.values())
@@ -169,7 +177,7 @@ class ChartLab:
             on_slice, _ = gauge.canonicalize(chart, start, self.sizes)
             moved = self._moved(on_slice, [group], self._seed + 1)
             again, _ = gauge.canonicalize(chart, moved, self.sizes)
-        except Exception:  # any failure rules the candidate out
+        except self.failures:  # a failure rules the candidate out
             return False
         return _gap(again, moved) <= TOL * (1.0 + _scale(moved))
 
@@ -183,7 +191,7 @@ class ChartLab:
             b, _ = gauge.canonicalize(chart, moved, self.sizes)
             shapes = {name: tuple(p.shape) for name, p in self.point.items()}
             masks = gauge.determined(chart, record, shapes, self.sizes)
-        except Exception as exc:  # reported as why there is no chart
+        except self.failures as exc:  # reported as why there is no chart
             raise ChartError(f"the derived chart fails on the tiny instance: {exc}") from None
         gap = _gap(a, b)
         if gap > TOL * (1.0 + _scale(a)):

@@ -16,12 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from symcomp.codegen.compile import Package
+from symcomp.errors import CodegenError
 
 MANIFEST = ".symcomp-manifest.json"
 
 
-class OverwriteError(Exception):
+class OverwriteError(CodegenError):
     """The target exists and is not an unedited symcomp package."""
+
+    def __init__(self, message: str, *, hint: str | None = "pass --force to replace it"):
+        super().__init__(message, hint=hint)
 
 
 def _digest(text: bytes) -> str:

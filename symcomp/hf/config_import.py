@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from symcomp.errors import KeyPath, Location, Problem, SpecError, format_key_path
+from symcomp.errors import ImportHFError, KeyPath, Location, Problem, SpecError, format_key_path
 from symcomp.spec.loader import spec_from_source
 from symcomp.spec.model import Spec
 from symcomp.spec.source import Source, read_json
@@ -36,8 +36,16 @@ def import_hf_config(path: str | Path, name: str | None = None) -> Spec:
 
     ``name`` is the spec's name; by default the config's directory name (or the file's stem when
     the file is not called ``config.json``), made to fit the spec's name pattern. Raises
-    :class:`SpecError` for unreadable or malformed input and for anything not supported.
+    :class:`ImportHFError` (a :class:`SpecError`) for unreadable or malformed input and for
+    anything not supported.
     """
+    try:
+        return _import_hf_config(path, name)
+    except SpecError as exc:
+        raise ImportHFError(exc.problems) from None
+
+
+def _import_hf_config(path: str | Path, name: str | None) -> Spec:
     file = _config_file(Path(path))
     source = read_json(file)
     if not isinstance(source.data, dict):

@@ -26,7 +26,7 @@ from symcomp import __version__
 from symcomp.codegen.compile import compile_spec
 from symcomp.codegen.emit import check_target, write_package
 from symcomp.codegen.load import loaded_package
-from symcomp.errors import SymcompError
+from symcomp.errors import CheckpointError
 from symcomp.hf.checkpoint import read_checkpoint
 from symcomp.hf.weights import from_hf_state_dict
 from symcomp.spec.model import Spec
@@ -38,10 +38,8 @@ SPEC_FILE = "spec.yaml"
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-class ReduceError(SymcompError):
+class ReduceError(CheckpointError):
     """The checkpoint cannot be reduced (no chart for its groups, a count that disagrees)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

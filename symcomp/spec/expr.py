@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from symcomp.errors import SymcompError
 from symcomp.spec.model import Architecture
 from symcomp.spec.params import sizes_of
 
@@ -46,10 +47,11 @@ Shape = tuple[int, int]
 FUNCTIONS: dict[str, int] = {"diag": 1, "ones": 1, "eye": 1, "kron": 2, "sqrt": 1, "sum": 1}
 
 
-class ExprError(Exception):
+class ExprError(SymcompError):
     """A bad expression: ``message``, the 0-based character ``offset`` (or None), ``accepted``.
 
-    ``str()`` gives the message with the position counted from 1, for people.
+    ``str()`` gives the message with the position counted from 1, for people. The spec loader
+    turns it into a :class:`~symcomp.errors.SpecError` located in the spec file.
     """
 
     def __init__(self, message: str, offset: int | None = None, accepted: str | None = None):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from symcomp.errors import DerivationError
 from symcomp.ir.graph import Graph, build_graph
 from symcomp.ir.interpreter import KERNELS
 from symcomp.spec.expr import (
@@ -56,7 +57,7 @@ _KV_SLICED = frozenset(n for n in HEAD_SLICED if n.split(".")[1][-1] in "KV")
 _Q_SLICED = frozenset(HEAD_SLICED) - _KV_SLICED
 
 
-class ActionError(ValueError):
+class ActionError(DerivationError):
     """A group whose action cannot be evaluated (unknown name, shape mismatch, ...)."""
 
 

@@ -15,13 +15,14 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from symcomp.errors import VerificationError
 from symcomp.ir.graph import Graph
 from symcomp.ir.interpreter import evaluate
 from symcomp.spec.params import parameter_shapes
 from symcomp.verify.nullity import randomize_, sample_inputs
 
 
-class NotGenericError(RuntimeError):
+class NotGenericError(VerificationError):
     """No draw gave a generic point (every ReLU neuron sometimes on, sometimes off)."""
 
 

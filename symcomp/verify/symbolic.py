@@ -48,6 +48,7 @@ from typing import Any
 import sympy
 import torch
 
+from symcomp.errors import VerificationError
 from symcomp.ir.graph import Graph, OpNode, build_graph
 from symcomp.ir.interpreter import interpret
 from symcomp.spec.expr import (
@@ -91,11 +92,11 @@ _PREC = 40  # digits of the numerical checks
 _TOL = sympy.Float("1e-20")
 
 
-class SymbolicError(ValueError):
+class SymbolicError(VerificationError):
     """A group or model this verifier cannot handle (an unknown name, a bad shape, ...)."""
 
 
-class _Budget(Exception):
+class _Budget(VerificationError):
     """The proof ran out of time or its expressions grew too big."""
 
 
