@@ -25,7 +25,7 @@ def precedence(node: Expr) -> int:
         return BINARY[node.op]
     if isinstance(node, Number) and node.value < 0:
         return NEG
-    return _PRECEDENCE[type(node)]
+    return next(_PRECEDENCE[cls] for cls in type(node).__mro__ if cls in _PRECEDENCE)
 
 
 class SpecPrinter(Printer):
