@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from symcomp.codegen.actions import _Renderer, moves_by_constant
-from symcomp.spec.expr import parse_expr
+from symcomp.codegen.actions import moves_by_constant
+from symcomp.lang import TorchSourcePrinter, parse_expr
 
 
 @pytest.mark.parametrize(
@@ -28,8 +28,9 @@ def test_moves_by_constant(target, text, element, constant):
 
 
 def test_inverse_of_a_diagonal_renders_as_a_division():
-    renderer = _Renderer(names={"gain": "layers.*.norm.gain", "W": "W"}, element="t")
-    source = renderer.render(parse_expr("diag(gain)^-1 W"))
+    names = {"gain": "layers.*.norm.gain", "W": "W"}
+    printer = TorchSourcePrinter({"names": names, "element": "t"})
+    source = printer.doprint(parse_expr("diag(gain)^-1 W"))
     assert "inv(" not in source
     gain = torch.rand(1, 5, dtype=torch.float64) + 0.5
     W = torch.randn(5, 3, dtype=torch.float64)

@@ -9,8 +9,7 @@ import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from symcomp.spec import parse_spec
-from symcomp.spec.expr import (
+from symcomp.lang import (
     BinOp,
     Call,
     ExprError,
@@ -21,12 +20,13 @@ from symcomp.spec.expr import (
     Power,
     Transpose,
     evaluate_scalar,
-    evaluate_size_expression,
     free_names,
     infer_shape,
     parse_expr,
-    to_sympy,
 )
+from symcomp.lang.sympy_printer import to_sympy
+from symcomp.spec import parse_spec
+from symcomp.spec.params import evaluate_size_expression
 
 a, b, c = Name("a"), Name("b"), Name("c")
 

@@ -3,7 +3,7 @@
 An action ``{target pattern: expression}`` becomes one Python expression per target, over
 ``v("<parameter pattern>")`` (the unit's 2-D view of a parameter, resolved at run time
 relative to the target's layer), the group element and the sizes ``S``. The expression
-language is small (see :mod:`symcomp.spec.expr`), so rendering is a direct walk of its AST;
+language is small (see :mod:`symcomp.lang`), so rendering is its torch source printer;
 ``symcomp_runtime.actions`` defines the few helpers (``mm``, ``inv``, ...) the
 rendered code calls. Names are resolved here, once, on a concrete instance of the target.
 """
@@ -15,20 +15,7 @@ from dataclasses import dataclass
 
 from symcomp.codegen.forms import Form, is_self, multiplicative_form
 from symcomp.errors import CodegenError
-from symcomp.spec.expr import (
-    BinOp,
-    Call,
-    Expr,
-    Inverse,
-    Name,
-    Neg,
-    Number,
-    Power,
-    Transpose,
-    iter_names,
-    parse_expr,
-    unparse,
-)
+from symcomp.lang import BinOp, Expr, TorchSourcePrinter, iter_names, parse_expr, unparse
 from symcomp.spec.groups import resolve_name
 from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup
 from symcomp.spec.params import Sizes, parameter_shapes
@@ -75,7 +62,7 @@ def size_source(expr: Expr | str | int) -> str:
         return str(expr)
     if isinstance(expr, str):
         expr = parse_expr(expr)
-    return _Renderer(names={}, element="").render(expr)
+    return _torch_source(expr, names={}, element="")
 
 
 def _concrete(pattern: str, params: dict[str, tuple[int, ...]]) -> str | None:
@@ -92,49 +79,10 @@ def _as_pattern(path: str, target: str) -> str:
     return path
 
 
-class _Renderer:
-    def __init__(self, names: dict[str, str], element: str):
-        self.names = names  # spec name -> parameter pattern
-        self.element = element
-
-    def render(self, node: Expr) -> str:
-        if isinstance(node, Number):
-            value = node.value
-            return repr(int(value)) if float(value).is_integer() else repr(float(value))
-        if isinstance(node, Name):
-            if node.name == self.element:
-                return self.element
-            if node.name in SIZE_NAMES:
-                return f'S["{node.name}"]'
-            return f'v("{self.names[node.name]}")'
-        if isinstance(node, Neg):
-            return f"-{self.wrap(node.operand)}"
-        if isinstance(node, Transpose):
-            return f"T({self.render(node.operand)})"
-        if isinstance(node, Inverse):
-            operand = node.operand
-            if isinstance(operand, Call) and operand.func == "diag":  # elementwise, no solve
-                return f"diag(1.0 / {self.wrap(operand.args[0])})"
-            return f"inv({self.render(operand)})"
-        if isinstance(node, Power):
-            return f"{self.wrap(node.operand)} ** {node.exponent!r}"
-        if isinstance(node, BinOp):
-            a, b = self.render(node.left), self.render(node.right)
-            if node.op in ("+", "-"):
-                return f"({a} {node.op} {b})"
-            if node.op in ("*", "/"):
-                return f"({a} {node.op} {b})"
-            return f"mm({a}, {b})"
-        assert isinstance(node, Call)
-        if node.func in ("ones", "eye"):
-            return f"{node.func}(int({size_source(node.args[0])}))"
-        args = ", ".join(self.render(a) for a in node.args)
-        return f"{'total' if node.func == 'sum' else node.func}({args})"
-
-    def wrap(self, node: Expr) -> str:
-        text = self.render(node)
-        simple = isinstance(node, Name | Number | Call | Transpose | Inverse | BinOp)
-        return text if simple else f"({text})"
+def _torch_source(expr: Expr, names: dict[str, str], element: str) -> str:
+    """``expr`` as torch source; ``names`` maps spec names to parameter patterns."""
+    settings = {"names": names, "element": element, "size_names": SIZE_NAMES}
+    return TorchSourcePrinter(settings).doprint(expr)
 
 
 def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -> ActCode | None:
@@ -153,7 +101,7 @@ def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -
         if path is None:
             raise RenderError(f"{group.name}: {name!r} in the action on {target} names nothing")
         names[name] = _as_pattern(path, concrete)
-    source = _Renderer(names, element).render(expr)
+    source = _torch_source(expr, names, element)
     form = multiplicative_form(group.group, element, target, text)
     shift = moves_by_constant(expr, element, target)
     return ActCode(target=target, source=source, text=unparse(expr), form=form, shift=shift)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from symcomp.codegen.actions import GroupCode
 from symcomp.codegen.forms import is_self, multiplicative_form
 from symcomp.errors import CodegenError
-from symcomp.spec.expr import (
+from symcomp.lang import (
     BinOp,
     Call,
     Inverse,

@@ -7,7 +7,7 @@ and the quotient's preconditioner knows the Gram matrix of such a move in closed
 
 from __future__ import annotations
 
-from symcomp.spec.expr import BinOp, Call, Expr, Inverse, Name, Number, Transpose, parse_expr
+from symcomp.lang import BinOp, Call, Expr, Inverse, Name, Number, Transpose, parse_expr
 
 
 def element_form(node: Expr, element: str, scaling: bool) -> str | None:

@@ -28,18 +28,7 @@ from dataclasses import dataclass
 from symcomp.codegen.render import render
 from symcomp.ir.graph import Axis, Graph, OpNode, build_graph
 from symcomp.ir.ops import alibi_slopes
-from symcomp.spec.expr import (
-    BinOp,
-    Call,
-    Expr,
-    Inverse,
-    Name,
-    Neg,
-    Number,
-    Power,
-    Transpose,
-    parse_expr,
-)
+from symcomp.lang import SizeCodePrinter, parse_expr
 from symcomp.spec.model import AlibiPositions, RotaryPositions, Spec
 from symcomp.spec.params import Sizes, layer_parameter_shapes, parameter_shapes
 
@@ -215,46 +204,6 @@ def _axis_size(axis: Axis, sizes: Sizes) -> str:
     return code
 
 
-_LEVEL = {"+": 1, "-": 1, "*": 2, "/": 2, "@": 2}
-
-
-def _size_code(expr: Expr) -> tuple[str, int]:
-    """Python for a size expression in the sizes ``s``, and its precedence level."""
-    if isinstance(expr, Number):
-        value = expr.value
-        text = str(int(value)) if float(value).is_integer() else repr(float(value))
-        return text, (3 if value < 0 else 5)
-    if isinstance(expr, Name):
-        return f"s.{expr.name}", 5
-    if isinstance(expr, Neg):
-        return "-" + _wrap(expr.operand, 3), 3
-    if isinstance(expr, Transpose):
-        return _size_code(expr.operand)
-    if isinstance(expr, Inverse):
-        return "1 / " + _wrap(expr.operand, 3), 2
-    if isinstance(expr, Power):
-        base, level = _size_code(expr.operand)
-        exponent, _ = _size_code(Number(expr.exponent))
-        base = base if level >= 5 else f"({base})"
-        simple = isinstance(expr.operand, Name | Number)
-        return (f"{base}**{exponent}" if simple else f"{base} ** {exponent}"), 4
-    if isinstance(expr, BinOp):
-        level = _LEVEL[expr.op]
-        op = "*" if expr.op == "@" else expr.op
-        return f"{_wrap(expr.left, level)} {op} {_wrap(expr.right, level + 1)}", level
-    assert isinstance(expr, Call), expr
-    if expr.func == "sqrt":
-        return f"math.sqrt({_size_code(expr.args[0])[0]})", 5
-    if expr.func == "sum":
-        return _size_code(expr.args[0])
-    raise NotImplementedError(f"{expr.func} in a size expression")
-
-
-def _wrap(expr: Expr, at_least: int) -> str:
-    text, level = _size_code(expr)
-    return text if level >= at_least else f"({text})"
-
-
 # --- docstrings -------------------------------------------------------------------------------
 
 
@@ -357,7 +306,7 @@ def _emit_embed(scope: _Scope, op: OpNode) -> Statement:
 
 
 def _emit_scale(scope: _Scope, op: OpNode) -> Statement:
-    factor = _wrap(parse_expr(op.attr("expr")), 3)  # one factor, as the interpreter's
+    factor = SizeCodePrinter().parenthesize(parse_expr(op.attr("expr")), 3)  # one factor
     return _assign(scope, op, f"{scope.read(op, 'x')} * {factor}", f"times {op.attr('expr')}")
 
 

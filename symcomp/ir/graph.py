@@ -39,7 +39,6 @@ from typing import Any
 import networkx as nx
 
 from symcomp.ir.ops import OP_KINDS, alibi_slopes
-from symcomp.spec.expr import evaluate_size_expression
 from symcomp.spec.model import (
     AlibiPositions,
     Architecture,
@@ -47,7 +46,7 @@ from symcomp.spec.model import (
     RotaryPositions,
     Spec,
 )
-from symcomp.spec.params import Sizes, parameter_shapes, sizes_of
+from symcomp.spec.params import Sizes, evaluate_size_expression, parameter_shapes, sizes_of
 
 # --- nodes ------------------------------------------------------------------------------------
 

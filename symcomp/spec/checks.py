@@ -76,7 +76,8 @@ def gated_shorthand_consistent(spec: Spec, source: Source) -> Iterator[Problem]:
 
 
 def embedding_scale_valid(spec: Spec, source: Source) -> Iterator[Problem]:
-    from symcomp.spec.expr import ExprError, evaluate_size_expression
+    from symcomp.lang import ExprError
+    from symcomp.spec.params import evaluate_size_expression
 
     scale = spec.architecture.embeddings.scale
     path = (*ARCH, "embeddings", "scale")

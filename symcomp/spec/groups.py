@@ -1,7 +1,7 @@
 """Validation of the custom symmetry groups of a spec.
 
 A custom group names its element (``A``, ``Q``, ``s``, ``t``, ``P`` by default) and gives, for each
-parameter it moves, the parameter's new value as an expression (:mod:`symcomp.spec.expr`). Each
+parameter it moves, the parameter's new value as an expression (:mod:`symcomp.lang`). Each
 check here yields a :class:`Problem` pointing at the key to fix; nothing is evaluated numerically.
 
 **Shapes.** Every value is a matrix: a vector parameter of length n is a 1 x n row, a matrix
@@ -36,7 +36,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from symcomp.errors import KeyPath, Problem
-from symcomp.spec.expr import (
+from symcomp.lang import (
     FUNCTIONS,
     Expr,
     ExprError,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from symcomp.lang import evaluate_scalar, parse_expr
 from symcomp.spec.model import Architecture, LearnedPositions, RotaryPositions
 
 
@@ -53,6 +54,13 @@ def sizes_of(arch: Architecture) -> Sizes:
         positions=arch.max_positions,
         rotary_width=rotary_width(arch),
     )
+
+
+def evaluate_size_expression(value: float | int | str, arch: Architecture) -> float:
+    """A number, or a string in the architecture's sizes (``sqrt(width)``), as a float."""
+    if not isinstance(value, str):
+        return float(value)
+    return evaluate_scalar(parse_expr(value), sizes_of(arch).as_dict())
 
 
 def _norm(prefix: str, arch: Architecture, d: int) -> dict[str, tuple[int, ...]]:

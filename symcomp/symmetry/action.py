@@ -1,7 +1,7 @@
 """Numerical action of a custom symmetry group on a model's parameters.
 
 A :class:`~symcomp.spec.model.CustomGroup` declares, for each parameter it moves, the new value as
-an expression (:mod:`symcomp.spec.expr`). This module evaluates those expressions on float64
+an expression (:mod:`symcomp.lang`). This module evaluates those expressions on float64
 torch tensors, with the semantics of :mod:`symcomp.spec.groups`:
 
 - :func:`units` lists the copies of the group (one per model, layer, key/value head, query head
@@ -31,20 +31,8 @@ from torch import Tensor
 from symcomp.errors import DerivationError
 from symcomp.ir.graph import Graph, build_graph
 from symcomp.ir.interpreter import KERNELS
-from symcomp.spec.expr import (
-    BinOp,
-    Call,
-    Expr,
-    Inverse,
-    Name,
-    Neg,
-    Number,
-    Power,
-    Transpose,
-    evaluate_size_int,
-    iter_names,
-    parse_expr,
-)
+from symcomp.lang import Expr, evaluate_size_int, iter_names, parse_expr
+from symcomp.lang.torch_evaluator import TorchEvaluator
 from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED, layer_of, local_path, resolve_name
 from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup, Spec
 from symcomp.spec.params import parameter_shapes, sizes_of
@@ -366,63 +354,6 @@ def _targets(action: _Action, unit: Unit, names: Sequence[str]) -> list[str]:
     return out
 
 
-class _Evaluator:
-    """Evaluates one action expression on float64 matrices."""
-
-    def __init__(self, names: Mapping[str, Tensor | Callable[[], Tensor]], sizes: dict[str, int]):
-        self.names = names
-        self.sizes = sizes
-
-    def __call__(self, node: Expr) -> Tensor:
-        if isinstance(node, Number):
-            return torch.full((1, 1), node.value, dtype=DTYPE)
-        if isinstance(node, Name):
-            if node.name in self.sizes:
-                return torch.full((1, 1), float(self.sizes[node.name]), dtype=DTYPE)
-            value = self.names.get(node.name)
-            if value is None:
-                raise ActionError(f"unknown name {node.name!r}")
-            return value() if callable(value) else value
-        if isinstance(node, Neg):
-            return -self(node.operand)
-        if isinstance(node, Transpose):
-            return self(node.operand).T
-        if isinstance(node, Inverse):
-            x = self(node.operand)
-            return 1.0 / x if x.shape == (1, 1) else torch.linalg.inv(x)
-        if isinstance(node, Power):
-            return self(node.operand) ** node.exponent
-        if isinstance(node, BinOp):
-            a, b = self(node.left), self(node.right)
-            if node.op == "+":
-                return a + b
-            if node.op == "-":
-                return a - b
-            if node.op == "*":
-                return a * b
-            if node.op == "/":
-                return a / b
-            if a.shape == (1, 1) or b.shape == (1, 1):
-                return a * b
-            return a @ b
-        assert isinstance(node, Call)
-        if node.func in ("ones", "eye"):
-            n = evaluate_size_int(node.args[0], self.sizes)
-            return (
-                torch.ones(1, n, dtype=DTYPE) if node.func == "ones" else torch.eye(n, dtype=DTYPE)
-            )
-        args = [self(a) for a in node.args]
-        if node.func == "diag":
-            return torch.diag(args[0].reshape(-1))
-        if node.func == "kron":
-            return torch.kron(args[0], args[1])
-        if node.func == "sqrt":
-            return torch.sqrt(args[0])
-        if node.func == "sum":
-            return args[0].sum().reshape(1, 1)
-        raise ActionError(f"unknown function {node.func!r}")  # pragma: no cover
-
-
 def _block(value: Tensor, axis: int, width: int, blocks: Sequence[int]) -> Tensor:
     """The sum of the given blocks of a 2-D value along ``axis``."""
     parts = [value.narrow(axis, b * width, width) for b in blocks]
@@ -487,7 +418,7 @@ def _apply_unit(
                             f"{group.name}: unknown name {node_name!r} in {action.key}"
                         )
                     env[node_name] = value_of(path, q_block)
-                new = _Evaluator(env, sizes)(action.expr)
+                new = TorchEvaluator(env, sizes).doprint(action.expr)
                 if aw is None:
                     expected = state[target].shape
                     writes.append((target, None, 0, _fit(new, expected, group, target)))

@@ -1030,7 +1030,8 @@ def _algebra_dimension(group: CustomGroup, n: sympy.Expr) -> sympy.Expr:
 
 def custom_group_info(group: CustomGroup, arch_layers: int) -> GroupInfo:
     """A group declared in the spec, with its dimension as a closed form in the sizes."""
-    from symcomp.spec.expr import parse_expr, to_sympy
+    from symcomp.lang import parse_expr
+    from symcomp.lang.sympy_printer import to_sympy
 
     n = (
         group.size
@@ -1114,7 +1115,8 @@ def _symbolic_shape(path: str, per: str) -> tuple[sympy.Expr, sympy.Expr]:
 def action_sympy(group: CustomGroup) -> dict[str, sympy.Expr]:
     """The group's action on each parameter as a SymPy matrix expression over symbolic sizes:
     parameters and the element are MatrixSymbols shaped in d, h, g, k, f, V, T."""
-    from symcomp.spec.expr import parse_expr, to_sympy
+    from symcomp.lang import parse_expr
+    from symcomp.lang.sympy_printer import to_sympy
 
     size = group.size
     n = sympy.sympify(size if isinstance(size, int) else to_sympy(parse_expr(size), SIZE_SYMBOLS))
@@ -1146,6 +1148,6 @@ def action_sympy(group: CustomGroup) -> dict[str, sympy.Expr]:
 
 
 def _names(expr) -> set[str]:
-    from symcomp.spec.expr import free_names
+    from symcomp.lang import free_names
 
     return set(free_names(expr))

@@ -51,21 +51,8 @@ import torch
 from symcomp.errors import VerificationError
 from symcomp.ir.graph import Graph, OpNode, build_graph
 from symcomp.ir.interpreter import interpret
-from symcomp.spec.expr import (
-    BinOp,
-    Call,
-    Expr,
-    Inverse,
-    Name,
-    Neg,
-    Number,
-    Power,
-    Transpose,
-    evaluate_size_int,
-    iter_names,
-    parse_expr,
-    to_sympy,
-)
+from symcomp.lang import evaluate_size_int, iter_names, parse_expr
+from symcomp.lang.sympy_printer import SympyMatrixEvaluator, to_sympy
 from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED, layer_of, local_path, resolve_name
 from symcomp.spec.model import (
     DEFAULT_ELEMENT,
@@ -643,64 +630,6 @@ def _block(m: sympy.Matrix, axis: int, width: int, b: int) -> sympy.Matrix:
     return m[:, b * width : (b + 1) * width] if axis == 1 else m[b * width : (b + 1) * width, :]
 
 
-def _evaluate(expr: Expr, names: Mapping[str, Any], sizes: Mapping[str, int]) -> sympy.Matrix:
-    """An action expression on explicit matrices (1 x 1 operands broadcast as scalars)."""
-
-    def scalar(x: sympy.Matrix) -> Any:
-        return x[0, 0] if x.shape == (1, 1) else None
-
-    def ev(node: Expr) -> sympy.Matrix:
-        if isinstance(node, Number):
-            return sympy.Matrix([[_exact(node.value)]])
-        if isinstance(node, Name):
-            if node.name in names:
-                return names[node.name]
-            return sympy.Matrix([[sympy.Integer(sizes[node.name])]])
-        if isinstance(node, Neg):
-            return -ev(node.operand)
-        if isinstance(node, Transpose):
-            return ev(node.operand).T
-        if isinstance(node, Inverse):
-            x = ev(node.operand)
-            return sympy.Matrix([[1 / x[0, 0]]]) if x.shape == (1, 1) else x.inv()
-        if isinstance(node, Power):
-            p = _exact(node.exponent)
-            return ev(node.operand).applyfunc(lambda e: e**p)
-        if isinstance(node, BinOp):
-            a, b = ev(node.left), ev(node.right)
-            sa, sb = scalar(a), scalar(b)
-            if sa is not None and sb is None:
-                a = sympy.Matrix(b.rows, b.cols, lambda i, j: sa)
-            if sb is not None and sa is None:
-                b = sympy.Matrix(a.rows, a.cols, lambda i, j: sb)
-            if node.op == "+":
-                return a + b
-            if node.op == "-":
-                return a - b
-            if node.op == "*" or (node.op == "@" and (sa is not None or sb is not None)):
-                return a.multiply_elementwise(b)
-            if node.op == "/":
-                return sympy.Matrix(a.rows, a.cols, lambda i, j: a[i, j] / b[i, j])
-            return a * b
-        assert isinstance(node, Call)
-        if node.func in ("ones", "eye"):
-            n = evaluate_size_int(node.args[0], sizes)
-            return sympy.ones(1, n) if node.func == "ones" else sympy.eye(n)
-        args = [ev(a) for a in node.args]
-        x = args[0]
-        if node.func == "diag":
-            return sympy.diag(*list(x))
-        if node.func == "kron":
-            return sympy.kronecker_product(args[0], args[1])
-        if node.func == "sqrt":
-            return x.applyfunc(sympy.sqrt)
-        if node.func == "sum":
-            return sympy.Matrix([[sum(x)]])
-        raise SymbolicError(f"unknown function {node.func!r}")
-
-    return ev(expr)
-
-
 def apply_symbolic(
     group: CustomGroup,
     arch: Architecture,
@@ -752,7 +681,7 @@ def apply_symbolic(
                                 f"{group.name}: unknown name {node.name!r} in {key}"
                             )
                         names[node.name] = value_of(path, q_block)
-                    new = _evaluate(expr, names, sizes)
+                    new = SympyMatrixEvaluator(names, sizes).doprint(expr)
                     b = q_block if q_block is not None else (blocks[0] if blocks else 0)
                     old = _block(state[target], axis, width, b) if blocks else state[target]
                     if new.shape == (1, 1) and old.shape != (1, 1):
