@@ -70,7 +70,7 @@ ERRORS = _exception_classes()
 
 # the branch each error class of a stage belongs to
 BRANCHES = {
-    "symcomp.spec.expr.ExprError": SymcompError,
+    "symcomp.lang.parser.ExprError": SymcompError,
     "symcomp.symmetry.action.ActionError": DerivationError,
     "symcomp.verify.symbolic.SymbolicError": VerificationError,
     "symcomp.verify.generic.NotGenericError": VerificationError,
