@@ -38,4 +38,3 @@ class loaded_package:
     def __exit__(self, *exc: object) -> None:
         for name in [m for m in sys.modules if m == self.name or m.startswith(self.name + ".")]:
             del sys.modules[name]
-
