@@ -14,8 +14,8 @@ import pytest
 import sympy as sp
 import torch
 
-from symcomp.codegen.compile import compile_spec
 from symcomp.codegen.emit import write_package
+from symcomp.pipeline import compile_package
 from symcomp.sharpness import Geometry, geometry_for, lm_loss, model_sharpness, sharpness
 from symcomp.sharpness.ascent import checkpoints
 from symcomp.spec import load_spec
@@ -50,7 +50,7 @@ def package(tmp_path_factory):
     root = tmp_path_factory.mktemp("sharpness")
     path = root / "spec.yaml"
     path.write_text(SPEC)
-    write_package(compile_spec(load_spec(path), SPEC), root / "relu_gpt")
+    write_package(compile_package(load_spec(path), SPEC), root / "relu_gpt")
     sys.path.insert(0, str(root))
     try:
         import relu_gpt
