@@ -89,12 +89,12 @@ import sys, tempfile, time
 from pathlib import Path
 import torch  # paid apart: the figure starts after it
 start = time.perf_counter()
-from symcomp.codegen.compile import compile_spec
 from symcomp.codegen.emit import write_package
+from symcomp.pipeline import compile_package
 from symcomp.spec import load_spec
 path = Path(sys.argv[1])
 with tempfile.TemporaryDirectory() as tmp:
-    write_package(compile_spec(load_spec(path), path.read_text()), Path(tmp) / "pkg", force=True)
+    write_package(compile_package(load_spec(path), path.read_text()), Path(tmp) / "pkg", force=True)
 print("SECONDS", time.perf_counter() - start)
 print("DYNAMO", "torch._dynamo" in sys.modules)
 """
@@ -333,8 +333,8 @@ def bench_reduced(results: Results, quick: bool) -> None:
     import torch
 
     from generated import gpt2_small
+    from symcomp.pipeline import analyze
     from symcomp.spec import load_spec
-    from symcomp.symmetry.analysis import analyze
 
     # Three widths, to show how the reduced model's extra cost (rebuilding the standard
     # parameters: a scatter and the translation slices) shrinks against the forward as width

@@ -96,7 +96,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     """Count the redundant parameters: a closed form in the sizes, group by group."""
     from rich.table import Table
 
-    from symcomp.symmetry.analysis import analyze
+    from symcomp.pipeline import analyze
 
     analysis = analyze(_spec_or_hf(args))
     if args.json:
@@ -125,10 +125,9 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> None:
     """Check every group symbolically, numerically and against the Jacobian nullity."""
-    from symcomp.spec import load_spec
-    from symcomp.verify.report import verify
+    from symcomp.pipeline import load, verify
 
-    report = verify(load_spec(args.spec), symbolic=not args.no_symbolic)
+    report = verify(load(args.spec), symbolic=not args.no_symbolic)
     console = _console()
     for check in report.checks:
         mark = "ok " if check.holds else "REJECTED"
@@ -151,15 +150,14 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 def cmd_compile(args: argparse.Namespace) -> None:
     """Generate a standalone PyTorch package (model, reduced model, groups, tests) from a spec."""
-    from symcomp.codegen.compile import compile_spec
     from symcomp.codegen.emit import check_target, write_package
-    from symcomp.spec import load_spec
+    from symcomp.pipeline import compile_package, load
 
-    spec = load_spec(args.spec)
+    spec = load(args.spec)
     if not args.force:
         check_target(args.output)  # before the work, and again when writing
     text = Path(args.spec).read_text()
-    package = compile_spec(spec, text, vendor_runtime=args.vendor_runtime)
+    package = compile_package(spec, text, vendor_runtime=args.vendor_runtime)
     write_package(package, args.output, force=args.force)
     console = _console()
     console.print(f"wrote {args.output}/ ({len(package.files)} files) from {args.spec}")

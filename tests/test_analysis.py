@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import sympy
 
+from symcomp.pipeline import analyze
 from symcomp.spec import load_spec
-from symcomp.symmetry.analysis import analyze
 from symcomp.symmetry.catalogue import (
     SIZE_SYMBOLS,
     qk_dimension,

@@ -13,12 +13,11 @@ import pytest
 import torch
 from symcomp_runtime.slices import reconstruct, translation_slices
 
-from symcomp.codegen.compile import compile_spec
 from symcomp.codegen.emit import MANIFEST, OverwriteError, write_package
 from symcomp.ir.graph import build_graph
 from symcomp.ir.interpreter import interpret
+from symcomp.pipeline import analyze, compile_package
 from symcomp.spec import load_spec
-from symcomp.symmetry.analysis import analyze
 from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import measure_nullity
 from tests.conftest import EXAMPLE_SPECS, ROOT, TINY_SPECS
@@ -26,7 +25,7 @@ from tests.conftest import EXAMPLE_SPECS, ROOT, TINY_SPECS
 
 def _compiled(spec_path: Path, out: Path, name: str):
     spec = load_spec(spec_path)
-    write_package(compile_spec(spec, spec_path.read_text()), out / name)
+    write_package(compile_package(spec, spec_path.read_text()), out / name)
     sys.path.insert(0, str(out))
     try:
         return spec, importlib.import_module(name)
@@ -53,7 +52,7 @@ def tiny_package(tmp_path_factory):
 @pytest.mark.parametrize("path", EXAMPLE_SPECS, ids=lambda p: p.stem)
 def test_generated_is_what_compile_writes(path):
     """generated/ holds the compiled example specs, byte for byte (CI fails on any drift)."""
-    package = compile_spec(load_spec(path), path.read_text())
+    package = compile_package(load_spec(path), path.read_text())
     folder = ROOT / "generated" / path.stem.replace("-", "_")
     written = {p.name for p in folder.iterdir() if p.name not in (MANIFEST, "__pycache__")}
     assert written == {f.path for f in package.files}
@@ -158,7 +157,7 @@ def test_generated_model_nullity_is_the_redundancy(path, tiny_package):
 
 def test_compile_refuses_foreign_and_edited_folders(tmp_path):
     path = ROOT / "specs" / "tiny" / "llama.yaml"
-    package = compile_spec(load_spec(path), path.read_text())
+    package = compile_package(load_spec(path), path.read_text())
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("my work")

@@ -16,7 +16,7 @@ import transformers
 
 from symcomp.hf import from_transformers
 from symcomp.hf.config_import import import_hf_config
-from symcomp.symmetry.analysis import analyze
+from symcomp.pipeline import analyze
 from symcomp.verify.nullity import measure_nullity
 
 try:

@@ -17,8 +17,8 @@ from symcomp_runtime import actions
 from symcomp_runtime.ascent import checkpoints
 from symcomp_runtime.sharpness import Geometry, geometry_for, lm_loss, model_sharpness, sharpness
 
-from symcomp.codegen.compile import compile_spec
 from symcomp.codegen.emit import write_package
+from symcomp.pipeline import compile_package
 from symcomp.spec import load_spec
 from symcomp.symmetry import geometry as symbolic
 
@@ -51,7 +51,7 @@ def package(tmp_path_factory):
     root = tmp_path_factory.mktemp("sharpness")
     path = root / "spec.yaml"
     path.write_text(SPEC)
-    write_package(compile_spec(load_spec(path), SPEC), root / "relu_gpt")
+    write_package(compile_package(load_spec(path), SPEC), root / "relu_gpt")
     sys.path.insert(0, str(root))
     try:
         import relu_gpt

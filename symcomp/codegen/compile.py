@@ -1,9 +1,10 @@
-"""``compile_spec(spec, source_text) -> Package``: every file of the generated package, as text.
+"""``emit_package(spec, source_text, graph, symmetries, count) -> Package``: every file of the
+generated package, as text, from the products of the symbolic stages (:mod:`symcomp.pipeline`).
 
-Passes: the graph and its groups (symbolic stage), the rendered actions, the chart, the tiny
-test instance and its closed-form count; then one template per file; then ``ruff format``
-(pinned, so that the same spec gives the same bytes everywhere) and a header naming the symcomp
-version and the spec's hash. Writing the package to disk is :mod:`symcomp.codegen.emit`.
+Passes: the rendered actions, the chart, the tiny test instance and its closed-form count; then
+one template per file; then ``ruff format`` (pinned, so that the same spec gives the same bytes
+everywhere) and a header naming the symcomp version and the spec's hash. Writing the package
+to disk is :mod:`symcomp.codegen.emit`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from symcomp.codegen.chart_check import ChartLab
 from symcomp.codegen.model_code import render_model
 from symcomp.codegen.pairs import find_pairs, gl_subgroups
 from symcomp.codegen.render import render
-from symcomp.ir.graph import build_graph
+from symcomp.ir.graph import Graph
 from symcomp.spec.model import CustomGroup, Spec
-from symcomp.symmetry.analysis import groups_of, redundancy_formula
+from symcomp.symmetry.analysis import Count
 from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 
 # the instance the generated tests run on: the structure of the spec, tiny sizes
@@ -79,9 +80,9 @@ def tiny_sizes(spec: Spec, groups: tuple[GroupCode, ...] = ()) -> dict[str, int]
     return {"layers": layers, **sizes}
 
 
-def _redundant_at(spec: Spec, sizes: dict[str, int], syms: Symmetries) -> tuple[int, str]:
-    """The closed-form redundancy of the spec (groups ``syms``), evaluated at ``sizes``."""
-    formula = redundancy_formula(spec, syms)
+def _redundant_at(spec: Spec, sizes: dict[str, int], count: Count) -> tuple[int, str]:
+    """The closed-form redundancy of the spec, evaluated at ``sizes``."""
+    formula = count.formula
     fraction = getattr(spec.architecture.positions, "rotated_fraction", 0.0)
     values = {**sizes, "rotary_width": int(sizes["head_width"] * fraction)}
     subs = {SIZE_SYMBOLS[key]: value for key, value in values.items() if key in SIZE_SYMBOLS}
@@ -89,18 +90,25 @@ def _redundant_at(spec: Spec, sizes: dict[str, int], syms: Symmetries) -> tuple[
     return int(sympy.sympify(str(formula), locals=names).subs(subs)), str(formula)
 
 
-def compile_spec(spec: Spec, source_text: str, *, vendor_runtime: bool = False) -> Package:
-    """Every file of ``spec``'s package; with ``vendor_runtime``, a copy of the runtime inside it
-    (``<package>/symcomp_runtime/``), imported relatively, so that it needs only torch."""
+def emit_package(
+    spec: Spec,
+    source_text: str,
+    graph: Graph,
+    symmetries: Symmetries,
+    count: Count,
+    *,
+    vendor_runtime: bool = False,
+) -> Package:
+    """The package of ``spec``: its ``graph``, the groups derived from it (or listed by the
+    spec) and their closed-form ``count``. With ``vendor_runtime``, a copy of the runtime inside
+    it (``<package>/symcomp_runtime/``), imported relatively, so that it needs only torch."""
     digest = spec_hash(source_text)
     head = header(spec.name, digest)
-    graph = build_graph(spec)
-    symmetries = groups_of(graph, spec.symmetries)  # derived (auto), or as the spec lists them
     copies = concrete_copies(symmetries)
     groups = tuple(render_group(group, cid, spec.architecture) for group, cid in copies)
     texts = {group.name: dict(group.acts) for group, _ in copies}
     tiny = tiny_sizes(spec, groups)
-    redundant, formula = _redundant_at(spec, tiny, symmetries)
+    redundant, formula = _redundant_at(spec, tiny, count)
     context = {
         "header": head,
         "name": spec.name,

@@ -23,15 +23,15 @@ import torch
 from torch import Tensor
 
 from symcomp import __version__
-from symcomp.codegen.compile import compile_spec
 from symcomp.codegen.emit import check_target, write_package
 from symcomp.codegen.load import loaded_package
 from symcomp.errors import CheckpointError
 from symcomp.hf.checkpoint import read_checkpoint
 from symcomp.hf.weights import from_hf_state_dict
+from symcomp.pipeline import analyze_and_compile, compile_package
 from symcomp.spec.model import Spec
 from symcomp.spec.writer import dump_spec
-from symcomp.symmetry.analysis import Analysis, analyze
+from symcomp.symmetry.analysis import Analysis
 
 SPEC_FILE = "spec.yaml"
 
@@ -74,8 +74,7 @@ def _reduce(
     force: bool,
     progress: Progress | None,
 ) -> Reduced:
-    analysis = analyze(spec)
-    package = compile_spec(spec, spec_text)
+    analysis, package = analyze_and_compile(spec, spec_text)
     if package.chart_problem:
         raise ReduceError(f"{spec.name}: no reduced model: {package.chart_problem}")
     counts: dict[str, int] = {}
@@ -138,7 +137,7 @@ def from_transformers(hf_model: Any, out: str | Path | None = None, *, force: bo
     assert spec.hf_model_type is not None
     params = from_hf_state_dict(spec, hf_model.state_dict(), spec.hf_model_type)
     if out is not None or not (folder / "__init__.py").is_file():
-        write_package(compile_spec(spec, spec_text), folder, force=force)
+        write_package(compile_package(spec, spec_text), folder, force=force)
     module = _import_persistent(folder)
     return _standard(module, params)
 

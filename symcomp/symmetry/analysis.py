@@ -1,4 +1,5 @@
-"""``analyze(spec) -> Analysis``: the redundant parameters as a closed form, group by group.
+"""The redundant parameters as a closed form, group by group: ``count_redundancy`` (the count)
+and ``tabulate`` (the table of ``symcomp analyze``), from the groups a graph admits.
 
 The named groups of :mod:`.catalogue` give each term of the formula (dimension per unit times
 the number of units, in the symbolic sizes). Where groups overlap (B4 with B6, B4 with the
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import sympy
 
 from symcomp.ir.graph import Graph, build_graph
-from symcomp.spec.model import Architecture, CustomGroup, RotaryPositions, Spec
+from symcomp.spec.model import Architecture, CustomGroup, RotaryPositions
 from symcomp.spec.params import parameter_count, sizes_of
 from symcomp.symmetry.catalogue import (
     SIZE_SYMBOLS,
@@ -159,21 +160,30 @@ def _total(syms: Symmetries, overlap: sympy.Expr) -> sympy.Expr:
     return sympy.expand(sum(terms, sympy.Integer(0)))
 
 
-def redundancy_formula(spec: Spec | Architecture, syms: Symmetries | None = None) -> sympy.Expr:
-    """The closed-form redundancy of :func:`analyze`, without the rest of its table (the SymPy
-    form of each action is most of its cost; ``symcomp compile`` needs only the count).
-    ``syms``: the spec's groups, when the caller has derived them."""
-    arch = spec.architecture if isinstance(spec, Spec) else spec
-    symmetries = spec.symmetries if isinstance(spec, Spec) else "auto"
-    syms = syms or groups_of(build_graph(arch), symmetries)
-    return _total(syms, overlap_formula(arch, symmetries))
+@dataclass(frozen=True)
+class Count:
+    """The closed-form redundancy of a spec's groups: their terms and the unread rows, less the
+    overlap of the groups (measured on tiny instances as ``a + b L``)."""
+
+    overlap: sympy.Expr
+    formula: sympy.Expr
+
+    def at(self, arch: Architecture) -> int:
+        """The redundancy at the sizes of ``arch``."""
+        return int(self.formula.subs(_sizes(arch)))
 
 
-def analyze(spec: Spec | Architecture, name: str | None = None) -> Analysis:
-    arch = spec.architecture if isinstance(spec, Spec) else spec
-    name = name or (spec.name if isinstance(spec, Spec) else "model")
-    symmetries = spec.symmetries if isinstance(spec, Spec) else "auto"
-    syms = groups_of(build_graph(arch), symmetries)
+def count_redundancy(
+    arch: Architecture, syms: Symmetries, symmetries: SymmetrySetting = "auto"
+) -> Count:
+    """The closed-form count of the groups ``syms`` derived from the graph of ``arch``
+    (``symmetries``: the spec's setting, which the overlap's tiny instances select again)."""
+    overlap = overlap_formula(arch, symmetries)
+    return Count(overlap, _total(syms, overlap))
+
+
+def tabulate(name: str, arch: Architecture, syms: Symmetries, count: Count) -> Analysis:
+    """The table of ``symcomp analyze``: one line per group, the unread rows and the overlap."""
     sizes = _sizes(arch)
     lines = [
         GroupLine(
@@ -202,7 +212,7 @@ def analyze(spec: Spec | Architecture, name: str | None = None) -> Analysis:
                 int(unread.count.subs(sizes)),
             )
         )
-    overlap = overlap_formula(arch, symmetries)
+    overlap = count.overlap
     if overlap != 0:
         lines.append(
             GroupLine(
@@ -216,8 +226,8 @@ def analyze(spec: Spec | Architecture, name: str | None = None) -> Analysis:
                 -int(overlap.subs(sizes)),
             )
         )
-    formula = _total(syms, overlap)
-    redundant = int(formula.subs(sizes))
+    redundant = count.at(arch)
     assert redundant == sum(line.dimension for line in lines)
     parameters = parameter_count(arch)
-    return Analysis(name, parameters, redundant, parameters - redundant, str(formula), tuple(lines))
+    formula = str(count.formula)
+    return Analysis(name, parameters, redundant, parameters - redundant, formula, tuple(lines))

@@ -1,4 +1,6 @@
-"""``verify(spec) -> VerifyReport``: the three checks of ``symcomp verify``.
+"""``verify_graph(spec, graph, syms, derived) -> VerifyReport``: the three checks of
+``symcomp verify``, on the graph of a tiny instance of the spec (:func:`symcomp.pipeline.verify`
+builds it, derives its groups and counts them).
 
 1. Symbolic: SymPy proves, on a minimal instance, that each group leaves the log-probabilities
    unchanged, and names the values where its change vanishes (:mod:`.symbolic`).
@@ -18,13 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
-from symcomp.ir.graph import Graph, build_graph
+from symcomp.ir.graph import Graph
 from symcomp.ir.interpreter import interpret
 from symcomp.spec.model import CustomGroup, Spec
 from symcomp.spec.params import parameter_shapes
 from symcomp.symmetry.action import vertical_vectors
-from symcomp.symmetry.analysis import analyze, groups_of, measurement_instance
-from symcomp.symmetry.catalogue import GroupInfo
+from symcomp.symmetry.catalogue import GroupInfo, Symmetries
 from symcomp.verify.generic import generic_point
 from symcomp.verify.invariance import TOLERANCE, measure_invariance
 from symcomp.verify.nullity import measure_nullity, null_space
@@ -106,10 +107,18 @@ def _unexplained(
     return tuple(out)
 
 
-def verify(spec: Spec, *, symbolic: bool = True, seed: int = 0) -> VerifyReport:
-    tiny = measurement_instance(spec.architecture)
-    graph = build_graph(tiny)
-    syms = groups_of(graph, spec.symmetries)
+def verify_graph(
+    spec: Spec,
+    graph: Graph,
+    syms: Symmetries,
+    derived: int,
+    *,
+    symbolic: bool = True,
+    seed: int = 0,
+) -> VerifyReport:
+    """Check the groups ``syms`` of ``graph``, a tiny instance of ``spec``, and their count
+    ``derived`` there against the Jacobian nullity."""
+    tiny = graph.arch
     checks = tuple(_check(spec, graph, gi.group, symbolic) for gi in syms.groups)
     if spec.symmetries != "auto":  # a catalogue name the graph does not admit is a false claim
         found = {gi.name for gi in syms.groups} | {"unread_parameters"}
@@ -118,8 +127,6 @@ def verify(spec: Spec, *, symbolic: bool = True, seed: int = 0) -> VerifyReport:
             for name in spec.symmetries
             if isinstance(name, str) and name not in found
         )
-    tiny_spec = spec.model_copy(update={"architecture": tiny})
-    derived = analyze(tiny_spec).redundant
     params = generic_point(graph, seed)
     threads = torch.get_num_threads()
     try:

@@ -1,0 +1,326 @@
+"""The statements of a forward method: one per op of the graph IR (the emitters, a registry
+by op kind), the scores, softmax and weighted sum of an attention layer fused into one
+``scaled_dot_product_attention`` call, and the ops of one layer grouped into the parts
+(attention, MLP, the block's own ops) that the generated classes emit."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+
+from symcomp.codegen.model_text import (
+    FORWARD_INDENT,
+    LINE_LENGTH,
+    Statement,
+    _identifier,
+    _layer_of,
+    _module_path,
+    _node,
+)
+from symcomp.ir.graph import Graph, OpNode
+from symcomp.ir.ops import alibi_slopes
+from symcomp.lang import SizeCodePrinter, parse_expr
+
+ACTIVATIONS = {
+    "relu": "F.relu({})",
+    "gelu": "F.gelu({})",
+    "gelu_tanh": 'F.gelu({}, approximate="tanh")',
+    "silu": "F.silu({})",
+}
+
+
+# --- statements -------------------------------------------------------------------------------
+
+
+class _Scope:
+    """Where statements are emitted: which parameters ``self`` holds, how values are named."""
+
+    def __init__(self, graph: Graph, param_prefix: str, value_prefix: str, inputs: dict[str, str]):
+        self.graph = graph
+        self.param_prefix = param_prefix  # e.g. "layers.0.attn."
+        self.value_prefix = value_prefix  # e.g. "L0.attn."
+        self.inputs = inputs  # value -> local name (the function's arguments)
+
+    def value(self, name: str) -> str:
+        if name in self.inputs:
+            return self.inputs[name]
+        if name.startswith(self.value_prefix):
+            return _identifier(name, self.value_prefix)
+        return _identifier(re.sub(r"^L\d+\.", "", name))
+
+    def param(self, name: str) -> str:
+        assert name.startswith(self.param_prefix), f"{name} outside {self.param_prefix!r}"
+        return "self." + name.removeprefix(self.param_prefix)
+
+    def module(self, param: str) -> str:
+        """The submodule that holds ``param`` (a norm's gain -> ``self.attn_norm``)."""
+        return self.param(_module_path(param))
+
+    def read(self, op: OpNode, slot: str) -> str:
+        """Code for the op's input ``slot``: a parameter or a local value."""
+        node = _node(op, slot)
+        return self.param(node) if node in self.graph.param else self.value(node)
+
+    def has(self, op: OpNode, slot: str) -> bool:
+        return op.input(slot) is not None
+
+
+def _assign(scope: _Scope, op: OpNode, expr: str, comment: str = "") -> Statement:
+    return Statement((f"{scope.value(op.output)} = {expr}",), comment)
+
+
+def _matmul(scope: _Scope, op: OpNode) -> str:
+    """``x @ W``; with a bias, ``F.linear(x, W.T, b)``: the same product, with the bias added by
+    the matmul itself (addmm) rather than by a second pass over the output."""
+    x, W = scope.read(op, "x"), scope.read(op, "W")
+    if not scope.has(op, "b"):
+        return f"{x} @ {W}" + (".T" if op.attr("transpose") else "")
+    weight = W if op.attr("transpose") else f"{W}.T"  # F.linear takes W as (out, in)
+    return f"F.linear({x}, {weight}, {scope.read(op, 'b')})"
+
+
+def _emit_embed(scope: _Scope, op: OpNode) -> Statement:
+    W, index = scope.read(op, "W"), op.attr("index")
+    if index == "token":
+        return _assign(scope, op, f"{W}[input_ids]", "(B, T, width)")
+    if index == "position":
+        offset = op.attr("offset")
+        if not offset:
+            return _assign(scope, op, f"{W}[:seq_len]", "(T, width): row t for position t")
+        comment = f"(T, width): row {offset} + t for position t; rows 0 .. {offset - 1} unread"
+        return _assign(scope, op, f"{W}[{offset} : {offset} + seq_len]", comment)
+    assert index == "token_type", index
+    return _assign(scope, op, f"{W}[0]", "(width,): token type 0 (inputs are ids only)")
+
+
+def _emit_scale(scope: _Scope, op: OpNode) -> Statement:
+    factor = SizeCodePrinter().parenthesize(parse_expr(op.attr("expr")), 3)  # one factor
+    return _assign(scope, op, f"{scope.read(op, 'x')} * {factor}", f"times {op.attr('expr')}")
+
+
+def _emit_norm(scope: _Scope, op: OpNode) -> Statement:
+    return _assign(scope, op, f"{scope.module(_node(op, 'gain'))}({scope.read(op, 'x')})")
+
+
+def _emit_add(scope: _Scope, op: OpNode) -> Statement:
+    return _assign(scope, op, f"{scope.read(op, 'x')} + {scope.read(op, 'y')}")
+
+
+def _emit_linear(scope: _Scope, op: OpNode) -> Statement:
+    return _assign(scope, op, _matmul(scope, op))
+
+
+def _emit_split_heads(scope: _Scope, op: OpNode) -> Statement:
+    # which size the heads axis counts, heads or kv_heads, is the kind of that axis in the graph
+    heads = scope.graph.value[op.output].axes[1].kind
+    assert heads in ("heads", "kv_heads"), heads
+    shape = f"(B, {heads}, T, head_width)"
+    return _assign(scope, op, f"split_heads({scope.read(op, 'x')}, s.{heads})", shape)
+
+
+def _emit_merge_heads(scope: _Scope, op: OpNode) -> Statement:
+    return _assign(scope, op, f"merge_heads({scope.read(op, 'x')})", "(B, T, heads * head_width)")
+
+
+def _emit_rope(scope: _Scope, op: OpNode) -> Statement:
+    args = [scope.read(op, "x"), "s.rotary_width", f"base={float(op.attr('base'))!r}"]
+    if op.attr("position_divisor") != 1.0:
+        args.append(f"position_divisor={float(op.attr('position_divisor'))!r}")
+    return _assign(scope, op, f"rope({', '.join(args)})")
+
+
+def _emit_activation(scope: _Scope, op: OpNode) -> Statement:
+    return _assign(scope, op, ACTIVATIONS[op.attr("fn")].format(scope.read(op, "x")))
+
+
+def _emit_gate(scope: _Scope, op: OpNode) -> Statement:
+    act = ACTIVATIONS[op.attr("fn")].format(scope.read(op, "a"))
+    return _assign(scope, op, f"{act} * {scope.read(op, 'b')}")
+
+
+def _emit_unembed(scope: _Scope, op: OpNode) -> Statement:
+    comment = "tied: W_E transposed" if op.attr("transpose") else ""
+    return _assign(scope, op, _matmul(scope, op), comment)
+
+
+def _check_scores(graph: Graph, scores: OpNode) -> None:
+    """The attention scale and ALiBi slopes must be the size-dependent ones we emit."""
+    k, h = graph.sizes.head_width, graph.sizes.heads
+    if not math.isclose(scores.attr("scale"), k**-0.5, rel_tol=1e-15):
+        raise NotImplementedError(f"{scores.name}: scale {scores.attr('scale')} is not k^-0.5")
+    slopes = scores.attr("alibi_slopes")
+    if slopes is not None and tuple(slopes) != alibi_slopes(h):
+        raise NotImplementedError(f"{scores.name}: ALiBi slopes are not those of {h} heads")
+
+
+def _call(target: str, func: str, args: Sequence[str], *, explode: bool = False) -> list[str]:
+    """``target = func(args)`` on one line if it fits (and not ``explode``), else one argument a
+    line with a trailing comma (which ruff format keeps as it is)."""
+    line = f"{target} = {func}({', '.join(args)})"
+    if not explode and FORWARD_INDENT + len(line) <= LINE_LENGTH:
+        return [line]
+    return [f"{target} = {func}(", *(f"    {a}," for a in args), ")"]
+
+
+def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
+    """scores -> softmax -> weighted_sum, as one scaled_dot_product_attention call."""
+    assert mixed.attr("group") == scores.attr("group")
+    _check_scores(scope.graph, scores)
+    causal, window = scores.attr("causal"), scores.attr("window")
+    alibi = scores.attr("alibi_slopes") is not None
+    q = scope.read(scores, "q")
+    lines: list[str] = []
+    args = [q, scope.read(scores, "k"), scope.read(mixed, "v")]
+    what = ["causal" if causal else "bidirectional"]
+    if window is not None or alibi:
+        mask_args = [f"{q}.shape[-2]"]
+        mask_args += ["s.heads"] * alibi
+        mask_args += [f"window={window}"] * (window is not None)
+        mask_args += [f"dtype={q}.dtype"] * alibi
+        mask_args.append(f"device={q}.device")
+        lines += _call("mask", "attention_mask", mask_args)
+        args.append("attn_mask=mask")
+        what += [f"a sliding window of {window}"] * (window is not None) + ["ALiBi"] * alibi
+    elif causal:
+        args.append("is_causal=True")
+    args += ["scale=s.head_width**-0.5", "enable_gqa=s.kv_heads < s.heads"]
+    lines += _call(scope.value(mixed.output), "F.scaled_dot_product_attention", args, explode=True)
+    comment = f"scores, softmax and weighted sum, fused ({', '.join(what)})"
+    return Statement(tuple(lines), comment)
+
+
+EMITTERS: dict[str, Callable[[_Scope, OpNode], Statement]] = {
+    "embed": _emit_embed,
+    "norm": _emit_norm,
+    "add": _emit_add,
+    "linear": _emit_linear,
+    "split_heads": _emit_split_heads,
+    "merge_heads": _emit_merge_heads,
+    "rope": _emit_rope,
+    "activation": _emit_activation,
+    "gate": _emit_gate,
+    "unembed": _emit_unembed,
+}
+
+
+def _statements(scope: _Scope, ops: Sequence[OpNode]) -> Iterator[Statement]:
+    """One statement per op; scores, softmax and weighted sum fused into one, in the place of
+    the weighted sum (the first op that has every input of the fused call)."""
+    pending: dict[str, OpNode] = {}  # scores or softmax output -> the scores op
+    for op in ops:
+        if op.kind == "scores":
+            pending[op.output] = op
+        elif op.kind == "softmax" and _node(op, "x") in pending:
+            pending[op.output] = pending.pop(_node(op, "x"))
+        elif op.kind == "weighted_sum" and _node(op, "p") in pending:
+            yield _emit_attention(scope, pending.pop(_node(op, "p")), op)
+        elif op.kind == "scale":
+            yield _emit_scale(scope, op)
+        elif op.kind in EMITTERS:
+            yield EMITTERS[op.kind](scope, op)
+        else:
+            raise NotImplementedError(f"no code for the op kind {op.kind!r} ({op.name})")
+    assert not pending, f"attention scores without a weighted sum: {sorted(pending)}"
+
+
+def _layout(statements: Sequence[Statement], indent: int = FORWARD_INDENT) -> tuple[str, ...]:
+    """Statement lines; a comment trails a one-line statement when it fits, else goes above."""
+    out: list[str] = []
+    for st in statements:
+        if not st.comment:
+            out.extend(st.lines)
+            continue
+        trailing = f"{st.lines[0]}  # {st.comment}"
+        if len(st.lines) == 1 and indent + len(trailing) <= LINE_LENGTH:
+            out.append(trailing)
+        else:
+            out.append(f"# {st.comment}")
+            out.extend(st.lines)
+    return tuple(out)
+
+
+def _returning(lines: tuple[str, ...], value: str) -> tuple[str, ...]:
+    return (*lines, f"return {value}")
+
+
+# --- the ops of one layer ---------------------------------------------------------------------
+
+
+def _layer_ops(graph: Graph, layer: int) -> list[OpNode]:
+    return list(_ops_by_layer(graph).get(layer, ()))
+
+
+_BY_LAYER: list[tuple[Graph, dict[int | None, list[OpNode]]]] = []  # the last graph's index
+
+
+def _ops_by_layer(graph: Graph) -> dict[int | None, list[OpNode]]:
+    """The graph's ops grouped by layer, in order (asked once per layer: index once)."""
+    if not _BY_LAYER or _BY_LAYER[0][0] is not graph:
+        index: dict[int | None, list[OpNode]] = {}
+        for op in graph.ops:
+            index.setdefault(_layer_of(op.output), []).append(op)
+        _BY_LAYER[:] = [(graph, index)]
+    return _BY_LAYER[0][1]
+
+
+def _part(op: OpNode) -> str:
+    """``attn``, ``mlp`` or ``block``: which class of the layer emits the op."""
+    for part in ("attn", "mlp"):
+        if re.match(rf"L\d+\.{part}(\.|_out$)", op.output):
+            return part
+    return "block"
+
+
+def _check_layers_alike(graph: Graph) -> None:
+    """Every layer's ops are layer 0's, renamed (one Block class serves them all)."""
+
+    def signature(layer: int) -> list[tuple[object, ...]]:
+        ops = _layer_ops(graph, layer)
+        source = _external_input(ops, graph)  # the output of the layer before
+
+        def rename(name: str) -> str:
+            return (
+                "<in>" if name == source else re.sub(rf"^(L|layers\.){layer}\.", r"\g<1>0.", name)
+            )
+
+        return [
+            (
+                op.kind,
+                op.attrs,
+                rename(op.output),
+                tuple((i.slot, rename(i.node)) for i in op.inputs),
+            )
+            for op in ops
+        ]
+
+    first = signature(0)
+    for layer in range(1, graph.sizes.layers):
+        assert signature(layer) == first, f"layer {layer} is not layer 0 renamed"
+
+
+def _external_input(ops: Sequence[OpNode], graph: Graph) -> str:
+    """The one value that ``ops`` read but do not write (the function's argument)."""
+    written = {op.output for op in ops}
+    read = [
+        i.node
+        for op in ops
+        for i in op.inputs
+        if i.node not in written and i.node not in graph.param
+    ]
+    assert len(set(read)) == 1, f"{[op.name for op in ops]} read {sorted(set(read))}"
+    return read[0]
+
+
+def _runs(ops: Sequence[OpNode]) -> list[tuple[str, list[OpNode]]]:
+    """Consecutive ops of the same part: ``[("block", [...]), ("attn", [...]), ...]``."""
+    runs: list[tuple[str, list[OpNode]]] = []
+    for op in ops:
+        part = _part(op)
+        if runs and runs[-1][0] == part and part != "block":
+            runs[-1][1].append(op)
+        else:
+            runs.append((part, [op]))
+    seen = [part for part, _ in runs if part != "block"]
+    assert len(seen) == len(set(seen)), f"the ops of a sublayer are not contiguous: {seen}"
+    return runs
