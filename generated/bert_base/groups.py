@@ -53,7 +53,6 @@ GROUPS: dict[str, Group] = {
                 form=("right", "E^-T", 0.0),
             ),
         ),
-        layers=None,
     ),
     "key_bias_shift": Group(
         name="key_bias_shift",
@@ -69,7 +68,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "vo_gauge": Group(
         name="vo_gauge",
@@ -97,7 +95,6 @@ GROUPS: dict[str, Group] = {
                 form=("right", "E", 0.0),
             ),
         ),
-        layers=None,
     ),
     "value_bias_fold": Group(
         name="value_bias_fold",
@@ -118,23 +115,22 @@ GROUPS: dict[str, Group] = {
                 "b_O - t W_O",
             ),
         ),
-        layers=None,
     ),
-    "norm_gain_scaling_layers_11_mlp_norm": Group(
-        name="norm_gain_scaling_layers_11_mlp_norm",
+    "norm_gain_scaling_layers_last_mlp_norm": Group(
+        name="norm_gain_scaling_layers_last_mlp_norm",
         catalogue_id="B1",
         kind="scaling",
-        per="model",
+        per="layer",
         size=lambda S: int(S["width"]),
         acts=(
             Act(
-                "layers.11.mlp_norm.gain",
+                "layers.{i}.mlp_norm.gain",
                 lambda v, s, S: mm(v("layers.*.mlp_norm.gain"), diag(s)),
                 "gain diag(s)",
                 form=("right", "E", 0.0),
             ),
             Act(
-                "layers.11.mlp_norm.bias",
+                "layers.{i}.mlp_norm.bias",
                 lambda v, s, S: mm(v("layers.*.mlp_norm.bias"), diag(s)),
                 "bias diag(s)",
                 form=("right", "E", 0.0),
@@ -146,32 +142,32 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
+        layers=(-1,),
     ),
     "norm_bias_shift_embed_norm": Group(
         name="norm_bias_shift_embed_norm",
         catalogue_id="B2",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["width"]),
         acts=(
             Act(
-                "layers.0.attn.b_Q",
+                "layers.{i}.attn.b_Q",
                 lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.0.attn.W_Q",
+                "b_Q - t layers.{i}.attn.W_Q",
             ),
             Act(
-                "layers.0.attn.b_K",
+                "layers.{i}.attn.b_K",
                 lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.0.attn.W_K",
+                "b_K - t layers.{i}.attn.W_K",
             ),
             Act(
-                "layers.0.attn.b_V",
+                "layers.{i}.attn.b_V",
                 lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.0.attn.W_V",
+                "b_V - t layers.{i}.attn.W_V",
             ),
             Act(
-                "layers.0.attn.b_O",
+                "layers.{i}.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
                 shift=True,
@@ -183,748 +179,80 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
+        layers=(0,),
     ),
-    "norm_bias_shift_layers_0_attn_norm": Group(
-        name="norm_bias_shift_layers_0_attn_norm",
+    "norm_bias_shift_layers_i_attn_norm": Group(
+        name="norm_bias_shift_layers_i_attn_norm",
         catalogue_id="B2",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["width"]),
         acts=(
             Act(
-                "layers.0.mlp.b_up",
+                "layers.{i}.mlp.b_up",
                 lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.0.mlp.W_up",
+                "b_up - t layers.{i}.mlp.W_up",
             ),
             Act(
-                "layers.0.mlp.b_down",
+                "layers.{i}.mlp.b_down",
                 lambda v, t, S: v("layers.*.mlp.b_down") - t,
                 "b_down - t",
                 shift=True,
             ),
             Act(
-                "layers.0.attn_norm.bias",
+                "layers.{i}.attn_norm.bias",
                 lambda v, t, S: v("layers.*.attn_norm.bias") + t,
                 "bias + t",
                 shift=True,
             ),
         ),
-        layers=None,
     ),
-    "norm_bias_shift_layers_1_attn_norm": Group(
-        name="norm_bias_shift_layers_1_attn_norm",
+    "norm_bias_shift_layers_i_mlp_norm": Group(
+        name="norm_bias_shift_layers_i_mlp_norm",
         catalogue_id="B2",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["width"]),
         acts=(
             Act(
-                "layers.1.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.1.mlp.W_up",
-            ),
-            Act(
-                "layers.1.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.1.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_2_attn_norm": Group(
-        name="norm_bias_shift_layers_2_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.2.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.2.mlp.W_up",
-            ),
-            Act(
-                "layers.2.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.2.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_3_attn_norm": Group(
-        name="norm_bias_shift_layers_3_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.3.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.3.mlp.W_up",
-            ),
-            Act(
-                "layers.3.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.3.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_4_attn_norm": Group(
-        name="norm_bias_shift_layers_4_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.4.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.4.mlp.W_up",
-            ),
-            Act(
-                "layers.4.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.4.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_5_attn_norm": Group(
-        name="norm_bias_shift_layers_5_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.5.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.5.mlp.W_up",
-            ),
-            Act(
-                "layers.5.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.5.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_6_attn_norm": Group(
-        name="norm_bias_shift_layers_6_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.6.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.6.mlp.W_up",
-            ),
-            Act(
-                "layers.6.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.6.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_7_attn_norm": Group(
-        name="norm_bias_shift_layers_7_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.7.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.7.mlp.W_up",
-            ),
-            Act(
-                "layers.7.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.7.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_8_attn_norm": Group(
-        name="norm_bias_shift_layers_8_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.8.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.8.mlp.W_up",
-            ),
-            Act(
-                "layers.8.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.8.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_9_attn_norm": Group(
-        name="norm_bias_shift_layers_9_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.9.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.9.mlp.W_up",
-            ),
-            Act(
-                "layers.9.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.9.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_10_attn_norm": Group(
-        name="norm_bias_shift_layers_10_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.10.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.10.mlp.W_up",
-            ),
-            Act(
-                "layers.10.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.10.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_11_attn_norm": Group(
-        name="norm_bias_shift_layers_11_attn_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.11.mlp.b_up",
-                lambda v, t, S: v("layers.*.mlp.b_up") - mm(t, v("layers.*.mlp.W_up")),
-                "b_up - t layers.11.mlp.W_up",
-            ),
-            Act(
-                "layers.11.mlp.b_down",
-                lambda v, t, S: v("layers.*.mlp.b_down") - t,
-                "b_down - t",
-                shift=True,
-            ),
-            Act(
-                "layers.11.attn_norm.bias",
-                lambda v, t, S: v("layers.*.attn_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_0_mlp_norm": Group(
-        name="norm_bias_shift_layers_0_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.1.attn.b_Q",
+                "layers.{i+1}.attn.b_Q",
                 lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.1.attn.W_Q",
+                "b_Q - t layers.{i+1}.attn.W_Q",
             ),
             Act(
-                "layers.1.attn.b_K",
+                "layers.{i+1}.attn.b_K",
                 lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.1.attn.W_K",
+                "b_K - t layers.{i+1}.attn.W_K",
             ),
             Act(
-                "layers.1.attn.b_V",
+                "layers.{i+1}.attn.b_V",
                 lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.1.attn.W_V",
+                "b_V - t layers.{i+1}.attn.W_V",
             ),
             Act(
-                "layers.1.attn.b_O",
+                "layers.{i+1}.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - t,
                 "b_O - t",
                 shift=True,
             ),
             Act(
-                "layers.0.mlp_norm.bias",
+                "layers.{i}.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
                 shift=True,
             ),
         ),
-        layers=None,
+        reach=(0, 1),
     ),
-    "norm_bias_shift_layers_1_mlp_norm": Group(
-        name="norm_bias_shift_layers_1_mlp_norm",
+    "norm_bias_fold_layers_last_mlp_norm": Group(
+        name="norm_bias_fold_layers_last_mlp_norm",
         catalogue_id="B2",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["width"]),
         acts=(
             Act(
-                "layers.2.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.2.attn.W_Q",
-            ),
-            Act(
-                "layers.2.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.2.attn.W_K",
-            ),
-            Act(
-                "layers.2.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.2.attn.W_V",
-            ),
-            Act(
-                "layers.2.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.1.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_2_mlp_norm": Group(
-        name="norm_bias_shift_layers_2_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.3.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.3.attn.W_Q",
-            ),
-            Act(
-                "layers.3.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.3.attn.W_K",
-            ),
-            Act(
-                "layers.3.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.3.attn.W_V",
-            ),
-            Act(
-                "layers.3.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.2.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_3_mlp_norm": Group(
-        name="norm_bias_shift_layers_3_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.4.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.4.attn.W_Q",
-            ),
-            Act(
-                "layers.4.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.4.attn.W_K",
-            ),
-            Act(
-                "layers.4.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.4.attn.W_V",
-            ),
-            Act(
-                "layers.4.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.3.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_4_mlp_norm": Group(
-        name="norm_bias_shift_layers_4_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.5.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.5.attn.W_Q",
-            ),
-            Act(
-                "layers.5.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.5.attn.W_K",
-            ),
-            Act(
-                "layers.5.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.5.attn.W_V",
-            ),
-            Act(
-                "layers.5.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.4.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_5_mlp_norm": Group(
-        name="norm_bias_shift_layers_5_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.6.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.6.attn.W_Q",
-            ),
-            Act(
-                "layers.6.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.6.attn.W_K",
-            ),
-            Act(
-                "layers.6.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.6.attn.W_V",
-            ),
-            Act(
-                "layers.6.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.5.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_6_mlp_norm": Group(
-        name="norm_bias_shift_layers_6_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.7.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.7.attn.W_Q",
-            ),
-            Act(
-                "layers.7.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.7.attn.W_K",
-            ),
-            Act(
-                "layers.7.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.7.attn.W_V",
-            ),
-            Act(
-                "layers.7.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.6.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_7_mlp_norm": Group(
-        name="norm_bias_shift_layers_7_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.8.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.8.attn.W_Q",
-            ),
-            Act(
-                "layers.8.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.8.attn.W_K",
-            ),
-            Act(
-                "layers.8.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.8.attn.W_V",
-            ),
-            Act(
-                "layers.8.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.7.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_8_mlp_norm": Group(
-        name="norm_bias_shift_layers_8_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.9.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.9.attn.W_Q",
-            ),
-            Act(
-                "layers.9.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.9.attn.W_K",
-            ),
-            Act(
-                "layers.9.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.9.attn.W_V",
-            ),
-            Act(
-                "layers.9.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.8.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_9_mlp_norm": Group(
-        name="norm_bias_shift_layers_9_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.10.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.10.attn.W_Q",
-            ),
-            Act(
-                "layers.10.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.10.attn.W_K",
-            ),
-            Act(
-                "layers.10.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.10.attn.W_V",
-            ),
-            Act(
-                "layers.10.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.9.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_shift_layers_10_mlp_norm": Group(
-        name="norm_bias_shift_layers_10_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.11.attn.b_Q",
-                lambda v, t, S: v("layers.*.attn.b_Q") - mm(t, v("layers.*.attn.W_Q")),
-                "b_Q - t layers.11.attn.W_Q",
-            ),
-            Act(
-                "layers.11.attn.b_K",
-                lambda v, t, S: v("layers.*.attn.b_K") - mm(t, v("layers.*.attn.W_K")),
-                "b_K - t layers.11.attn.W_K",
-            ),
-            Act(
-                "layers.11.attn.b_V",
-                lambda v, t, S: v("layers.*.attn.b_V") - mm(t, v("layers.*.attn.W_V")),
-                "b_V - t layers.11.attn.W_V",
-            ),
-            Act(
-                "layers.11.attn.b_O",
-                lambda v, t, S: v("layers.*.attn.b_O") - t,
-                "b_O - t",
-                shift=True,
-            ),
-            Act(
-                "layers.10.mlp_norm.bias",
-                lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
-                "bias + t",
-                shift=True,
-            ),
-        ),
-        layers=None,
-    ),
-    "norm_bias_fold_layers_11_mlp_norm": Group(
-        name="norm_bias_fold_layers_11_mlp_norm",
-        catalogue_id="B2",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["width"]),
-        acts=(
-            Act(
-                "layers.11.mlp_norm.bias",
+                "layers.{i}.mlp_norm.bias",
                 lambda v, t, S: v("layers.*.mlp_norm.bias") + t,
                 "bias + t",
                 shift=True,
@@ -935,7 +263,7 @@ GROUPS: dict[str, Group] = {
                 "b_dense - t head.W_dense",
             ),
         ),
-        layers=None,
+        layers=(-1,),
     ),
     "norm_bias_fold_head_norm": Group(
         name="norm_bias_fold_head_norm",
@@ -956,17 +284,16 @@ GROUPS: dict[str, Group] = {
                 "b_U - t embed.W_E^T",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_0_attn_W_Q": Group(
         name="reader_centering_layers_0_attn_W_Q",
         catalogue_id="B3",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["head_width"] * S["heads"]),
         acts=(
             Act(
-                "layers.0.attn.W_Q",
+                "layers.{i}.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
                     + mm(mm(diag(1.0 / v("embed_norm.gain")), T(ones(int(S["width"])))), t)
@@ -974,7 +301,7 @@ GROUPS: dict[str, Group] = {
                 "W_Q + diag(embed_norm.gain)^-1 ones(width)^T t",
             ),
             Act(
-                "layers.0.attn.b_Q",
+                "layers.{i}.attn.b_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.b_Q")
                     - mm(
@@ -988,17 +315,17 @@ GROUPS: dict[str, Group] = {
                 "b_Q - embed_norm.bias diag(embed_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
+        layers=(0,),
     ),
     "reader_centering_layers_0_attn_W_K": Group(
         name="reader_centering_layers_0_attn_W_K",
         catalogue_id="B3",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["head_width"] * S["kv_heads"]),
         acts=(
             Act(
-                "layers.0.attn.W_K",
+                "layers.{i}.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
                     + mm(mm(diag(1.0 / v("embed_norm.gain")), T(ones(int(S["width"])))), t)
@@ -1006,7 +333,7 @@ GROUPS: dict[str, Group] = {
                 "W_K + diag(embed_norm.gain)^-1 ones(width)^T t",
             ),
             Act(
-                "layers.0.attn.b_K",
+                "layers.{i}.attn.b_K",
                 lambda v, t, S: (
                     v("layers.*.attn.b_K")
                     - mm(
@@ -1020,17 +347,17 @@ GROUPS: dict[str, Group] = {
                 "b_K - embed_norm.bias diag(embed_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
+        layers=(0,),
     ),
     "reader_centering_layers_0_attn_W_V": Group(
         name="reader_centering_layers_0_attn_W_V",
         catalogue_id="B3",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["head_width"] * S["kv_heads"]),
         acts=(
             Act(
-                "layers.0.attn.W_V",
+                "layers.{i}.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
                     + mm(mm(diag(1.0 / v("embed_norm.gain")), T(ones(int(S["width"])))), t)
@@ -1038,7 +365,7 @@ GROUPS: dict[str, Group] = {
                 "W_V + diag(embed_norm.gain)^-1 ones(width)^T t",
             ),
             Act(
-                "layers.0.attn.b_V",
+                "layers.{i}.attn.b_V",
                 lambda v, t, S: (
                     v("layers.*.attn.b_V")
                     - mm(
@@ -1052,25 +379,25 @@ GROUPS: dict[str, Group] = {
                 "b_V - embed_norm.bias diag(embed_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
+        layers=(0,),
     ),
-    "reader_centering_layers_0_mlp_W_up": Group(
-        name="reader_centering_layers_0_mlp_W_up",
+    "reader_centering_layers_i_mlp_W_up": Group(
+        name="reader_centering_layers_i_mlp_W_up",
         catalogue_id="B3",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["hidden"]),
         acts=(
             Act(
-                "layers.0.mlp.W_up",
+                "layers.{i}.mlp.W_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.W_up")
                     + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
-                "W_up + diag(layers.0.attn_norm.gain)^-1 ones(width)^T t",
+                "W_up + diag(layers.{i}.attn_norm.gain)^-1 ones(width)^T t",
             ),
             Act(
-                "layers.0.mlp.b_up",
+                "layers.{i}.mlp.b_up",
                 lambda v, t, S: (
                     v("layers.*.mlp.b_up")
                     - mm(
@@ -1084,1535 +411,129 @@ GROUPS: dict[str, Group] = {
                         t,
                     )
                 ),
-                "b_up - layers.0.attn_norm.bias diag(layers.0.attn_norm.gain)^-1 ones(width)^T t",
+                "b_up - layers.{i}.attn_norm.bias diag(layers.{i}.attn_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
-    "reader_centering_layers_1_mlp_W_up": Group(
-        name="reader_centering_layers_1_mlp_W_up",
+    "reader_centering_layers_i_attn_W_Q": Group(
+        name="reader_centering_layers_i_attn_W_Q",
         catalogue_id="B3",
         kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.1.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.1.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.1.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.1.attn_norm.bias diag(layers.1.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_2_mlp_W_up": Group(
-        name="reader_centering_layers_2_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.2.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.2.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.2.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.2.attn_norm.bias diag(layers.2.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_3_mlp_W_up": Group(
-        name="reader_centering_layers_3_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.3.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.3.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.3.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.3.attn_norm.bias diag(layers.3.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_4_mlp_W_up": Group(
-        name="reader_centering_layers_4_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.4.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.4.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.4.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.4.attn_norm.bias diag(layers.4.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_5_mlp_W_up": Group(
-        name="reader_centering_layers_5_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.5.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.5.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.5.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.5.attn_norm.bias diag(layers.5.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_6_mlp_W_up": Group(
-        name="reader_centering_layers_6_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.6.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.6.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.6.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.6.attn_norm.bias diag(layers.6.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_7_mlp_W_up": Group(
-        name="reader_centering_layers_7_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.7.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.7.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.7.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.7.attn_norm.bias diag(layers.7.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_8_mlp_W_up": Group(
-        name="reader_centering_layers_8_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.8.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.8.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.8.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.8.attn_norm.bias diag(layers.8.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_9_mlp_W_up": Group(
-        name="reader_centering_layers_9_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.9.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.9.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.9.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.9.attn_norm.bias diag(layers.9.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_10_mlp_W_up": Group(
-        name="reader_centering_layers_10_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.10.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.10.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.10.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.10.attn_norm.bias diag(layers.10.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_11_mlp_W_up": Group(
-        name="reader_centering_layers_11_mlp_W_up",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["hidden"]),
-        acts=(
-            Act(
-                "layers.11.mlp.W_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.W_up")
-                    + mm(mm(diag(1.0 / v("layers.*.attn_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_up + diag(layers.11.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.11.mlp.b_up",
-                lambda v, t, S: (
-                    v("layers.*.mlp.b_up")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.*.attn_norm.bias"),
-                                diag(1.0 / v("layers.*.attn_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_up - layers.11.attn_norm.bias diag(layers.11.attn_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_1_attn_W_Q": Group(
-        name="reader_centering_layers_1_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["head_width"] * S["heads"]),
         acts=(
             Act(
-                "layers.1.attn.W_Q",
+                "layers.{i+1}.attn.W_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.0.mlp_norm.gain")), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.{i}.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
-                "W_Q + diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
+                "W_Q + diag(layers.{i}.mlp_norm.gain)^-1 ones(width)^T t",
             ),
             Act(
-                "layers.1.attn.b_Q",
+                "layers.{i+1}.attn.b_Q",
                 lambda v, t, S: (
                     v("layers.*.attn.b_Q")
                     - mm(
                         mm(
                             mm(
-                                v("layers.0.mlp_norm.bias"), diag(1.0 / v("layers.0.mlp_norm.gain"))
+                                v("layers.{i}.mlp_norm.bias"),
+                                diag(1.0 / v("layers.{i}.mlp_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
                     )
                 ),
-                "b_Q - layers.0.mlp_norm.bias diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
+                "b_Q - layers.{i}.mlp_norm.bias diag(layers.{i}.mlp_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
+        reach=(0, 1),
     ),
-    "reader_centering_layers_2_attn_W_Q": Group(
-        name="reader_centering_layers_2_attn_W_Q",
+    "reader_centering_layers_i_attn_W_K": Group(
+        name="reader_centering_layers_i_attn_W_K",
         catalogue_id="B3",
         kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.2.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.1.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.2.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.1.mlp_norm.bias"), diag(1.0 / v("layers.1.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.1.mlp_norm.bias diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_3_attn_W_Q": Group(
-        name="reader_centering_layers_3_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.3.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.2.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.3.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.2.mlp_norm.bias"), diag(1.0 / v("layers.2.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.2.mlp_norm.bias diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_4_attn_W_Q": Group(
-        name="reader_centering_layers_4_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.4.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.3.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.4.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.3.mlp_norm.bias"), diag(1.0 / v("layers.3.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.3.mlp_norm.bias diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_5_attn_W_Q": Group(
-        name="reader_centering_layers_5_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.5.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.4.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.5.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.4.mlp_norm.bias"), diag(1.0 / v("layers.4.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.4.mlp_norm.bias diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_6_attn_W_Q": Group(
-        name="reader_centering_layers_6_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.6.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.5.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.6.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.5.mlp_norm.bias"), diag(1.0 / v("layers.5.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.5.mlp_norm.bias diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_7_attn_W_Q": Group(
-        name="reader_centering_layers_7_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.7.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.6.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.7.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.6.mlp_norm.bias"), diag(1.0 / v("layers.6.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.6.mlp_norm.bias diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_8_attn_W_Q": Group(
-        name="reader_centering_layers_8_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.8.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.7.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.8.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.7.mlp_norm.bias"), diag(1.0 / v("layers.7.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.7.mlp_norm.bias diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_9_attn_W_Q": Group(
-        name="reader_centering_layers_9_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.9.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.8.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.9.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.8.mlp_norm.bias"), diag(1.0 / v("layers.8.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.8.mlp_norm.bias diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_10_attn_W_Q": Group(
-        name="reader_centering_layers_10_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.10.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.9.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.10.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.9.mlp_norm.bias"), diag(1.0 / v("layers.9.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.9.mlp_norm.bias diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_11_attn_W_Q": Group(
-        name="reader_centering_layers_11_attn_W_Q",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["heads"]),
-        acts=(
-            Act(
-                "layers.11.attn.W_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_Q")
-                    + mm(mm(diag(1.0 / v("layers.10.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_Q + diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.11.attn.b_Q",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_Q")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.10.mlp_norm.bias"),
-                                diag(1.0 / v("layers.10.mlp_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_Q - layers.10.mlp_norm.bias diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_1_attn_W_K": Group(
-        name="reader_centering_layers_1_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["head_width"] * S["kv_heads"]),
         acts=(
             Act(
-                "layers.1.attn.W_K",
+                "layers.{i+1}.attn.W_K",
                 lambda v, t, S: (
                     v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.0.mlp_norm.gain")), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.{i}.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
-                "W_K + diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
+                "W_K + diag(layers.{i}.mlp_norm.gain)^-1 ones(width)^T t",
             ),
             Act(
-                "layers.1.attn.b_K",
+                "layers.{i+1}.attn.b_K",
                 lambda v, t, S: (
                     v("layers.*.attn.b_K")
                     - mm(
                         mm(
                             mm(
-                                v("layers.0.mlp_norm.bias"), diag(1.0 / v("layers.0.mlp_norm.gain"))
+                                v("layers.{i}.mlp_norm.bias"),
+                                diag(1.0 / v("layers.{i}.mlp_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
                     )
                 ),
-                "b_K - layers.0.mlp_norm.bias diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
+                "b_K - layers.{i}.mlp_norm.bias diag(layers.{i}.mlp_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
+        reach=(0, 1),
     ),
-    "reader_centering_layers_2_attn_W_K": Group(
-        name="reader_centering_layers_2_attn_W_K",
+    "reader_centering_layers_i_attn_W_V": Group(
+        name="reader_centering_layers_i_attn_W_V",
         catalogue_id="B3",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["head_width"] * S["kv_heads"]),
         acts=(
             Act(
-                "layers.2.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.1.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.2.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.1.mlp_norm.bias"), diag(1.0 / v("layers.1.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.1.mlp_norm.bias diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_3_attn_W_K": Group(
-        name="reader_centering_layers_3_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.3.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.2.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.3.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.2.mlp_norm.bias"), diag(1.0 / v("layers.2.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.2.mlp_norm.bias diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_4_attn_W_K": Group(
-        name="reader_centering_layers_4_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.4.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.3.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.4.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.3.mlp_norm.bias"), diag(1.0 / v("layers.3.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.3.mlp_norm.bias diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_5_attn_W_K": Group(
-        name="reader_centering_layers_5_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.5.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.4.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.5.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.4.mlp_norm.bias"), diag(1.0 / v("layers.4.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.4.mlp_norm.bias diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_6_attn_W_K": Group(
-        name="reader_centering_layers_6_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.6.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.5.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.6.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.5.mlp_norm.bias"), diag(1.0 / v("layers.5.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.5.mlp_norm.bias diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_7_attn_W_K": Group(
-        name="reader_centering_layers_7_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.7.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.6.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.7.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.6.mlp_norm.bias"), diag(1.0 / v("layers.6.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.6.mlp_norm.bias diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_8_attn_W_K": Group(
-        name="reader_centering_layers_8_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.8.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.7.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.8.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.7.mlp_norm.bias"), diag(1.0 / v("layers.7.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.7.mlp_norm.bias diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_9_attn_W_K": Group(
-        name="reader_centering_layers_9_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.9.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.8.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.9.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.8.mlp_norm.bias"), diag(1.0 / v("layers.8.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.8.mlp_norm.bias diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_10_attn_W_K": Group(
-        name="reader_centering_layers_10_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.10.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.9.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.10.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.9.mlp_norm.bias"), diag(1.0 / v("layers.9.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.9.mlp_norm.bias diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_11_attn_W_K": Group(
-        name="reader_centering_layers_11_attn_W_K",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.11.attn.W_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_K")
-                    + mm(mm(diag(1.0 / v("layers.10.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_K + diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.11.attn.b_K",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_K")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.10.mlp_norm.bias"),
-                                diag(1.0 / v("layers.10.mlp_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_K - layers.10.mlp_norm.bias diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_1_attn_W_V": Group(
-        name="reader_centering_layers_1_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.1.attn.W_V",
+                "layers.{i+1}.attn.W_V",
                 lambda v, t, S: (
                     v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.0.mlp_norm.gain")), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.{i}.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
-                "W_V + diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
+                "W_V + diag(layers.{i}.mlp_norm.gain)^-1 ones(width)^T t",
             ),
             Act(
-                "layers.1.attn.b_V",
+                "layers.{i+1}.attn.b_V",
                 lambda v, t, S: (
                     v("layers.*.attn.b_V")
                     - mm(
                         mm(
                             mm(
-                                v("layers.0.mlp_norm.bias"), diag(1.0 / v("layers.0.mlp_norm.gain"))
+                                v("layers.{i}.mlp_norm.bias"),
+                                diag(1.0 / v("layers.{i}.mlp_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
                     )
                 ),
-                "b_V - layers.0.mlp_norm.bias diag(layers.0.mlp_norm.gain)^-1 ones(width)^T t",
+                "b_V - layers.{i}.mlp_norm.bias diag(layers.{i}.mlp_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
-    ),
-    "reader_centering_layers_2_attn_W_V": Group(
-        name="reader_centering_layers_2_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.2.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.1.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.2.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.1.mlp_norm.bias"), diag(1.0 / v("layers.1.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.1.mlp_norm.bias diag(layers.1.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_3_attn_W_V": Group(
-        name="reader_centering_layers_3_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.3.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.2.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.3.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.2.mlp_norm.bias"), diag(1.0 / v("layers.2.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.2.mlp_norm.bias diag(layers.2.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_4_attn_W_V": Group(
-        name="reader_centering_layers_4_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.4.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.3.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.4.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.3.mlp_norm.bias"), diag(1.0 / v("layers.3.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.3.mlp_norm.bias diag(layers.3.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_5_attn_W_V": Group(
-        name="reader_centering_layers_5_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.5.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.4.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.5.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.4.mlp_norm.bias"), diag(1.0 / v("layers.4.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.4.mlp_norm.bias diag(layers.4.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_6_attn_W_V": Group(
-        name="reader_centering_layers_6_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.6.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.5.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.6.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.5.mlp_norm.bias"), diag(1.0 / v("layers.5.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.5.mlp_norm.bias diag(layers.5.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_7_attn_W_V": Group(
-        name="reader_centering_layers_7_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.7.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.6.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.7.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.6.mlp_norm.bias"), diag(1.0 / v("layers.6.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.6.mlp_norm.bias diag(layers.6.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_8_attn_W_V": Group(
-        name="reader_centering_layers_8_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.8.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.7.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.8.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.7.mlp_norm.bias"), diag(1.0 / v("layers.7.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.7.mlp_norm.bias diag(layers.7.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_9_attn_W_V": Group(
-        name="reader_centering_layers_9_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.9.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.8.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.9.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.8.mlp_norm.bias"), diag(1.0 / v("layers.8.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.8.mlp_norm.bias diag(layers.8.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_10_attn_W_V": Group(
-        name="reader_centering_layers_10_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.10.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.9.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.10.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.9.mlp_norm.bias"), diag(1.0 / v("layers.9.mlp_norm.gain"))
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.9.mlp_norm.bias diag(layers.9.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
-    ),
-    "reader_centering_layers_11_attn_W_V": Group(
-        name="reader_centering_layers_11_attn_W_V",
-        catalogue_id="B3",
-        kind="translation",
-        per="model",
-        size=lambda S: int(S["head_width"] * S["kv_heads"]),
-        acts=(
-            Act(
-                "layers.11.attn.W_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.W_V")
-                    + mm(mm(diag(1.0 / v("layers.10.mlp_norm.gain")), T(ones(int(S["width"])))), t)
-                ),
-                "W_V + diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-            Act(
-                "layers.11.attn.b_V",
-                lambda v, t, S: (
-                    v("layers.*.attn.b_V")
-                    - mm(
-                        mm(
-                            mm(
-                                v("layers.10.mlp_norm.bias"),
-                                diag(1.0 / v("layers.10.mlp_norm.gain")),
-                            ),
-                            T(ones(int(S["width"]))),
-                        ),
-                        t,
-                    )
-                ),
-                "b_V - layers.10.mlp_norm.bias diag(layers.10.mlp_norm.gain)^-1 ones(width)^T t",
-            ),
-        ),
-        layers=None,
+        reach=(0, 1),
     ),
     "reader_centering_head_W_dense": Group(
         name="reader_centering_head_W_dense",
         catalogue_id="B3",
         kind="translation",
-        per="model",
+        per="layer",
         size=lambda S: int(S["width"]),
         acts=(
             Act(
                 "head.W_dense",
                 lambda v, t, S: (
                     v("head.W_dense")
-                    + mm(mm(diag(1.0 / v("layers.11.mlp_norm.gain")), T(ones(int(S["width"])))), t)
+                    + mm(mm(diag(1.0 / v("layers.{i}.mlp_norm.gain")), T(ones(int(S["width"])))), t)
                 ),
-                "W_dense + diag(layers.11.mlp_norm.gain)^-1 ones(width)^T t",
+                "W_dense + diag(layers.{i}.mlp_norm.gain)^-1 ones(width)^T t",
             ),
             Act(
                 "head.b_dense",
@@ -2621,18 +542,18 @@ GROUPS: dict[str, Group] = {
                     - mm(
                         mm(
                             mm(
-                                v("layers.11.mlp_norm.bias"),
-                                diag(1.0 / v("layers.11.mlp_norm.gain")),
+                                v("layers.{i}.mlp_norm.bias"),
+                                diag(1.0 / v("layers.{i}.mlp_norm.gain")),
                             ),
                             T(ones(int(S["width"]))),
                         ),
                         t,
                     )
                 ),
-                "b_dense - layers.11.mlp_norm.bias diag(layers.11.mlp_norm.gain)^-1 ones(width)^T t",
+                "b_dense - layers.{i}.mlp_norm.bias diag(layers.{i}.mlp_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
+        layers=(-1,),
     ),
     "writer_centering_embed_W_E": Group(
         name="writer_centering_embed_W_E",
@@ -2650,7 +571,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_embed_W_P": Group(
         name="writer_centering_embed_W_P",
@@ -2666,7 +586,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_embed_W_T": Group(
         name="writer_centering_embed_W_T",
@@ -2682,7 +601,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_attn_W_O": Group(
         name="writer_centering_layers_i_attn_W_O",
@@ -2698,7 +616,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_attn_b_O": Group(
         name="writer_centering_layers_i_attn_b_O",
@@ -2714,7 +631,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_mlp_W_down": Group(
         name="writer_centering_layers_i_mlp_W_down",
@@ -2730,7 +646,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_mlp_b_down": Group(
         name="writer_centering_layers_i_mlp_b_down",
@@ -2746,7 +661,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "embedding_translation_W_P": Group(
         name="embedding_translation_W_P",
@@ -2768,7 +682,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "embedding_translation_W_T": Group(
         name="embedding_translation_W_T",
@@ -2790,7 +703,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "unembedding_bias_shift": Group(
         name="unembedding_bias_shift",
@@ -2806,7 +718,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "head_permutation": Group(
         name="head_permutation",
@@ -2860,7 +771,6 @@ GROUPS: dict[str, Group] = {
                 "kron(P, eye(heads / kv_heads * head_width))^T W_O",
             ),
         ),
-        layers=None,
     ),
     "neuron_permutation": Group(
         name="neuron_permutation",
@@ -2888,6 +798,5 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^T", 0.0),
             ),
         ),
-        layers=None,
     ),
 }

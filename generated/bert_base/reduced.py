@@ -4,92 +4,30 @@
 
 The chart fixes each continuous group's gauge on one anchor parameter, in this order:
 
-1. ``norm_gain_scaling_layers_11_mlp_norm``: scale on ``layers.11.mlp_norm.gain``.
+1. ``norm_gain_scaling_layers_last_mlp_norm``: scale on ``layers.{i}.mlp_norm.gain``.
 2. ``norm_bias_shift_embed_norm``: translation on ``embed_norm.bias``.
-3. ``norm_bias_shift_layers_0_attn_norm``: translation on ``layers.0.attn_norm.bias``.
-4. ``norm_bias_shift_layers_1_attn_norm``: translation on ``layers.1.attn_norm.bias``.
-5. ``norm_bias_shift_layers_2_attn_norm``: translation on ``layers.2.attn_norm.bias``.
-6. ``norm_bias_shift_layers_3_attn_norm``: translation on ``layers.3.attn_norm.bias``.
-7. ``norm_bias_shift_layers_4_attn_norm``: translation on ``layers.4.attn_norm.bias``.
-8. ``norm_bias_shift_layers_5_attn_norm``: translation on ``layers.5.attn_norm.bias``.
-9. ``norm_bias_shift_layers_6_attn_norm``: translation on ``layers.6.attn_norm.bias``.
-10. ``norm_bias_shift_layers_7_attn_norm``: translation on ``layers.7.attn_norm.bias``.
-11. ``norm_bias_shift_layers_8_attn_norm``: translation on ``layers.8.attn_norm.bias``.
-12. ``norm_bias_shift_layers_9_attn_norm``: translation on ``layers.9.attn_norm.bias``.
-13. ``norm_bias_shift_layers_10_attn_norm``: translation on ``layers.10.attn_norm.bias``.
-14. ``norm_bias_shift_layers_11_attn_norm``: translation on ``layers.11.attn_norm.bias``.
-15. ``norm_bias_shift_layers_0_mlp_norm``: translation on ``layers.0.mlp_norm.bias``.
-16. ``norm_bias_shift_layers_1_mlp_norm``: translation on ``layers.1.mlp_norm.bias``.
-17. ``norm_bias_shift_layers_2_mlp_norm``: translation on ``layers.2.mlp_norm.bias``.
-18. ``norm_bias_shift_layers_3_mlp_norm``: translation on ``layers.3.mlp_norm.bias``.
-19. ``norm_bias_shift_layers_4_mlp_norm``: translation on ``layers.4.mlp_norm.bias``.
-20. ``norm_bias_shift_layers_5_mlp_norm``: translation on ``layers.5.mlp_norm.bias``.
-21. ``norm_bias_shift_layers_6_mlp_norm``: translation on ``layers.6.mlp_norm.bias``.
-22. ``norm_bias_shift_layers_7_mlp_norm``: translation on ``layers.7.mlp_norm.bias``.
-23. ``norm_bias_shift_layers_8_mlp_norm``: translation on ``layers.8.mlp_norm.bias``.
-24. ``norm_bias_shift_layers_9_mlp_norm``: translation on ``layers.9.mlp_norm.bias``.
-25. ``norm_bias_shift_layers_10_mlp_norm``: translation on ``layers.10.mlp_norm.bias``.
-26. ``norm_bias_fold_layers_11_mlp_norm``: translation on ``layers.11.mlp_norm.bias``.
-27. ``norm_bias_fold_head_norm``: translation on ``head_norm.bias``.
-28. ``reader_centering_layers_0_attn_W_Q``: translation on ``layers.0.attn.W_Q``.
-29. ``reader_centering_layers_0_attn_W_K``: translation on ``layers.0.attn.W_K``.
-30. ``reader_centering_layers_0_attn_W_V``: translation on ``layers.0.attn.W_V``.
-31. ``reader_centering_layers_0_mlp_W_up``: translation on ``layers.0.mlp.W_up``.
-32. ``reader_centering_layers_1_mlp_W_up``: translation on ``layers.1.mlp.W_up``.
-33. ``reader_centering_layers_2_mlp_W_up``: translation on ``layers.2.mlp.W_up``.
-34. ``reader_centering_layers_3_mlp_W_up``: translation on ``layers.3.mlp.W_up``.
-35. ``reader_centering_layers_4_mlp_W_up``: translation on ``layers.4.mlp.W_up``.
-36. ``reader_centering_layers_5_mlp_W_up``: translation on ``layers.5.mlp.W_up``.
-37. ``reader_centering_layers_6_mlp_W_up``: translation on ``layers.6.mlp.W_up``.
-38. ``reader_centering_layers_7_mlp_W_up``: translation on ``layers.7.mlp.W_up``.
-39. ``reader_centering_layers_8_mlp_W_up``: translation on ``layers.8.mlp.W_up``.
-40. ``reader_centering_layers_9_mlp_W_up``: translation on ``layers.9.mlp.W_up``.
-41. ``reader_centering_layers_10_mlp_W_up``: translation on ``layers.10.mlp.W_up``.
-42. ``reader_centering_layers_11_mlp_W_up``: translation on ``layers.11.mlp.W_up``.
-43. ``reader_centering_layers_1_attn_W_Q``: translation on ``layers.1.attn.W_Q``.
-44. ``reader_centering_layers_2_attn_W_Q``: translation on ``layers.2.attn.W_Q``.
-45. ``reader_centering_layers_3_attn_W_Q``: translation on ``layers.3.attn.W_Q``.
-46. ``reader_centering_layers_4_attn_W_Q``: translation on ``layers.4.attn.W_Q``.
-47. ``reader_centering_layers_5_attn_W_Q``: translation on ``layers.5.attn.W_Q``.
-48. ``reader_centering_layers_6_attn_W_Q``: translation on ``layers.6.attn.W_Q``.
-49. ``reader_centering_layers_7_attn_W_Q``: translation on ``layers.7.attn.W_Q``.
-50. ``reader_centering_layers_8_attn_W_Q``: translation on ``layers.8.attn.W_Q``.
-51. ``reader_centering_layers_9_attn_W_Q``: translation on ``layers.9.attn.W_Q``.
-52. ``reader_centering_layers_10_attn_W_Q``: translation on ``layers.10.attn.W_Q``.
-53. ``reader_centering_layers_11_attn_W_Q``: translation on ``layers.11.attn.W_Q``.
-54. ``reader_centering_layers_1_attn_W_K``: translation on ``layers.1.attn.W_K``.
-55. ``reader_centering_layers_2_attn_W_K``: translation on ``layers.2.attn.W_K``.
-56. ``reader_centering_layers_3_attn_W_K``: translation on ``layers.3.attn.W_K``.
-57. ``reader_centering_layers_4_attn_W_K``: translation on ``layers.4.attn.W_K``.
-58. ``reader_centering_layers_5_attn_W_K``: translation on ``layers.5.attn.W_K``.
-59. ``reader_centering_layers_6_attn_W_K``: translation on ``layers.6.attn.W_K``.
-60. ``reader_centering_layers_7_attn_W_K``: translation on ``layers.7.attn.W_K``.
-61. ``reader_centering_layers_8_attn_W_K``: translation on ``layers.8.attn.W_K``.
-62. ``reader_centering_layers_9_attn_W_K``: translation on ``layers.9.attn.W_K``.
-63. ``reader_centering_layers_10_attn_W_K``: translation on ``layers.10.attn.W_K``.
-64. ``reader_centering_layers_11_attn_W_K``: translation on ``layers.11.attn.W_K``.
-65. ``qk_gauge``: gl on ``layers.*.attn.W_K``.
-66. ``key_bias_shift``: translation on ``layers.*.attn.b_K``.
-67. ``reader_centering_layers_1_attn_W_V``: translation on ``layers.1.attn.W_V``.
-68. ``reader_centering_layers_2_attn_W_V``: translation on ``layers.2.attn.W_V``.
-69. ``reader_centering_layers_3_attn_W_V``: translation on ``layers.3.attn.W_V``.
-70. ``reader_centering_layers_4_attn_W_V``: translation on ``layers.4.attn.W_V``.
-71. ``reader_centering_layers_5_attn_W_V``: translation on ``layers.5.attn.W_V``.
-72. ``reader_centering_layers_6_attn_W_V``: translation on ``layers.6.attn.W_V``.
-73. ``reader_centering_layers_7_attn_W_V``: translation on ``layers.7.attn.W_V``.
-74. ``reader_centering_layers_8_attn_W_V``: translation on ``layers.8.attn.W_V``.
-75. ``reader_centering_layers_9_attn_W_V``: translation on ``layers.9.attn.W_V``.
-76. ``reader_centering_layers_10_attn_W_V``: translation on ``layers.10.attn.W_V``.
-77. ``reader_centering_layers_11_attn_W_V``: translation on ``layers.11.attn.W_V``.
-78. ``vo_gauge``: gl on ``layers.*.attn.W_V``.
-79. ``value_bias_fold``: translation on ``layers.*.attn.b_V``.
-80. ``reader_centering_head_W_dense``: translation on ``head.W_dense``.
-81. ``writer_centering_layers_i_attn_W_O``: translation on ``layers.*.attn.W_O``.
-82. ``writer_centering_layers_i_attn_b_O``: translation on ``layers.*.attn.b_O``.
-83. ``writer_centering_layers_i_mlp_W_down``: translation on ``layers.*.mlp.W_down``.
-84. ``writer_centering_layers_i_mlp_b_down``: translation on ``layers.*.mlp.b_down``.
-85. ``unembedding_bias_shift``: translation on ``unembed.b_U``.
-86. ``writer_centering_embed_W_E``, ``writer_centering_embed_W_P``,
+3. ``norm_bias_shift_layers_i_attn_norm``: translation on ``layers.{i}.attn_norm.bias``.
+4. ``norm_bias_shift_layers_i_mlp_norm``: translation on ``layers.{i}.mlp_norm.bias``.
+5. ``norm_bias_fold_layers_last_mlp_norm``: translation on ``layers.{i}.mlp_norm.bias``.
+6. ``norm_bias_fold_head_norm``: translation on ``head_norm.bias``.
+7. ``reader_centering_layers_0_attn_W_Q``: translation on ``layers.{i}.attn.W_Q``.
+8. ``reader_centering_layers_0_attn_W_K``: translation on ``layers.{i}.attn.W_K``.
+9. ``reader_centering_layers_0_attn_W_V``: translation on ``layers.{i}.attn.W_V``.
+10. ``reader_centering_layers_i_mlp_W_up``: translation on ``layers.{i}.mlp.W_up``.
+11. ``reader_centering_layers_i_attn_W_Q``: translation on ``layers.{i+1}.attn.W_Q``.
+12. ``reader_centering_layers_i_attn_W_K``: translation on ``layers.{i+1}.attn.W_K``.
+13. ``qk_gauge``: gl on ``layers.*.attn.W_K``.
+14. ``key_bias_shift``: translation on ``layers.*.attn.b_K``.
+15. ``reader_centering_layers_i_attn_W_V``: translation on ``layers.{i+1}.attn.W_V``.
+16. ``vo_gauge``: gl on ``layers.*.attn.W_V``.
+17. ``value_bias_fold``: translation on ``layers.*.attn.b_V``.
+18. ``reader_centering_head_W_dense``: translation on ``head.W_dense``.
+19. ``writer_centering_layers_i_attn_W_O``: translation on ``layers.*.attn.W_O``.
+20. ``writer_centering_layers_i_attn_b_O``: translation on ``layers.*.attn.b_O``.
+21. ``writer_centering_layers_i_mlp_W_down``: translation on ``layers.*.mlp.W_down``.
+22. ``writer_centering_layers_i_mlp_b_down``: translation on ``layers.*.mlp.b_down``.
+23. ``unembedding_bias_shift``: translation on ``unembed.b_U``.
+24. ``writer_centering_embed_W_E``, ``writer_centering_embed_W_P``,
    ``writer_centering_embed_W_T``, ``embedding_translation_W_P``, ``embedding_translation_W_T``:
    translation on ``embed.W_E``, ``embed.W_P``, ``embed.W_T``.
 
@@ -113,9 +51,9 @@ CHART = gauge.Chart(
     groups=GROUPS,
     steps=(
         gauge.Step(
-            group="norm_gain_scaling_layers_11_mlp_norm",
+            group="norm_gain_scaling_layers_last_mlp_norm",
             kind="scale",
-            anchor="layers.11.mlp_norm.gain",
+            anchor="layers.{i}.mlp_norm.gain",
             side="right",
             form="E",
             offset=0.0,
@@ -129,193 +67,25 @@ CHART = gauge.Chart(
             offset=0.0,
         ),
         gauge.Step(
-            group="norm_bias_shift_layers_0_attn_norm",
+            group="norm_bias_shift_layers_i_attn_norm",
             kind="translation",
-            anchor="layers.0.attn_norm.bias",
+            anchor="layers.{i}.attn_norm.bias",
             side="right",
             form="E",
             offset=0.0,
         ),
         gauge.Step(
-            group="norm_bias_shift_layers_1_attn_norm",
+            group="norm_bias_shift_layers_i_mlp_norm",
             kind="translation",
-            anchor="layers.1.attn_norm.bias",
+            anchor="layers.{i}.mlp_norm.bias",
             side="right",
             form="E",
             offset=0.0,
         ),
         gauge.Step(
-            group="norm_bias_shift_layers_2_attn_norm",
+            group="norm_bias_fold_layers_last_mlp_norm",
             kind="translation",
-            anchor="layers.2.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_3_attn_norm",
-            kind="translation",
-            anchor="layers.3.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_4_attn_norm",
-            kind="translation",
-            anchor="layers.4.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_5_attn_norm",
-            kind="translation",
-            anchor="layers.5.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_6_attn_norm",
-            kind="translation",
-            anchor="layers.6.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_7_attn_norm",
-            kind="translation",
-            anchor="layers.7.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_8_attn_norm",
-            kind="translation",
-            anchor="layers.8.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_9_attn_norm",
-            kind="translation",
-            anchor="layers.9.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_10_attn_norm",
-            kind="translation",
-            anchor="layers.10.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_11_attn_norm",
-            kind="translation",
-            anchor="layers.11.attn_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_0_mlp_norm",
-            kind="translation",
-            anchor="layers.0.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_1_mlp_norm",
-            kind="translation",
-            anchor="layers.1.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_2_mlp_norm",
-            kind="translation",
-            anchor="layers.2.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_3_mlp_norm",
-            kind="translation",
-            anchor="layers.3.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_4_mlp_norm",
-            kind="translation",
-            anchor="layers.4.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_5_mlp_norm",
-            kind="translation",
-            anchor="layers.5.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_6_mlp_norm",
-            kind="translation",
-            anchor="layers.6.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_7_mlp_norm",
-            kind="translation",
-            anchor="layers.7.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_8_mlp_norm",
-            kind="translation",
-            anchor="layers.8.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_9_mlp_norm",
-            kind="translation",
-            anchor="layers.9.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_shift_layers_10_mlp_norm",
-            kind="translation",
-            anchor="layers.10.mlp_norm.bias",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="norm_bias_fold_layers_11_mlp_norm",
-            kind="translation",
-            anchor="layers.11.mlp_norm.bias",
+            anchor="layers.{i}.mlp_norm.bias",
             side="right",
             form="E",
             offset=0.0,
@@ -331,7 +101,7 @@ CHART = gauge.Chart(
         gauge.Step(
             group="reader_centering_layers_0_attn_W_Q",
             kind="translation",
-            anchor="layers.0.attn.W_Q",
+            anchor="layers.{i}.attn.W_Q",
             side="right",
             form="E",
             offset=0.0,
@@ -339,7 +109,7 @@ CHART = gauge.Chart(
         gauge.Step(
             group="reader_centering_layers_0_attn_W_K",
             kind="translation",
-            anchor="layers.0.attn.W_K",
+            anchor="layers.{i}.attn.W_K",
             side="right",
             form="E",
             offset=0.0,
@@ -347,279 +117,31 @@ CHART = gauge.Chart(
         gauge.Step(
             group="reader_centering_layers_0_attn_W_V",
             kind="translation",
-            anchor="layers.0.attn.W_V",
+            anchor="layers.{i}.attn.W_V",
             side="right",
             form="E",
             offset=0.0,
         ),
         gauge.Step(
-            group="reader_centering_layers_0_mlp_W_up",
+            group="reader_centering_layers_i_mlp_W_up",
             kind="translation",
-            anchor="layers.0.mlp.W_up",
+            anchor="layers.{i}.mlp.W_up",
             side="right",
             form="E",
             offset=0.0,
         ),
         gauge.Step(
-            group="reader_centering_layers_1_mlp_W_up",
+            group="reader_centering_layers_i_attn_W_Q",
             kind="translation",
-            anchor="layers.1.mlp.W_up",
+            anchor="layers.{i+1}.attn.W_Q",
             side="right",
             form="E",
             offset=0.0,
         ),
         gauge.Step(
-            group="reader_centering_layers_2_mlp_W_up",
+            group="reader_centering_layers_i_attn_W_K",
             kind="translation",
-            anchor="layers.2.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_3_mlp_W_up",
-            kind="translation",
-            anchor="layers.3.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_4_mlp_W_up",
-            kind="translation",
-            anchor="layers.4.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_5_mlp_W_up",
-            kind="translation",
-            anchor="layers.5.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_6_mlp_W_up",
-            kind="translation",
-            anchor="layers.6.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_7_mlp_W_up",
-            kind="translation",
-            anchor="layers.7.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_8_mlp_W_up",
-            kind="translation",
-            anchor="layers.8.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_9_mlp_W_up",
-            kind="translation",
-            anchor="layers.9.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_10_mlp_W_up",
-            kind="translation",
-            anchor="layers.10.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_11_mlp_W_up",
-            kind="translation",
-            anchor="layers.11.mlp.W_up",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_1_attn_W_Q",
-            kind="translation",
-            anchor="layers.1.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_2_attn_W_Q",
-            kind="translation",
-            anchor="layers.2.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_3_attn_W_Q",
-            kind="translation",
-            anchor="layers.3.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_4_attn_W_Q",
-            kind="translation",
-            anchor="layers.4.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_5_attn_W_Q",
-            kind="translation",
-            anchor="layers.5.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_6_attn_W_Q",
-            kind="translation",
-            anchor="layers.6.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_7_attn_W_Q",
-            kind="translation",
-            anchor="layers.7.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_8_attn_W_Q",
-            kind="translation",
-            anchor="layers.8.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_9_attn_W_Q",
-            kind="translation",
-            anchor="layers.9.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_10_attn_W_Q",
-            kind="translation",
-            anchor="layers.10.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_11_attn_W_Q",
-            kind="translation",
-            anchor="layers.11.attn.W_Q",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_1_attn_W_K",
-            kind="translation",
-            anchor="layers.1.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_2_attn_W_K",
-            kind="translation",
-            anchor="layers.2.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_3_attn_W_K",
-            kind="translation",
-            anchor="layers.3.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_4_attn_W_K",
-            kind="translation",
-            anchor="layers.4.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_5_attn_W_K",
-            kind="translation",
-            anchor="layers.5.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_6_attn_W_K",
-            kind="translation",
-            anchor="layers.6.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_7_attn_W_K",
-            kind="translation",
-            anchor="layers.7.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_8_attn_W_K",
-            kind="translation",
-            anchor="layers.8.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_9_attn_W_K",
-            kind="translation",
-            anchor="layers.9.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_10_attn_W_K",
-            kind="translation",
-            anchor="layers.10.attn.W_K",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_11_attn_W_K",
-            kind="translation",
-            anchor="layers.11.attn.W_K",
+            anchor="layers.{i+1}.attn.W_K",
             side="right",
             form="E",
             offset=0.0,
@@ -641,89 +163,9 @@ CHART = gauge.Chart(
             offset=0.0,
         ),
         gauge.Step(
-            group="reader_centering_layers_1_attn_W_V",
+            group="reader_centering_layers_i_attn_W_V",
             kind="translation",
-            anchor="layers.1.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_2_attn_W_V",
-            kind="translation",
-            anchor="layers.2.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_3_attn_W_V",
-            kind="translation",
-            anchor="layers.3.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_4_attn_W_V",
-            kind="translation",
-            anchor="layers.4.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_5_attn_W_V",
-            kind="translation",
-            anchor="layers.5.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_6_attn_W_V",
-            kind="translation",
-            anchor="layers.6.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_7_attn_W_V",
-            kind="translation",
-            anchor="layers.7.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_8_attn_W_V",
-            kind="translation",
-            anchor="layers.8.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_9_attn_W_V",
-            kind="translation",
-            anchor="layers.9.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_10_attn_W_V",
-            kind="translation",
-            anchor="layers.10.attn.W_V",
-            side="right",
-            form="E",
-            offset=0.0,
-        ),
-        gauge.Step(
-            group="reader_centering_layers_11_attn_W_V",
-            kind="translation",
-            anchor="layers.11.attn.W_V",
+            anchor="layers.{i+1}.attn.W_V",
             side="right",
             form="E",
             offset=0.0,

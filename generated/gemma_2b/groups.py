@@ -42,7 +42,6 @@ GROUPS: dict[str, Group] = {
             ),
         ),
         commutes_with_rope=True,
-        layers=None,
     ),
     "vo_gauge": Group(
         name="vo_gauge",
@@ -64,7 +63,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_layers_i_attn_norm": Group(
         name="norm_gain_scaling_layers_i_attn_norm",
@@ -98,7 +96,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_layers_i_mlp_norm": Group(
         name="norm_gain_scaling_layers_i_mlp_norm",
@@ -126,7 +123,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "mlp_scaling": Group(
         name="mlp_scaling",
@@ -148,7 +144,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "head_permutation": Group(
         name="head_permutation",
@@ -184,7 +179,6 @@ GROUPS: dict[str, Group] = {
                 "kron(P, eye(heads / kv_heads * head_width))^T W_O",
             ),
         ),
-        layers=None,
     ),
     "neuron_permutation": Group(
         name="neuron_permutation",
@@ -212,6 +206,5 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^T", 0.0),
             ),
         ),
-        layers=None,
     ),
 }

@@ -53,7 +53,6 @@ GROUPS: dict[str, Group] = {
                 form=("right", "E^-T", 0.0),
             ),
         ),
-        layers=None,
     ),
     "key_bias_shift": Group(
         name="key_bias_shift",
@@ -69,7 +68,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "vo_gauge": Group(
         name="vo_gauge",
@@ -97,7 +95,6 @@ GROUPS: dict[str, Group] = {
                 form=("right", "E", 0.0),
             ),
         ),
-        layers=None,
     ),
     "value_bias_fold": Group(
         name="value_bias_fold",
@@ -118,7 +115,6 @@ GROUPS: dict[str, Group] = {
                 "b_O - t W_O",
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_layers_i_attn_norm": Group(
         name="norm_gain_scaling_layers_i_attn_norm",
@@ -158,7 +154,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_layers_i_mlp_norm": Group(
         name="norm_gain_scaling_layers_i_mlp_norm",
@@ -186,7 +181,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_bias_fold_layers_i_attn_norm": Group(
         name="norm_bias_fold_layers_i_attn_norm",
@@ -217,7 +211,6 @@ GROUPS: dict[str, Group] = {
                 "b_V - t layers.*.attn.W_V",
             ),
         ),
-        layers=None,
     ),
     "norm_bias_fold_layers_i_mlp_norm": Group(
         name="norm_bias_fold_layers_i_mlp_norm",
@@ -238,7 +231,6 @@ GROUPS: dict[str, Group] = {
                 "b_up - t layers.*.mlp.W_up",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_attn_W_Q": Group(
         name="reader_centering_layers_i_attn_W_Q",
@@ -273,7 +265,6 @@ GROUPS: dict[str, Group] = {
                 "b_Q - layers.*.attn_norm.bias diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_attn_W_K": Group(
         name="reader_centering_layers_i_attn_W_K",
@@ -308,7 +299,6 @@ GROUPS: dict[str, Group] = {
                 "b_K - layers.*.attn_norm.bias diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_attn_W_V": Group(
         name="reader_centering_layers_i_attn_W_V",
@@ -343,7 +333,6 @@ GROUPS: dict[str, Group] = {
                 "b_V - layers.*.attn_norm.bias diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_mlp_W_up": Group(
         name="reader_centering_layers_i_mlp_W_up",
@@ -377,7 +366,6 @@ GROUPS: dict[str, Group] = {
                 "b_up - layers.*.mlp_norm.bias diag(layers.*.mlp_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "writer_centering_embed_W_E": Group(
         name="writer_centering_embed_W_E",
@@ -395,7 +383,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_embed_W_P": Group(
         name="writer_centering_embed_W_P",
@@ -411,7 +398,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_attn_W_O": Group(
         name="writer_centering_layers_i_attn_W_O",
@@ -427,7 +413,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_attn_b_O": Group(
         name="writer_centering_layers_i_attn_b_O",
@@ -443,7 +428,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_mlp_W_down": Group(
         name="writer_centering_layers_i_mlp_W_down",
@@ -459,7 +443,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_mlp_b_down": Group(
         name="writer_centering_layers_i_mlp_b_down",
@@ -475,7 +458,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "embedding_translation_W_P": Group(
         name="embedding_translation_W_P",
@@ -497,7 +479,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "head_permutation": Group(
         name="head_permutation",
@@ -551,7 +532,6 @@ GROUPS: dict[str, Group] = {
                 "kron(P, eye(heads / kv_heads * head_width))^T W_O",
             ),
         ),
-        layers=None,
     ),
     "neuron_permutation": Group(
         name="neuron_permutation",
@@ -579,6 +559,5 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^T", 0.0),
             ),
         ),
-        layers=None,
     ),
 }

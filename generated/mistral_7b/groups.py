@@ -42,7 +42,6 @@ GROUPS: dict[str, Group] = {
             ),
         ),
         commutes_with_rope=True,
-        layers=None,
     ),
     "vo_gauge": Group(
         name="vo_gauge",
@@ -64,7 +63,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_layers_i_attn_norm": Group(
         name="norm_gain_scaling_layers_i_attn_norm",
@@ -98,7 +96,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_layers_i_mlp_norm": Group(
         name="norm_gain_scaling_layers_i_mlp_norm",
@@ -126,7 +123,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_final_norm": Group(
         name="norm_gain_scaling_final_norm",
@@ -148,7 +144,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "residual_rotation": Group(
         name="residual_rotation",
@@ -239,7 +234,6 @@ GROUPS: dict[str, Group] = {
                 "diag(final_norm.gain)^-1 Q^T diag(final_norm.gain) W_U",
             ),
         ),
-        layers=None,
     ),
     "unembedding_shift": Group(
         name="unembedding_shift",
@@ -255,7 +249,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "mlp_scaling": Group(
         name="mlp_scaling",
@@ -277,7 +270,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "head_permutation": Group(
         name="head_permutation",
@@ -313,7 +305,6 @@ GROUPS: dict[str, Group] = {
                 "kron(P, eye(heads / kv_heads * head_width))^T W_O",
             ),
         ),
-        layers=None,
     ),
     "neuron_permutation": Group(
         name="neuron_permutation",
@@ -341,6 +332,5 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^T", 0.0),
             ),
         ),
-        layers=None,
     ),
 }

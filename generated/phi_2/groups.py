@@ -54,7 +54,6 @@ GROUPS: dict[str, Group] = {
             ),
         ),
         commutes_with_rope=True,
-        layers=None,
     ),
     "key_bias_shift": Group(
         name="key_bias_shift",
@@ -71,7 +70,6 @@ GROUPS: dict[str, Group] = {
             ),
         ),
         commutes_with_rope=True,
-        layers=None,
     ),
     "vo_gauge": Group(
         name="vo_gauge",
@@ -99,7 +97,6 @@ GROUPS: dict[str, Group] = {
                 form=("right", "E", 0.0),
             ),
         ),
-        layers=None,
     ),
     "value_bias_fold": Group(
         name="value_bias_fold",
@@ -120,7 +117,6 @@ GROUPS: dict[str, Group] = {
                 "b_O - t W_O",
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_layers_i_norm": Group(
         name="norm_gain_scaling_layers_i_norm",
@@ -166,7 +162,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_final_norm": Group(
         name="norm_gain_scaling_final_norm",
@@ -194,7 +189,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_bias_fold_layers_i_norm": Group(
         name="norm_bias_fold_layers_i_norm",
@@ -230,7 +224,6 @@ GROUPS: dict[str, Group] = {
                 "b_up - t layers.*.mlp.W_up",
             ),
         ),
-        layers=None,
     ),
     "norm_bias_fold_final_norm": Group(
         name="norm_bias_fold_final_norm",
@@ -251,7 +244,6 @@ GROUPS: dict[str, Group] = {
                 "b_U - t unembed.W_U",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_attn_W_Q": Group(
         name="reader_centering_layers_i_attn_W_Q",
@@ -283,7 +275,6 @@ GROUPS: dict[str, Group] = {
                 "b_Q - layers.*.norm.bias diag(layers.*.norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_attn_W_K": Group(
         name="reader_centering_layers_i_attn_W_K",
@@ -315,7 +306,6 @@ GROUPS: dict[str, Group] = {
                 "b_K - layers.*.norm.bias diag(layers.*.norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_attn_W_V": Group(
         name="reader_centering_layers_i_attn_W_V",
@@ -347,7 +337,6 @@ GROUPS: dict[str, Group] = {
                 "b_V - layers.*.norm.bias diag(layers.*.norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_mlp_W_up": Group(
         name="reader_centering_layers_i_mlp_W_up",
@@ -379,7 +368,6 @@ GROUPS: dict[str, Group] = {
                 "b_up - layers.*.norm.bias diag(layers.*.norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_unembed_W_U": Group(
         name="reader_centering_unembed_W_U",
@@ -411,7 +399,6 @@ GROUPS: dict[str, Group] = {
                 "b_U - final_norm.bias diag(final_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "writer_centering_embed_W_E": Group(
         name="writer_centering_embed_W_E",
@@ -427,7 +414,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_attn_W_O": Group(
         name="writer_centering_layers_i_attn_W_O",
@@ -443,7 +429,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_attn_b_O": Group(
         name="writer_centering_layers_i_attn_b_O",
@@ -459,7 +444,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_mlp_W_down": Group(
         name="writer_centering_layers_i_mlp_W_down",
@@ -475,7 +459,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_mlp_b_down": Group(
         name="writer_centering_layers_i_mlp_b_down",
@@ -491,7 +474,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "residual_rotation": Group(
         name="residual_rotation",
@@ -596,7 +578,6 @@ GROUPS: dict[str, Group] = {
             ),
         ),
         fixes_ones=True,
-        layers=None,
     ),
     "unembedding_shift": Group(
         name="unembedding_shift",
@@ -612,7 +593,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "unembedding_bias_shift": Group(
         name="unembedding_bias_shift",
@@ -628,7 +608,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "head_permutation": Group(
         name="head_permutation",
@@ -682,7 +661,6 @@ GROUPS: dict[str, Group] = {
                 "kron(P, eye(heads / kv_heads * head_width))^T W_O",
             ),
         ),
-        layers=None,
     ),
     "neuron_permutation": Group(
         name="neuron_permutation",
@@ -710,7 +688,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^T", 0.0),
             ),
         ),
-        layers=None,
     ),
     "writer_bias_transfer_b_down": Group(
         name="writer_bias_transfer_b_down",
@@ -732,6 +709,5 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
 }

@@ -54,7 +54,6 @@ GROUPS: dict[str, Group] = {
             ),
         ),
         commutes_with_rope=True,
-        layers=None,
     ),
     "key_bias_shift": Group(
         name="key_bias_shift",
@@ -71,7 +70,6 @@ GROUPS: dict[str, Group] = {
             ),
         ),
         commutes_with_rope=True,
-        layers=None,
     ),
     "vo_gauge": Group(
         name="vo_gauge",
@@ -99,7 +97,6 @@ GROUPS: dict[str, Group] = {
                 form=("right", "E", 0.0),
             ),
         ),
-        layers=None,
     ),
     "value_bias_fold": Group(
         name="value_bias_fold",
@@ -120,7 +117,6 @@ GROUPS: dict[str, Group] = {
                 "b_O - t W_O",
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_layers_i_attn_norm": Group(
         name="norm_gain_scaling_layers_i_attn_norm",
@@ -160,7 +156,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_layers_i_mlp_norm": Group(
         name="norm_gain_scaling_layers_i_mlp_norm",
@@ -188,7 +183,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_gain_scaling_final_norm": Group(
         name="norm_gain_scaling_final_norm",
@@ -216,7 +210,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^-1", 0.0),
             ),
         ),
-        layers=None,
     ),
     "norm_bias_fold_layers_i_attn_norm": Group(
         name="norm_bias_fold_layers_i_attn_norm",
@@ -247,7 +240,6 @@ GROUPS: dict[str, Group] = {
                 "b_V - t layers.*.attn.W_V",
             ),
         ),
-        layers=None,
     ),
     "norm_bias_fold_layers_i_mlp_norm": Group(
         name="norm_bias_fold_layers_i_mlp_norm",
@@ -268,7 +260,6 @@ GROUPS: dict[str, Group] = {
                 "b_up - t layers.*.mlp.W_up",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_attn_W_Q": Group(
         name="reader_centering_layers_i_attn_W_Q",
@@ -303,7 +294,6 @@ GROUPS: dict[str, Group] = {
                 "b_Q - layers.*.attn_norm.bias diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_attn_W_K": Group(
         name="reader_centering_layers_i_attn_W_K",
@@ -338,7 +328,6 @@ GROUPS: dict[str, Group] = {
                 "b_K - layers.*.attn_norm.bias diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_attn_W_V": Group(
         name="reader_centering_layers_i_attn_W_V",
@@ -373,7 +362,6 @@ GROUPS: dict[str, Group] = {
                 "b_V - layers.*.attn_norm.bias diag(layers.*.attn_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_layers_i_mlp_W_up": Group(
         name="reader_centering_layers_i_mlp_W_up",
@@ -407,7 +395,6 @@ GROUPS: dict[str, Group] = {
                 "b_up - layers.*.mlp_norm.bias diag(layers.*.mlp_norm.gain)^-1 ones(width)^T t",
             ),
         ),
-        layers=None,
     ),
     "reader_centering_unembed_W_U": Group(
         name="reader_centering_unembed_W_U",
@@ -439,7 +426,6 @@ GROUPS: dict[str, Group] = {
                 "bias (eye(width) + diag(final_norm.gain)^-1 ones(width)^T t)^-1",
             ),
         ),
-        layers=None,
     ),
     "writer_centering_embed_W_E": Group(
         name="writer_centering_embed_W_E",
@@ -455,7 +441,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_attn_W_O": Group(
         name="writer_centering_layers_i_attn_W_O",
@@ -471,7 +456,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_attn_b_O": Group(
         name="writer_centering_layers_i_attn_b_O",
@@ -487,7 +471,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_mlp_W_down": Group(
         name="writer_centering_layers_i_mlp_W_down",
@@ -503,7 +486,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "writer_centering_layers_i_mlp_b_down": Group(
         name="writer_centering_layers_i_mlp_b_down",
@@ -519,7 +501,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "residual_rotation": Group(
         name="residual_rotation",
@@ -639,7 +620,6 @@ GROUPS: dict[str, Group] = {
             ),
         ),
         fixes_ones=True,
-        layers=None,
     ),
     "unembedding_shift": Group(
         name="unembedding_shift",
@@ -655,7 +635,6 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
     "head_permutation": Group(
         name="head_permutation",
@@ -709,7 +688,6 @@ GROUPS: dict[str, Group] = {
                 "kron(P, eye(heads / kv_heads * head_width))^T W_O",
             ),
         ),
-        layers=None,
     ),
     "neuron_permutation": Group(
         name="neuron_permutation",
@@ -737,7 +715,6 @@ GROUPS: dict[str, Group] = {
                 form=("left", "E^T", 0.0),
             ),
         ),
-        layers=None,
     ),
     "writer_bias_transfer_b_down": Group(
         name="writer_bias_transfer_b_down",
@@ -759,6 +736,5 @@ GROUPS: dict[str, Group] = {
                 shift=True,
             ),
         ),
-        layers=None,
     ),
 }

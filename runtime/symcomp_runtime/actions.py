@@ -100,6 +100,33 @@ Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O")
 NEURON_SLICED = {"mlp.W_up": 1, "mlp.b_up": 1, "mlp.W_gate": 1, "mlp.b_gate": 1, "mlp.W_down": 0}
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 
+# --- layer references -------------------------------------------------------------------------
+# A parameter pattern names a layer three ways: ``layers.3.x`` (that layer), ``layers.*.x`` (the
+# layer of the parameter being moved: every layer for a group per model), ``layers.{i}.x``,
+# ``layers.{i+1}.x``, ``layers.{i-1}.x`` (relative to the unit's layer ``i``, for a group per
+# layer or finer). A group's units are the layers where every relative reference exists.
+LAYER_REF = re.compile(r"^layers\.(?:\*|\{i(?:([+-])(\d+))?\}|\d+)\.")
+RELATIVE = re.compile(r"layers\.\{i(?:([+-])(\d+))?\}\.")
+
+
+def offset_of(match: re.Match[str]) -> int:
+    sign, digits = match.group(1), match.group(2)
+    return 0 if sign is None else (int(digits) if sign == "+" else -int(digits))
+
+
+def reach(patterns) -> tuple[int, int]:
+    """(lowest, highest) offset of the relative layer references in ``patterns``."""
+    offsets = [offset_of(m) for p in patterns for m in RELATIVE.finditer(p)] or [0]
+    return min(offsets), max(offsets)
+
+
+def at_layer(pattern: str, layer: int | None) -> str:
+    """``pattern`` with its relative references (``{i}``, ``{i+1}``, ...) resolved at ``layer``
+    (a unit's layer); unchanged when ``layer`` is None."""
+    if layer is None:
+        return pattern
+    return RELATIVE.sub(lambda m: f"layers.{layer + offset_of(m)}.", pattern)
+
 
 @dataclass(frozen=True)
 class Act:
@@ -128,7 +155,8 @@ class Group:
     positive: bool = False
     fixes_ones: bool = False
     commutes_with_rope: bool = False
-    layers: tuple[int, ...] | None = None
+    layers: tuple[int, ...] | None = None  # the units' layers (negative: from the end); None: all
+    reach: tuple[int, int] = (0, 0)  # offsets of its relative layer references ({i-1}, {i+1})
 
     @property
     def continuous(self) -> bool:
@@ -143,7 +171,12 @@ def units(group: Group, S: Sizes) -> list[Unit]:
     """The copies of ``group`` in an instance with sizes ``S``."""
     if group.per == "model":
         return [(None, None)]
-    layers = group.layers if group.layers is not None else range(S["layers"])
+    L = S["layers"]
+    low, high = group.reach
+    listed = (
+        range(L) if group.layers is None else (i % L if -L <= i < 0 else i for i in group.layers)
+    )
+    layers = [i for i in listed if i + low >= 0 and i + high < L]
     count = {"layer": 0, "kv_head": S["kv_heads"], "head": S["heads"], "neuron": S["hidden"]}
     if group.per == "layer":
         return [(layer, None) for layer in layers]
@@ -164,11 +197,14 @@ def _targets(pattern: str, layer: int | None, names: list[str]) -> list[str]:
 
 @functools.lru_cache(maxsize=8192)
 def _targets_cached(pattern: str, layer: int | None, names: tuple[str, ...]) -> tuple[str, ...]:
-    regex = re.compile(re.escape(pattern).replace(r"\*", r"\d+"))
+    # a relative reference names one layer; ``*`` and an absolute index, the unit's layer only
+    relative = layer is not None and RELATIVE.match(pattern) is not None
+    regex = re.compile(re.escape(at_layer(pattern, layer)).replace(r"\*", r"\d+"))
     out = []
     for name in names:
         m = _LAYER.match(name)
-        if regex.fullmatch(name) and (layer is None or m is None or int(m.group(1)) == layer):
+        mine = relative or layer is None or m is None or int(m.group(1)) == layer
+        if mine and regex.fullmatch(name):
             out.append(name)
     return tuple(out)
 
@@ -221,8 +257,10 @@ def view(group: Group, params: Params, unit: Unit, path: str, S: Sizes, block: i
     return out
 
 
-def _resolve(pattern: str, target: str) -> str:
+def _resolve(pattern: str, target: str, layer: int | None = None) -> str:
+    """The parameter ``pattern`` names in the action on ``target`` of a unit at ``layer``."""
     m = _LAYER.match(target)
+    pattern = at_layer(pattern, layer)
     return pattern.replace("layers.*.", m.group(0), 1) if m else pattern
 
 
@@ -258,7 +296,7 @@ def apply(group: Group, params: Params, unit: Unit, element: Tensor, S: Sizes) -
     for act, target, cut, block, start in _contexts(group, list(params), unit, S):
 
         def v(pattern: str, target: str = target, block: int | None = block) -> Tensor:
-            return view(group, params, unit, _resolve(pattern, target), S, block)
+            return view(group, params, unit, _resolve(pattern, target, unit[0]), S, block)
 
         new = act.fn(v, element, S)
         if cut is None:

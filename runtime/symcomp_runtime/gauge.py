@@ -24,6 +24,7 @@ from .actions import (
     _resolve,
     algebra_basis,
     apply,
+    at_layer,
     rotary_width,
     units,
     view,
@@ -182,7 +183,7 @@ def _rank_one_vector(group: Group, step: Step, params: Params, unit: Unit, S: Si
     n = view(group, params, unit, path, S).shape[1]
 
     def probe(pattern: str) -> Tensor:
-        resolved = _resolve(pattern, path)
+        resolved = _resolve(pattern, path, unit[0])
         return (
             torch.eye(n, **_DTYPE) if resolved == path else view(group, params, unit, resolved, S)
         )
@@ -301,7 +302,9 @@ class Chart:
 
 def _anchor(anchor: str, unit: Unit) -> str:
     layer = unit[0]
-    return anchor.replace("layers.*.", f"layers.{layer}.", 1) if layer is not None else anchor
+    if layer is None:
+        return anchor
+    return at_layer(anchor, layer).replace("layers.*.", f"layers.{layer}.", 1)
 
 
 def view_index(group: Group, unit: Unit, path: str, shape: tuple[int, ...], S: Sizes) -> Tensor:

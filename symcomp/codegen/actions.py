@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from symcomp_runtime.actions import RELATIVE, at_layer, reach
+
 from symcomp.codegen.forms import Form, is_self, multiplicative_form
 from symcomp.errors import CodegenError
 from symcomp.lang import BinOp, Expr, TorchSourcePrinter, iter_names, parse_expr, unparse
@@ -50,6 +52,7 @@ class GroupCode:
     commutes_with_rope: bool
     layers: tuple[int, ...] | None
     acts: tuple[ActCode, ...]
+    reach: tuple[int, int] = (0, 0)  # offsets of its relative layer references
 
 
 class RenderError(CodegenError):
@@ -71,12 +74,27 @@ def _concrete(pattern: str, params: dict[str, tuple[int, ...]]) -> str | None:
     return next((name for name in params if regex.fullmatch(name)), None)
 
 
-def _as_pattern(path: str, target: str) -> str:
-    """``layers.<l>.x`` -> ``layers.*.x`` when ``l`` is the target's own layer."""
+def _as_pattern(path: str, target: str, layer: int | None) -> str:
+    """``layers.<l>.x`` -> ``layers.*.x`` when ``l`` is the target's own layer, and relative to
+    the unit's ``layer`` (``layers.{i+1}.x``) for a group with relative references."""
     m, t = _LAYER_PREFIX.match(path), _LAYER_PREFIX.match(target)
     if m and t and m.group(1) == t.group(1):
         return "layers.*." + path[m.end() :]
+    if m and layer is not None:
+        d = int(m.group(1)) - layer
+        return ("layers.{i}." if d == 0 else f"layers.{{i{d:+d}}}.") + path[m.end() :]
     return path
+
+
+def first_unit_layer(group: CustomGroup, arch: Architecture) -> int | None:
+    """The layer of the group's first unit when it has relative references (the instance its
+    actions are resolved on), else None."""
+    if group.per == "model" or not any(RELATIVE.search(t + x) for t, x in group.acts.items()):
+        return None
+    low, high = reach([t + " " + x for t, x in group.acts.items()])
+    L = arch.layers
+    listed = range(L) if group.layers is None else [i % L for i in group.layers]
+    return next((i for i in listed if i + low >= 0 and i + high < L), None)
 
 
 def _torch_source(expr: Expr, names: dict[str, str], element: str) -> str:
@@ -88,7 +106,8 @@ def _torch_source(expr: Expr, names: dict[str, str], element: str) -> str:
 def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -> ActCode | None:
     """One action target rendered; None when the pattern matches no parameter here."""
     params = parameter_shapes(arch)
-    concrete = _concrete(target, params)
+    layer = first_unit_layer(group, arch)
+    concrete = _concrete(at_layer(target, layer), params)
     if concrete is None:
         return None
     element = group.element or DEFAULT_ELEMENT[group.group]
@@ -97,10 +116,10 @@ def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -
     for name in dict.fromkeys(n.name for n in iter_names(expr)):
         if name == element or name in SIZE_NAMES:
             continue
-        path = resolve_name(name, concrete, params)
+        path = resolve_name(at_layer(name, layer), concrete, params)
         if path is None:
             raise RenderError(f"{group.name}: {name!r} in the action on {target} names nothing")
-        names[name] = _as_pattern(path, concrete)
+        names[name] = _as_pattern(path, concrete, layer)
     source = _torch_source(expr, names, element)
     form = multiplicative_form(group.group, element, target, text)
     shift = moves_by_constant(expr, element, target)
@@ -142,4 +161,5 @@ def render_group(group: CustomGroup, catalogue_id: str, arch: Architecture) -> G
         commutes_with_rope="rope" in group.commutes_with,
         layers=tuple(group.layers) if group.layers is not None else None,
         acts=acts,
+        reach=reach([t + " " + x for t, x in group.acts.items()]),
     )

@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from symcomp_runtime.actions import RELATIVE, at_layer
+
 from symcomp.codegen.actions import GroupCode
 from symcomp.codegen.forms import is_self, multiplicative_form
 from symcomp.errors import CodegenError
@@ -120,7 +122,7 @@ def _candidate(group: GroupCode, target: str, text: str, shapes) -> StepCode | N
     if found is None:
         return None
     side, form, offset = found
-    shape = shapes[target.replace("*", "0")]
+    shape = shapes[any_layer(target).replace("*", "0")]
     rows = shape[0] if len(shape) == 2 else 1
     if group.kind != "scaling" and side == "right" and rows < 2:
         return None  # a bias row cannot hold pivot rows
@@ -129,14 +131,14 @@ def _candidate(group: GroupCode, target: str, text: str, shapes) -> StepCode | N
 
 def _can_anchor(group: GroupCode, target: str, shapes) -> bool:
     """Whether each unit of the group sees ``target`` as one block of one parameter."""
-    local = re.sub(r"^layers\.\*\.", "", target)
+    local = re.sub(r"^layers\.\*\.", "", any_layer(target))
     if group.per in ("kv_head", "head") and (local in _Q_SLICED or local not in HEAD_SLICED):
         return False  # a query-sliced view is a sum of blocks; an unsliced one is shared
     if group.per == "neuron" and local not in NEURON_SLICED:
         return False
     if group.per == "model" and "*" in target:
         return False  # one unit, many layers
-    return target.replace("*", "0") in shapes
+    return any_layer(target).replace("*", "0") in shapes
 
 
 def _chart_knows(group: GroupCode) -> bool:
@@ -148,16 +150,47 @@ def _chart_knows(group: GroupCode) -> bool:
     return not group.commutes_with_rope
 
 
-def _moves(group: GroupCode, pattern: str) -> bool:
-    """Whether the group moves some parameter that ``pattern`` names (``layers.*.`` matches
-    every layer, and a group of one concrete layer moves ``layers.0.x`` within ``layers.*.x``)."""
-    return any(_overlap(act.target, pattern) for act in group.acts)
+class _Reach:
+    """Which parameters a group's patterns name: ``*`` any layer for a group per model, the
+    units' layers otherwise, a relative reference (``layers.{i+1}.``) each unit's layer plus its
+    offset. Two groups declared once for all layers still move different parameters when their
+    units sit in different layers (the last layer's norm against the others')."""
+
+    def __init__(self, groups: tuple[GroupCode, ...], depth: int):
+        self.groups = {g.name: g for g in groups}
+        self.depth = depth
+
+    @functools.cache  # noqa: B019 (one per chart derivation)
+    def names(self, group: str, pattern: str) -> frozenset[str]:
+        g = self.groups[group]
+        if g.per == "model":
+            return frozenset({pattern})
+        low, high = g.reach
+        listed = range(self.depth) if g.layers is None else [i % self.depth for i in g.layers]
+        layers = [i for i in listed if i + low >= 0 and i + high < self.depth]
+        return frozenset(at_layer(pattern, i).replace("layers.*.", f"layers.{i}.") for i in layers)
+
+    def moves(self, group: GroupCode, anchor: str, owner: str) -> bool:
+        """Whether ``group`` moves a parameter that ``anchor`` of the group ``owner`` names."""
+        anchors = self.names(owner, anchor)
+        return any(
+            _overlap(a, b)
+            for act in group.acts
+            for a in self.names(group.name, act.target)
+            for b in anchors
+        )
 
 
 @functools.cache
 def _overlap(a: str, b: str) -> bool:
     """Whether the patterns ``a`` and ``b`` name a common parameter (``*``: any layer)."""
     return bool(_pattern(a).fullmatch(b) or _pattern(b).fullmatch(a))
+
+
+def any_layer(pattern: str) -> str:
+    """``pattern`` with its relative layer references (``layers.{i+1}.``) read as ``layers.*.``:
+    all layers share their parameters' shapes and roles."""
+    return RELATIVE.sub("layers.*.", pattern)
 
 
 @functools.cache
@@ -189,9 +222,11 @@ def derive_chart(
     if missing:
         raise ChartError(f"no anchor the chart can fix for: {', '.join(missing)}")
     steps: list[StepCode] = []
+    movers = _Reach(groups, arch.layers)
     while remaining:
         ranked = _Ranked(candidates, functools.partial(fixes, tuple(steps)))
         chosen = _next_step(
+            movers,
             remaining,
             ranked,
             functools.partial(preserves, tuple(steps)),
@@ -221,6 +256,7 @@ class _Ranked(dict):
 
 
 def _next_step(
+    movers: _Reach,
     remaining: list[GroupCode],
     candidates: dict[str, list[StepCode]],
     preserves: Callable[[StepCode, str], bool],
@@ -232,38 +268,42 @@ def _next_step(
     a group that fixes nothing new (its directions are all shared with groups fixed before)."""
     for group in remaining:
         for step in candidates[group.name]:
-            if _shared_translation(step, remaining):
+            if _shared_translation(movers, step, remaining):
                 continue  # overlapping translations are fixed jointly, below
-            if fixes(step) > 0 and _acceptable(step, remaining, preserves):
+            if fixes(step) > 0 and _acceptable(movers, step, remaining, preserves):
                 return step
-    for step in _joint_translations(remaining, candidates):
-        if fixes(step) >= 0 and _acceptable(step, remaining, preserves):
+    for step in _joint_translations(movers, remaining, candidates):
+        if fixes(step) >= 0 and _acceptable(movers, step, remaining, preserves):
             return step
     for group in remaining:
         for step in candidates[group.name]:
-            if _acceptable(step, remaining, preserves):
+            if _acceptable(movers, step, remaining, preserves):
                 return step
     return None
 
 
-def _shared_translation(step: StepCode, remaining: list[GroupCode]) -> bool:
+def _shared_translation(movers: _Reach, step: StepCode, remaining: list[GroupCode]) -> bool:
     """A translation step whose anchor another remaining translation also moves."""
     return step.kind == "translation" and any(
-        o.kind == "translation" and o.name != step.group and _moves(o, step.anchor)
+        o.kind == "translation"
+        and o.name != step.group
+        and movers.moves(o, step.anchor, step.group)
         for o in remaining
     )
 
 
-def _acceptable(step: StepCode, remaining, preserves) -> bool:
-    movers = {
+def _acceptable(movers: _Reach, step: StepCode, remaining, preserves) -> bool:
+    owned = tuple(zip(step.groups, step.anchors, strict=True))
+    moving = {
         o.name
         for o in remaining
-        if o.name not in step.groups and any(_moves(o, anchor) for anchor in step.anchors)
+        if o.name not in step.groups
+        and any(movers.moves(o, anchor, owner) for owner, anchor in owned)
     }
-    return all(preserves(step, other) for other in sorted(movers))
+    return all(preserves(step, other) for other in sorted(moving))
 
 
-def _joint_translations(remaining: list[GroupCode], candidates) -> list[StepCode]:
+def _joint_translations(movers: _Reach, remaining: list[GroupCode], candidates) -> list[StepCode]:
     """One joint step per cluster of translations (same units) that move each other's anchors."""
     translations = [g for g in remaining if g.kind == "translation"]
     clusters: list[list[GroupCode]] = []
@@ -273,7 +313,9 @@ def _joint_translations(remaining: list[GroupCode], candidates) -> list[StepCode
             for c in clusters
             if c[0].per == g.per
             and c[0].layers == g.layers
-            and any(_touches(g, h, candidates) or _touches(h, g, candidates) for h in c)
+            and any(
+                _touches(movers, g, h, candidates) or _touches(movers, h, g, candidates) for h in c
+            )
         ]
         merged = [g] + [h for c in linked for h in c]
         clusters = [c for c in clusters if c not in linked] + [merged]
@@ -294,6 +336,6 @@ def _joint_translations(remaining: list[GroupCode], candidates) -> list[StepCode
     return out
 
 
-def _touches(g: GroupCode, h: GroupCode, candidates) -> bool:
+def _touches(movers: _Reach, g: GroupCode, h: GroupCode, candidates) -> bool:
     """Whether g moves one of h's candidate anchors."""
-    return any(_moves(g, step.anchor) for step in candidates[h.name])
+    return any(movers.moves(g, step.anchor, h.name) for step in candidates[h.name])

@@ -31,6 +31,7 @@ from symcomp.ir.graph import Graph
 from symcomp.spec.model import CustomGroup, Spec
 from symcomp.symmetry.analysis import Count
 from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
+from symcomp.symmetry.layers import fold_layers
 
 # the instance the generated tests run on: the structure of the spec, tiny sizes
 TINY_SIZES = {"width": 8, "heads": 2, "head_width": 4, "hidden": 12, "vocab": 11, "positions": 6}
@@ -64,8 +65,9 @@ def header(spec_name: str, digest: str) -> str:
 
 def tiny_sizes(spec: Spec, groups: tuple[GroupCode, ...] = ()) -> dict[str, int]:
     """TINY_SIZES with the spec's structure kept where it matters: grouped-query heads, even
-    rotary widths, and all the layers when a group names concrete layers (post-norm models,
-    whose first layer reads differently)."""
+    rotary widths; layers enough for every group that reaches across layers or lists some (a
+    first, a middle and a last layer at least: a post-norm model's first layer reads the
+    embedding norm, its last the head), and all of them when a group names an absolute layer."""
     att = spec.architecture.attention
     kv = 1 if att.kv_heads < att.heads else 2
     k = TINY_SIZES["head_width"]
@@ -73,7 +75,9 @@ def tiny_sizes(spec: Spec, groups: tuple[GroupCode, ...] = ()) -> dict[str, int]
     while fraction is not None and (int(k * fraction) < 2 or int(k * fraction) % 2):
         k += 2  # a head wide enough for an even number (>= 2) of rotated dims
     concrete = any(re.search(r"layers\.\d+\.", a.target + a.source) for g in groups for a in g.acts)
-    layers = spec.architecture.layers if concrete else 1
+    spans = [g.reach[1] - g.reach[0] for g in groups if g.reach != (0, 0) or g.layers is not None]
+    layers = spec.architecture.layers if concrete else max(3, *spans, 0) if spans else 1
+    layers = min(layers, spec.architecture.layers)
     width = max(TINY_SIZES["width"], 2 * k)  # centred readers need width - 1 >= head width
     vocab = max(TINY_SIZES["vocab"], width + 3)  # a rotation is fixed on width pivot tokens
     sizes = {**TINY_SIZES, "width": width, "vocab": vocab, "head_width": k, "kv_heads": kv}
@@ -104,7 +108,7 @@ def emit_package(
     it (``<package>/symcomp_runtime/``), imported relatively, so that it needs only torch."""
     digest = spec_hash(source_text)
     head = header(spec.name, digest)
-    copies = concrete_copies(symmetries)
+    copies = package_groups(symmetries, spec.architecture.layers)
     groups = tuple(render_group(group, cid, spec.architecture) for group, cid in copies)
     texts = {group.name: dict(group.acts) for group, _ in copies}
     tiny = tiny_sizes(spec, groups)
@@ -171,25 +175,13 @@ def runtime_sources() -> tuple[tuple[str, str], ...]:
     )
 
 
-def concrete_copies(symmetries) -> tuple[tuple[CustomGroup, str], ...]:
+def package_groups(symmetries: Symmetries, depth: int) -> tuple[tuple[CustomGroup, str], ...]:
     """Every group the package acts with, and its catalogue id: each catalogue line's group and
-    its further copies (a post-norm stack names each layer's norm groups in full). A copy that
-    names one concrete layer is called after it (``..._layers_3_attn_norm``), so that names are
-    unique."""
-    out = []
-    for info in symmetries.groups:
-        for group in info.all_groups:
-            layers = {int(m.group(1)) for t in group.acts if (m := re.match(r"layers\.(\d+)\.", t))}
-            concrete = layers and all("*" not in t for t in group.acts)
-            if concrete and "_layers_i_" in group.name:
-                tag = f"_layers_{min(layers)}_"
-                group = group.model_copy(update={"name": group.name.replace("_layers_i_", tag)})
-            out.append((group, info.catalogue_id))
-    names = [group.name for group, _ in out]
-    clashes = sorted({name for name in names if names.count(name) > 1})
-    if clashes:
-        raise ValueError(f"groups with the same name: {', '.join(clashes)}")
-    return tuple(out)
+    its further copies (a post-norm stack names each layer's norm groups in full), the copies
+    folded into per-layer groups with relative layer references (:mod:`symcomp.symmetry.layers`).
+    """
+    copies = [(group, info.catalogue_id) for info in symmetries.groups for group in info.all_groups]
+    return fold_layers(copies, depth)
 
 
 def _chart(groups, texts, spec: Spec, files, tiny, redundant):

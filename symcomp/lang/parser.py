@@ -47,7 +47,7 @@ class ExprError(SymcompError):
 _TOKEN = re.compile(
     r"""(?P<space>\s+)
     |(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-    |(?P<name>[A-Za-z_]\w*(?:\.(?:[A-Za-z_]\w*|\*|\d+))*)
+    |(?P<name>[A-Za-z_]\w*(?:\.(?:[A-Za-z_]\w*|\*|\d+|\{i(?:[+-]\d+)?\}))*)
     |(?P<op>[-+*/@^(),])""",
     re.X,
 )

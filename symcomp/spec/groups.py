@@ -198,13 +198,13 @@ class _GroupChecker:
             )
         count = self.arch.layers
         for j, index in enumerate(self.group.layers):
-            if index >= count:
+            if not -count <= index < count:
                 yield self.problem(
                     "layer index out of range",
                     "layers",
                     j,
                     found=str(index),
-                    accepted=f"0 to {count - 1}" if count > 1 else "0",
+                    accepted=f"{-count} to {count - 1} (negative: from the end)",
                 )
 
     def check_restrictions(self) -> Iterator[Problem]:

@@ -318,14 +318,19 @@ class CustomGroup(_Frozen):
         default=False,
         description="Restrict a scaling group to positive factors (ReLU's C1 scaling).",
     )
-    layers: list[NonNegativeInt] | None = Field(
+    layers: list[Annotated[int, Field(strict=True)]] | None = Field(
         default=None,
-        description="Restrict a per-layer (or finer) group to these layer indices; null: all.",
+        min_length=1,
+        description="Restrict a per-layer (or finer) group to these layer indices (negative: "
+        "counted from the end, -1 the last layer); null or absent: every layer where the "
+        "action's relative references (layers.{i+1}.x) exist. An empty list is rejected: a "
+        "group with no units acts on nothing.",
     )
     acts: dict[str, str] = Field(
         min_length=1,
         description="The action: parameter path (with '*' for the layer index, e.g. "
-        "layers.*.attn.W_Q) -> its new value as an expression. Expressions use the parameter's "
+        "layers.*.attn.W_Q; or relative to the unit's layer i, e.g. layers.{i+1}.attn.W_Q) -> "
+        "its new value as an expression. Expressions use the parameter's "
         "short name for its current value, other parameters by path (relative to the same "
         "layer first), the element, sizes, numbers, + - * / (elementwise), juxtaposition or @ "
         "(matrix product), ^T (transpose), ^-1 (inverse), ^-T, and the functions diag, ones, "
