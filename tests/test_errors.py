@@ -71,8 +71,8 @@ ERRORS = _exception_classes()
 # the branch each error class of a stage belongs to
 BRANCHES = {
     "symcomp.lang.parser.ExprError": SymcompError,
-    "symcomp.symmetry.action.ActionError": DerivationError,
-    "symcomp.verify.symbolic.SymbolicError": VerificationError,
+    "symcomp.symmetry.engine.ActionError": DerivationError,
+    "symcomp.verify.sympy_interpreter.SymbolicError": VerificationError,
     "symcomp.verify.generic.NotGenericError": VerificationError,
     "symcomp.codegen.actions.RenderError": CodegenError,
     "symcomp.codegen.chart.ChartError": CodegenError,

@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .errors import ActionError
 
 # --- the expression helpers the rendered actions call -----------------------------------------
 
@@ -240,9 +242,48 @@ def _blocks(group: Group, local: str | None, sl: tuple) -> tuple[int, ...]:
     return ()
 
 
-def view(group: Group, params: Params, unit: Unit, path: str, S: Sizes, block: int | None = None):
+class TorchBackend:
+    """The engine's operations on torch tensors: the values a generated package moves. Another
+    backend (symcomp's SymPy matrices, for the exact proofs) supplies the same five."""
+
+    @staticmethod
+    def matrix(value: Tensor) -> Tensor:
+        """The 2-D form of a parameter (a vector is a 1 x n row)."""
+        return value[None, :] if value.ndim == 1 else value
+
+    @staticmethod
+    def narrow(value: Tensor, axis: int, start: int, width: int) -> Tensor:
+        return value.narrow(axis, start, width)
+
+    @staticmethod
+    def cat(parts: Sequence[Tensor], axis: int) -> Tensor:
+        return torch.cat(list(parts), dim=axis)
+
+    @staticmethod
+    def fill(new: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """An action's value in the shape it replaces (a 1 x 1 value broadcasts)."""
+        return new.expand(shape) if new.numel() == 1 and tuple(new.shape) != shape else new
+
+    @staticmethod
+    def restore(value: Tensor, like: Tensor) -> Tensor:
+        """A 2-D value back in the parameter's own shape."""
+        return value.reshape(like.shape)
+
+
+TORCH = TorchBackend()
+
+
+def view(
+    group: Group,
+    params: Params,
+    unit: Unit,
+    path: str,
+    S: Sizes,
+    block: int | None = None,
+    backend=TORCH,
+):
     """The unit's 2-D view of ``path``: the whole matrix, or the sum of its blocks."""
-    value = _matrix(params[path])
+    value = backend.matrix(params[path])
     local = _local(path)
     cut = _cut(group, local, S)
     if cut is None:
@@ -251,9 +292,9 @@ def view(group: Group, params: Params, unit: Unit, path: str, S: Sizes, block: i
     blocks = _blocks(group, local, _slicing(group, unit, S))
     if block is not None and local in Q_SLICED:
         blocks = (block,)
-    out = value.narrow(axis, blocks[0] * width, width)
+    out = backend.narrow(value, axis, blocks[0] * width, width)
     for b in blocks[1:]:
-        out = out + value.narrow(axis, b * width, width)
+        out = out + backend.narrow(value, axis, b * width, width)
     return out
 
 
@@ -290,32 +331,45 @@ def act_views(group: Group, params: Params, unit: Unit, S: Sizes) -> list[tuple[
     ]
 
 
-def apply(group: Group, params: Params, unit: Unit, element: Tensor, S: Sizes) -> dict[str, Tensor]:
-    """New parameters: ``params`` moved by ``element`` acting as ``unit`` (functional)."""
-    writes: list[tuple[str, tuple[int, int] | None, int, Tensor]] = []
+def apply(group: Group, params: Params, unit: Unit, element, S: Sizes, backend=TORCH) -> dict:
+    """New parameters: ``params`` moved by ``element`` acting as ``unit`` (functional). Every
+    action of the unit reads the values before it; then all are written. ``backend`` says how to
+    cut and join the values (torch tensors by default)."""
+    writes = []
     for act, target, cut, block, start in _contexts(group, list(params), unit, S):
 
-        def v(pattern: str, target: str = target, block: int | None = block) -> Tensor:
-            return view(group, params, unit, _resolve(pattern, target, unit[0]), S, block)
+        def v(pattern: str, target: str = target, block: int | None = block):
+            return view(group, params, unit, _resolve(pattern, target, unit[0]), S, block, backend)
 
-        new = act.fn(v, element, S)
-        if cut is None:
-            shape = _matrix(params[target]).shape
-            writes.append((target, None, 0, new.expand(shape) if new.numel() == 1 else new))
-        else:
-            writes.append((target, cut, start, new))
+        old = backend.matrix(params[target])
+        shape = tuple(old.shape) if cut is None else _cut_shape(old.shape, cut)
+        new = backend.fill(act.fn(v, element, S), shape)
+        if tuple(new.shape) != shape:
+            raise ActionError(
+                f"{group.name}: the action on {target} gives {tuple(new.shape)}, not {shape}"
+            )
+        writes.append((target, cut, start, new))
     out = dict(params)
     for target, cut, start, new in writes:
-        old = _matrix(out[target])
+        old = backend.matrix(out[target])
         if cut is None:
             value = new
         else:
             axis, width = cut
             rest = old.shape[axis] - start - width
-            parts = (old.narrow(axis, 0, start), new, old.narrow(axis, start + width, rest))
-            value = torch.cat(parts, dim=axis)
-        out[target] = value.reshape(params[target].shape)
+            parts = (
+                backend.narrow(old, axis, 0, start),
+                new,
+                backend.narrow(old, axis, start + width, rest),
+            )
+            value = backend.cat(parts, axis)
+        out[target] = backend.restore(value, params[target])
     return out
+
+
+def _cut_shape(shape, cut: tuple[int, int]) -> tuple[int, ...]:
+    axis, width = cut
+    return tuple(width if i == axis else n for i, n in enumerate(shape))
 
 
 def apply_all(group: Group, params: Params, elements: Mapping[Unit, Tensor], S: Sizes):

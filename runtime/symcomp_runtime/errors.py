@@ -33,3 +33,8 @@ class DegenerateError(SymcompError):
     """A point where a gauge cannot be fixed: the anchor a step normalizes is rank-deficient (a
     zero column, a zero rotated pair, a vector orthogonal to the rank-one direction), so the
     chart is not defined there. Generic points never are; random weights are generic."""
+
+
+class ActionError(SymcompError):
+    """A group action that cannot be applied: its value has another shape than the parameter
+    block it replaces, or it names a parameter the model does not have."""

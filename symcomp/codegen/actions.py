@@ -10,19 +10,15 @@ rendered code calls. Names are resolved here, once, on a concrete instance of th
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-from symcomp_runtime.actions import RELATIVE, at_layer, reach
 
 from symcomp.codegen.forms import Form, is_self, multiplicative_form
 from symcomp.errors import CodegenError
 from symcomp.lang import BinOp, Expr, TorchSourcePrinter, iter_names, parse_expr, unparse
-from symcomp.spec.groups import resolve_name
 from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup
-from symcomp.spec.params import Sizes, parameter_shapes
+from symcomp.spec.params import Sizes
+from symcomp.symmetry.engine import ActionError, group_reach, resolved_names
 
-_LAYER_PREFIX = re.compile(r"^layers\.(\d+)\.")
 SIZE_NAMES = frozenset(Sizes.__dataclass_fields__)
 
 
@@ -68,35 +64,6 @@ def size_source(expr: Expr | str | int) -> str:
     return _torch_source(expr, names={}, element="")
 
 
-def _concrete(pattern: str, params: dict[str, tuple[int, ...]]) -> str | None:
-    """A parameter that ``pattern`` (``*`` for a layer) matches: layer 0's, or the pattern."""
-    regex = re.compile(re.escape(pattern).replace(r"\*", r"\d+"))
-    return next((name for name in params if regex.fullmatch(name)), None)
-
-
-def _as_pattern(path: str, target: str, layer: int | None) -> str:
-    """``layers.<l>.x`` -> ``layers.*.x`` when ``l`` is the target's own layer, and relative to
-    the unit's ``layer`` (``layers.{i+1}.x``) for a group with relative references."""
-    m, t = _LAYER_PREFIX.match(path), _LAYER_PREFIX.match(target)
-    if m and t and m.group(1) == t.group(1):
-        return "layers.*." + path[m.end() :]
-    if m and layer is not None:
-        d = int(m.group(1)) - layer
-        return ("layers.{i}." if d == 0 else f"layers.{{i{d:+d}}}.") + path[m.end() :]
-    return path
-
-
-def first_unit_layer(group: CustomGroup, arch: Architecture) -> int | None:
-    """The layer of the group's first unit when it has relative references (the instance its
-    actions are resolved on), else None."""
-    if group.per == "model" or not any(RELATIVE.search(t + x) for t, x in group.acts.items()):
-        return None
-    low, high = reach([t + " " + x for t, x in group.acts.items()])
-    L = arch.layers
-    listed = range(L) if group.layers is None else [i % L for i in group.layers]
-    return next((i for i in listed if i + low >= 0 and i + high < L), None)
-
-
 def _torch_source(expr: Expr, names: dict[str, str], element: str) -> str:
     """``expr`` as torch source; ``names`` maps spec names to parameter patterns."""
     settings = {"names": names, "element": element, "size_names": SIZE_NAMES}
@@ -105,21 +72,15 @@ def _torch_source(expr: Expr, names: dict[str, str], element: str) -> str:
 
 def render_act(group: CustomGroup, target: str, text: str, arch: Architecture) -> ActCode | None:
     """One action target rendered; None when the pattern matches no parameter here."""
-    params = parameter_shapes(arch)
-    layer = first_unit_layer(group, arch)
-    concrete = _concrete(at_layer(target, layer), params)
-    if concrete is None:
-        return None
     element = group.element or DEFAULT_ELEMENT[group.group]
     expr = parse_expr(text)
-    names: dict[str, str] = {}
-    for name in dict.fromkeys(n.name for n in iter_names(expr)):
-        if name == element or name in SIZE_NAMES:
-            continue
-        path = resolve_name(at_layer(name, layer), concrete, params)
-        if path is None:
-            raise RenderError(f"{group.name}: {name!r} in the action on {target} names nothing")
-        names[name] = _as_pattern(path, concrete, layer)
+    try:
+        found = resolved_names(group, target, expr, arch)  # as the engine resolves them
+    except ActionError as exc:
+        raise RenderError(str(exc)) from None
+    if found is None:
+        return None
+    names = found[1]
     source = _torch_source(expr, names, element)
     form = multiplicative_form(group.group, element, target, text)
     shift = moves_by_constant(expr, element, target)
@@ -161,5 +122,5 @@ def render_group(group: CustomGroup, catalogue_id: str, arch: Architecture) -> G
         commutes_with_rope="rope" in group.commutes_with,
         layers=tuple(group.layers) if group.layers is not None else None,
         acts=acts,
-        reach=reach([t + " " + x for t, x in group.acts.items()]),
+        reach=group_reach(group),
     )

@@ -21,32 +21,24 @@ differentiated (:mod:`symcomp.symmetry.ad`).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from symcomp_runtime import actions
+from symcomp_runtime.errors import ActionError as RuntimeActionError
 from torch import Tensor
 
-from symcomp.errors import DerivationError
 from symcomp.ir.graph import Graph, build_graph
 from symcomp.ir.interpreter import KERNELS
-from symcomp.lang import Expr, evaluate_size_int, iter_names, parse_expr
-from symcomp.lang.torch_evaluator import TorchEvaluator
-from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED, layer_of, local_path, resolve_name
+from symcomp.lang import evaluate_size_int, parse_expr
 from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup, Spec
 from symcomp.spec.params import parameter_shapes, sizes_of
 from symcomp.symmetry.ad import jacobian_columns
+from symcomp.symmetry.engine import ActionError, bind
 
 DTYPE = torch.float64
 MATRIX_GROUPS = ("GL", "O", "SO", "permutation")
-_LAYER = re.compile(r"^layers\.(\d+)\.")
-_KV_SLICED = frozenset(n for n in HEAD_SLICED if n.split(".")[1][-1] in "KV")
-_Q_SLICED = frozenset(HEAD_SLICED) - _KV_SLICED
-
-
-class ActionError(DerivationError):
-    """A group whose action cannot be evaluated (unknown name, shape mismatch, ...)."""
 
 
 # --- units ------------------------------------------------------------------------------------
@@ -77,14 +69,10 @@ def units(group: CustomGroup, arch: Spec | Architecture) -> list[Unit]:
     """The copies of ``group``: 1 per model; each layer (restricted by ``layers``); each (layer,
     kv head), (layer, head) or (layer, neuron)."""
     arch = _arch(arch)
-    s = sizes_of(arch)
     if group.per == "model":
         return [Unit("model")]
-    layers = group.layers if group.layers is not None else list(range(s.layers))
-    count = {"layer": 0, "kv_head": s.kv_heads, "head": s.heads, "neuron": s.hidden}[group.per]
-    if group.per == "layer":
-        return [Unit("layer", layer) for layer in layers]
-    return [Unit(group.per, layer, i) for layer in layers for i in range(count)]
+    engine_units = actions.units(bind(group, arch), sizes_of(arch).as_dict())
+    return [Unit(group.per, layer, index) for layer, index in engine_units]
 
 
 def group_size(group: CustomGroup, arch: Spec | Architecture) -> int:
@@ -282,180 +270,22 @@ def random_elements(
 # --- the action -------------------------------------------------------------------------------
 
 
-def _as_matrix(t: Tensor) -> Tensor:
-    return t[None, :] if t.ndim == 1 else t
-
-
-@dataclass(frozen=True)
-class _Slicing:
-    """Which blocks of the split parameters a unit sees: query heads, kv head, neuron."""
-
-    per: str
-    q_blocks: tuple[int, ...] = ()
-    kv_block: int | None = None
-    neuron: int | None = None
-
-    def axis_width(self, local: str | None, k: int) -> tuple[int, int] | None:
-        """(axis, block width) of a sliced parameter, None for a whole one."""
-        if local is None:
-            return None
-        if self.per in ("kv_head", "head") and local in HEAD_SLICED:
-            return HEAD_SLICED[local], k
-        if self.per == "neuron" and local in NEURON_SLICED:
-            return NEURON_SLICED[local], 1
-        return None
-
-    def blocks(self, local: str | None) -> tuple[int, ...]:
-        if self.per in ("kv_head", "head") and local in HEAD_SLICED:
-            return self.q_blocks if local in _Q_SLICED else (self.kv_block,)  # type: ignore[return-value]
-        if self.per == "neuron" and local in NEURON_SLICED:
-            return (self.neuron,)  # type: ignore[return-value]
-        return ()
-
-
-def _slicing(unit: Unit, arch: Architecture) -> _Slicing:
-    s = sizes_of(arch)
-    group = s.heads // s.kv_heads
-    if unit.scope == "kv_head":
-        g = unit.index or 0
-        return _Slicing("kv_head", tuple(range(g * group, (g + 1) * group)), g)
-    if unit.scope == "head":
-        j = unit.index or 0
-        return _Slicing("head", (j,), j // group)
-    if unit.scope == "neuron":
-        return _Slicing("neuron", neuron=unit.index)
-    return _Slicing(unit.scope)
-
-
-@dataclass(frozen=True)
-class _Action:
-    key: str
-    pattern: re.Pattern[str]
-    expr: Expr
-
-
-def _actions(group: CustomGroup) -> list[_Action]:
-    return [
-        _Action(key, re.compile(re.escape(key).replace(r"\*", r"\d+")), parse_expr(text))
-        for key, text in group.acts.items()
-    ]
-
-
-def _targets(action: _Action, unit: Unit, names: Sequence[str]) -> list[str]:
-    """The parameters the action moves in ``unit``: per model every match; per layer (or finer)
-    the matches in the unit's layer and those outside the layers."""
-    out = []
-    for name in names:
-        if not action.pattern.fullmatch(name):
-            continue
-        layer = layer_of(name)
-        if unit.layer is None or layer is None or layer == unit.layer:
-            out.append(name)
-    return out
-
-
-def _block(value: Tensor, axis: int, width: int, blocks: Sequence[int]) -> Tensor:
-    """The sum of the given blocks of a 2-D value along ``axis``."""
-    parts = [value.narrow(axis, b * width, width) for b in blocks]
-    out = parts[0]
-    for p in parts[1:]:
-        out = out + p
-    return out
-
-
-def _replace(value: Tensor, axis: int, start: int, new: Tensor) -> Tensor:
-    """``value`` with the slice starting at ``start`` along ``axis`` replaced (functionally)."""
-    width, total = new.shape[axis], value.shape[axis]
-    pieces = [
-        value.narrow(axis, 0, start),
-        new,
-        value.narrow(axis, start + width, total - start - width),
-    ]
-    return torch.cat(pieces, dim=axis)
-
-
-def _apply_unit(
-    group: CustomGroup,
-    arch: Architecture,
-    actions: list[_Action],
-    state: dict[str, Tensor],
-    unit: Unit,
-    element: Tensor,
-) -> None:
-    """Move ``state`` (2-D values) by ``element`` acting as ``unit``: evaluate every action on the
-    old values, then write."""
-    sizes = sizes_of(arch).as_dict()
-    k = sizes["head_width"]
-    sl = _slicing(unit, arch)
-    ename = element_name(group)
-    writes: list[tuple[str, int | None, int, Tensor]] = []  # (param, axis, start, new value)
-
-    def value_of(path: str, q_block: int | None) -> Tensor:
-        local = local_path(path)
-        aw = sl.axis_width(local, k)
-        if aw is None:
-            return state[path]
-        blocks = sl.blocks(local)
-        if q_block is not None and local in _Q_SLICED:
-            blocks = (q_block,)
-        return _block(state[path], aw[0], aw[1], blocks)
-
-    for action in actions:
-        for target in _targets(action, unit, list(state)):
-            local = local_path(target)
-            aw = sl.axis_width(local, k)
-            contexts: list[int | None] = [None]
-            if aw is not None and local in _Q_SLICED:
-                contexts = list(sl.q_blocks)
-            for q_block in contexts:
-                env: dict[str, Tensor | Callable[[], Tensor]] = {ename: element}
-                for node_name in _names(action.expr):
-                    if node_name == ename or node_name in sizes:
-                        continue
-                    path = resolve_name(node_name, target, state)
-                    if path is None:
-                        raise ActionError(
-                            f"{group.name}: unknown name {node_name!r} in {action.key}"
-                        )
-                    env[node_name] = value_of(path, q_block)
-                new = TorchEvaluator(env, sizes).doprint(action.expr)
-                if aw is None:
-                    expected = state[target].shape
-                    writes.append((target, None, 0, _fit(new, expected, group, target)))
-                else:
-                    axis, width = aw
-                    block = q_block if q_block is not None else sl.blocks(local)[0]
-                    expected = state[target].narrow(axis, 0, width).shape
-                    writes.append((target, axis, block * width, _fit(new, expected, group, target)))
-    for target, axis, start, new in writes:
-        state[target] = new if axis is None else _replace(state[target], axis, start, new)
-
-
-def _fit(new: Tensor, shape: torch.Size, group: CustomGroup, target: str) -> Tensor:
-    if new.shape == (1, 1) and tuple(shape) != (1, 1):
-        new = new.expand(shape)
-    if new.shape != shape:
-        raise ActionError(
-            f"{group.name}: the action on {target} gives {tuple(new.shape)}, not {tuple(shape)}"
-        )
-    return new
-
-
-def _names(expr: Expr) -> list[str]:
-    return list(dict.fromkeys(n.name for n in iter_names(expr)))
-
-
 def _apply_pairs(
     group: CustomGroup,
     arch: Architecture,
     params: Mapping[str, Tensor],
     pairs: Sequence[tuple[Unit, Tensor]],
 ) -> dict[str, Tensor]:
-    state = {name: _as_matrix(p.to(DTYPE)) for name, p in params.items()}
-    actions = _actions(group)
-    for unit, element in pairs:
-        _apply_unit(group, arch, actions, state, unit, element.to(DTYPE))
-    return {name: state[name].reshape(p.shape) for name, p in params.items()}
+    """``params`` moved by each (unit, element) in turn, through the runtime's engine."""
+    bound = bind(group, arch)
+    S = sizes_of(arch).as_dict()
+    state = {name: p.to(DTYPE) for name, p in params.items()}
+    try:
+        for unit, element in pairs:
+            state = actions.apply(bound, state, (unit.layer, unit.index), element.to(DTYPE), S)
+    except (RuntimeActionError, KeyError) as exc:
+        raise ActionError(f"{group.name}: {exc}") from None
+    return state
 
 
 def apply_group(
