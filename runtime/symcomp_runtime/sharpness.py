@@ -18,6 +18,7 @@ model from a package ``symcomp compile`` wrote, whose ``geometry`` module finds 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -140,7 +141,17 @@ def lm_loss(model: nn.Module, tokens: Tensor) -> Callable[[dict[str, Tensor]], T
 
 
 def _with_progress_bar(loss, geometry: Geometry, rho: float, steps: int, label: str) -> Ascent:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """The ascent with a progress bar: rich's where rich is installed (symcomp depends on it, the
+    runtime does not), else one line on stderr, rewritten after each step."""
+    try:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    except ModuleNotFoundError:
+
+        def line(k: int, best: float) -> None:
+            end = "\n" if k == steps else ""
+            print(f"\r{label}: {k}/{steps}, best {best:.4g}", end=end, file=sys.stderr, flush=True)
+
+        return maximize(loss, geometry, rho, steps, progress=line)
 
     columns = (
         TextColumn("{task.description}"),

@@ -136,7 +136,11 @@ def emit_package(
             "geometry.py.j2", **context, pairs=find_pairs(groups), subgroups=gl_subgroups(groups)
         ),
     }
-    steps, problem = _chart(groups, texts, spec, files, tiny, redundant)
+    lab_files = files
+    if vendor_runtime:  # the lab asks its questions with the installed runtime's own classes
+        installed = context | {"rt": "symcomp_runtime"}
+        lab_files = files | {"groups.py": render("groups.py.j2", **installed)}
+    steps, problem = _chart(groups, texts, spec, lab_files, tiny, redundant)
     context |= {"steps": steps, "reduced": problem is None}
     files |= {
         "__init__.py": render("init.py.j2", **context),
