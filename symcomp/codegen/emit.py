@@ -58,7 +58,9 @@ def check_target(out: Path) -> None:
         if not file.is_file() or _file_digest(file) != digest:
             raise OverwriteError(f"{file} was edited or removed since symcomp generated it")
     known = {path.split("/")[0] for path in files} | {MANIFEST, "__pycache__", ".pytest_cache"}
-    extra = sorted(p.name for p in out.iterdir() if p.name not in known)
+    # what `pip install <package folder>` leaves beside the sources (an in-tree build)
+    built = {"build"} | {p.name for p in out.glob("*.egg-info")}
+    extra = sorted(p.name for p in out.iterdir() if p.name not in known | built)
     if extra:
         raise OverwriteError(f"{out} holds files symcomp did not write: {', '.join(extra)}")
 
