@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .errors import ActionError
+from .layers import RELATIVE, at_layer
 
 # --- the expression helpers the rendered actions call -----------------------------------------
 
@@ -101,33 +102,6 @@ HEAD_SLICED = {
 Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O")
 NEURON_SLICED = {"mlp.W_up": 1, "mlp.b_up": 1, "mlp.W_gate": 1, "mlp.b_gate": 1, "mlp.W_down": 0}
 _LAYER = re.compile(r"^layers\.(\d+)\.")
-
-# --- layer references -------------------------------------------------------------------------
-# A parameter pattern names a layer three ways: ``layers.3.x`` (that layer), ``layers.*.x`` (the
-# layer of the parameter being moved: every layer for a group per model), ``layers.{i}.x``,
-# ``layers.{i+1}.x``, ``layers.{i-1}.x`` (relative to the unit's layer ``i``, for a group per
-# layer or finer). A group's units are the layers where every relative reference exists.
-LAYER_REF = re.compile(r"^layers\.(?:\*|\{i(?:([+-])(\d+))?\}|\d+)\.")
-RELATIVE = re.compile(r"layers\.\{i(?:([+-])(\d+))?\}\.")
-
-
-def offset_of(match: re.Match[str]) -> int:
-    sign, digits = match.group(1), match.group(2)
-    return 0 if sign is None else (int(digits) if sign == "+" else -int(digits))
-
-
-def reach(patterns) -> tuple[int, int]:
-    """(lowest, highest) offset of the relative layer references in ``patterns``."""
-    offsets = [offset_of(m) for p in patterns for m in RELATIVE.finditer(p)] or [0]
-    return min(offsets), max(offsets)
-
-
-def at_layer(pattern: str, layer: int | None) -> str:
-    """``pattern`` with its relative references (``{i}``, ``{i+1}``, ...) resolved at ``layer``
-    (a unit's layer); unchanged when ``layer`` is None."""
-    if layer is None:
-        return pattern
-    return RELATIVE.sub(lambda m: f"layers.{layer + offset_of(m)}.", pattern)
 
 
 @dataclass(frozen=True)

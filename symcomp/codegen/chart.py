@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from symcomp_runtime.actions import RELATIVE, at_layer
+from symcomp_runtime.layers import RELATIVE, at_layer
 
 from symcomp.codegen.actions import GroupCode
 from symcomp.codegen.forms import is_self, multiplicative_form

@@ -35,6 +35,8 @@ import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
+from symcomp_runtime.layers import RELATIVE, reach
+
 from symcomp.errors import KeyPath, Problem
 from symcomp.lang import (
     FUNCTIONS,
@@ -187,6 +189,24 @@ class _GroupChecker:
             )
 
     def check_layers(self) -> Iterator[Problem]:
+        texts = [key + " " + text for key, text in self.group.acts.items()]
+        if any(RELATIVE.search(t) for t in texts):
+            low, high = reach(texts)
+            if self.group.per == "model":
+                yield self.problem(
+                    "a relative layer reference needs a group per layer (or finer)",
+                    "per",
+                    found="model",
+                    accepted="per: layer, kv_head, head or neuron; or layers.*. / layers.3.",
+                )
+            elif high - low >= self.arch.layers:
+                yield self.problem(
+                    f"the layer references span {high - low + 1} layers; the model has "
+                    f"{self.arch.layers}",
+                    "acts",
+                    found=", ".join(self.group.acts),
+                    accepted="references within the model's layers",
+                )
         if self.group.layers is None:
             return
         if self.group.per == "model":
@@ -257,7 +277,8 @@ class _GroupChecker:
     # --- acts: keys ----------------------------------------------------------------------
 
     def match(self, key: str) -> _Target | Problem:
-        pattern = re.compile(re.escape(key).replace(r"\*", r"\d+"))
+        # a relative reference (layers.{i+1}.x) names a parameter that every layer has
+        pattern = re.compile(re.escape(RELATIVE.sub("layers.*.", key)).replace(r"\*", r"\d+"))
         matches = [name for name in self.params if pattern.fullmatch(name)]
         if not matches:
             names = dict.fromkeys(_LAYER.sub("layers.*.", name) for name in self.params)
@@ -306,7 +327,9 @@ class _GroupChecker:
             )
 
     def resolve(self, name: str, target: _Target) -> str | None:
-        """The parameter path that ``name`` denotes in ``target``'s action, or None."""
+        """The parameter path that ``name`` denotes in ``target``'s action, or None (a relative
+        layer reference is read in the target's layer: every layer's parameters alike)."""
+        name = RELATIVE.sub("layers.*.", name)
         if name == target.path.rsplit(".", 1)[-1]:
             return target.path
         if target.layer_prefix:

@@ -27,7 +27,7 @@ from typing import Any
 
 import sympy
 from symcomp_runtime import actions
-from symcomp_runtime.actions import RELATIVE, at_layer, reach
+from symcomp_runtime.layers import RELATIVE, at_layer, reach
 
 from symcomp.errors import DerivationError
 from symcomp.lang import Expr, evaluate_size_int, iter_names, parse_expr

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from symcomp_runtime.actions import reach
+from symcomp_runtime.layers import reach
 
 from symcomp.spec.model import CustomGroup
 
