@@ -9,8 +9,9 @@ import pytest
 import sympy
 
 from symcomp.ir.graph import Graph, build_graph
+from symcomp.pipeline import analyze
 from symcomp.spec import load_spec
-from symcomp.symmetry.analysis import Analysis, analyze
+from symcomp.symmetry.analysis import Analysis
 from symcomp.symmetry.catalogue import (
     MODULES,
     RULES,

@@ -4,6 +4,7 @@ committed copies; compile refuses to overwrite what it did not write."""
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import subprocess
 import sys
@@ -125,13 +126,16 @@ def test_translation_slices_solve_what_the_dense_solve_does(path, tiny_package):
 
 @pytest.mark.parametrize("path", TINY_SPECS, ids=lambda p: p.stem)
 def test_generated_tests_pass(path, tiny_package):
-    """The package's own test_invariance.py, run as a user would (pytest in the package)."""
+    """The package's own test_invariance.py, run as a user would (pytest in the package), on
+    this checkout's runtime (not whichever one is installed)."""
     _, _, folder = tiny_package(path.stem)
+    runtime = os.pathsep.join(filter(None, [str(ROOT / "runtime"), os.environ.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
         capture_output=True,
         text=True,
         cwd=folder.parent,
+        env={**os.environ, "PYTHONPATH": runtime},
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:]
