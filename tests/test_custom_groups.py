@@ -184,7 +184,7 @@ def test_layers_out_of_range():
     p = err.first
     assert p.key_path == ("symmetries", 0, "layers", 1)
     assert p.location.line == line_of(text, "layers: [0, 1]")
-    assert (p.found, p.accepted) == ("1", "0")
+    assert (p.found, p.accepted) == ("1", "-1 to 0 (negative: from the end)")
 
 
 def test_commutes_with_rope_needs_rope():

@@ -131,9 +131,9 @@ def test_package_for_another_runtime_series_refuses_to_import(compiled_for, tmp_
         "same_series": f"{major}.{minor}.{int(patch) + 1}",  # a patch release only fixes bugs
     }[compiled_for]
     package = _copy(ROOT / "generated" / "gpt2_small", tmp_path / "gpt2_small")
-    pinned = package / "_runtime.py"
+    pinned = package / "__init__.py"
     text = pinned.read_text()
-    assert text.count(f'require("{installed}", __package__)') == 1
+    assert text.count(f'require("{installed}", __name__)') == 1
     pinned.write_text(text.replace(f'require("{installed}"', f'require("{version}"'))
     loader = loaded_package(package)
     try:

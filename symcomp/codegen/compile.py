@@ -126,6 +126,7 @@ def emit_package(
         "rope": _rope(spec, graph),
         "unread": _unread(graph) if symmetries.unread else "()",
         "tiny": repr(tiny),
+        "tiny_kwargs": ", ".join(f"{key}={value}" for key, value in tiny.items()),
         "redundant": redundant,
         "formula": formula,
     }
@@ -144,7 +145,6 @@ def emit_package(
     context |= {"steps": steps, "reduced": problem is None}
     files |= {
         "__init__.py": render("init.py.j2", **context),
-        "_runtime.py": render("_runtime.py.j2", **context),
         "invariants.py": render("invariants.py.j2", **context),
         "test_invariance.py": render("test_invariance.py.j2", **context),
     }
