@@ -129,8 +129,9 @@ def emit_package(
         "redundant": redundant,
         "formula": formula,
     }
+    model = render_model(spec, hf_model_type=spec.hf_model_type, graph=graph, rt=context["rt"])
     files = {
-        "model.py": head + "\n" + render_model(spec, hf_model_type=spec.hf_model_type, graph=graph),
+        "model.py": head + "\n" + model,
         "groups.py": render("groups.py.j2", **context),
         "geometry.py": render(
             "geometry.py.j2", **context, pairs=find_pairs(groups), subgroups=gl_subgroups(groups)
