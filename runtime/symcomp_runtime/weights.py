@@ -20,23 +20,32 @@ from torch import Tensor, nn
 __all__ = ["Pretrained", "check_names", "read_weights", "write_weights"]
 
 
+def _safetensors() -> Any:
+    """The safetensors package, with its torch API: only the weight files need it."""
+    try:
+        import safetensors.torch
+    except ImportError as exc:
+        raise ImportError(
+            "reading or writing weight files needs the safetensors package: pip install safetensors"
+        ) from exc
+    return safetensors
+
+
 def read_weights(
     path: str | os.PathLike[str], default: str, kind: str, *, spec: str
 ) -> tuple[dict[str, Tensor], dict[str, int]]:
     """The tensors of a symcomp safetensors file (``path`` or ``path/default``) of ``kind``
     weights of the spec named ``spec``, and the sizes of the instance they belong to."""
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
-
+    safetensors = _safetensors()
     file = Path(path)
     file = file / default if file.is_dir() else file
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file (write it with save_pretrained)")
     try:
-        with safe_open(str(file), framework="pt") as f:
+        with safetensors.torch.safe_open(str(file), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    except SafetensorError as exc:
+    except safetensors.SafetensorError as exc:
         raise ValueError(f"{file}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != f"symcomp-{kind}" or meta.get("spec") != spec:
         raise ValueError(
@@ -57,15 +66,14 @@ def write_weights(
     file: Path, tensors: dict[str, Tensor], kind: str, sizes: dict[str, int], *, spec: str
 ) -> Path:
     """``tensors`` as a safetensors file, written to a temporary file and renamed into place."""
-    from safetensors.torch import save_file
-
+    safetensors = _safetensors()
     meta = {"format": f"symcomp-{kind}", "spec": spec, "sizes": json.dumps(sizes)}
     file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
     os.close(fd)
     try:
         contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-        save_file(contiguous, tmp, metadata=meta)
+        safetensors.torch.save_file(contiguous, tmp, metadata=meta)
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
