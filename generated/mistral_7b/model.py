@@ -14,19 +14,21 @@ Model.log_probs(input_ids) their log-softmax, the function that symcomp's refere
 computes from the same parameters. Model(**sizes) builds the same architecture at other sizes
 (the defaults are SIZES).
 
-Needs only PyTorch (2.5 or later, for scaled_dot_product_attention's enable_gqa). Generated code:
-edit the spec and regenerate rather than edit this file.
+Needs PyTorch (2.5 or later, for scaled_dot_product_attention's enable_gqa) and symcomp-runtime (the
+sizes check, parameter factories, head and position ops, and the weight files). Generated code: edit
+the spec and regenerate rather than edit this file.
 """
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
+from symcomp_runtime import weights
+from symcomp_runtime.modules import merge_heads, ones, rope, sizes_of, split_heads, weight
+from symcomp_runtime.weights import Pretrained
+from symcomp_runtime.weights import check_names as check_names
 from torch import Tensor, nn
 
 SPEC_NAME = "mistral-7b"
@@ -84,63 +86,10 @@ class Sizes:
     @classmethod
     def of(cls, overrides: dict[str, int]) -> Self:
         """SIZES with ``overrides``; TypeError for an unknown key, ValueError for bad sizes."""
-        unknown = sorted(set(overrides) - set(SIZES))
-        if unknown:
-            accepted = ", ".join(SIZES)
-            raise TypeError(f"unknown size(s) {', '.join(unknown)}; Model accepts {accepted}")
-        sizes = cls(**{**SIZES, **overrides})
-        for key, value in vars(sizes).items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, not {value!r}")
-        if sizes.heads % sizes.kv_heads:
-            raise ValueError(f"kv_heads ({sizes.kv_heads}) must divide heads ({sizes.heads})")
-        if sizes.rotary_width < 2 or sizes.rotary_width % 2:
-            raise ValueError(f"the rotary width ({sizes.rotary_width}) must be even and >= 2")
-        return sizes
+        return sizes_of(cls, SIZES, overrides, kv_heads_follow_heads=False)
 
 
-# --- parameters and ops -----------------------------------------------------------------------
-
-
-def weight(*shape: int, **factory: Any) -> nn.Parameter:
-    """A matrix or embedding table, drawn from N(0, 0.02^2)."""
-    return nn.Parameter(nn.init.normal_(torch.empty(shape, **factory), std=0.02))
-
-
-def zeros(*shape: int, **factory: Any) -> nn.Parameter:
-    return nn.Parameter(torch.zeros(shape, **factory))
-
-
-def ones(*shape: int, **factory: Any) -> nn.Parameter:
-    return nn.Parameter(torch.ones(shape, **factory))
-
-
-def split_heads(x: Tensor, heads: int) -> Tensor:
-    """(B, T, heads * k) -> (B, heads, T, k): head j is columns j k .. (j + 1) k - 1."""
-    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-
-def merge_heads(x: Tensor) -> Tensor:
-    """(B, heads, T, k) -> (B, T, heads * k)."""
-    return x.transpose(1, 2).flatten(2)
-
-
-def rope(x: Tensor, rotary_width: int, base: float, position_divisor: float = 1.0) -> Tensor:
-    """RoPE on x (B, heads, T, head_width): rotate its first rotary_width dims, pass the rest.
-
-    Position p turns the pair (i, i + r/2) by p / position_divisor * base^(-2i / r).
-    """
-    T, r = x.shape[-2], rotary_width
-    # angles in float64 for a float64 model, else in float32
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    freqs = 1.0 / base ** (torch.arange(0, r, 2, dtype=dtype, device=x.device) / r)
-    positions = torch.arange(T, dtype=dtype, device=x.device) / position_divisor
-    angles = positions[:, None] * freqs  # (T, r/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    rot, rest = x[..., :r], x[..., r:]
-    x1, x2 = rot[..., : r // 2], rot[..., r // 2 :]
-    rot = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return torch.cat((rot, rest), dim=-1)
+# --- the attention mask -----------------------------------------------------------------------
 
 
 def attention_mask(T: int, *, window: int, device: torch.device) -> Tensor:
@@ -198,10 +147,10 @@ class Attention(nn.Module):
         s = self.s
         q = x @ self.W_Q
         q_heads = split_heads(q, s.heads)  # (B, heads, T, head_width)
-        q_rot = rope(q_heads, s.rotary_width, base=10000.0)
+        q_rot = rope(q_heads, s.rotary_width, base=10000.0, pairs="split_half")
         k = x @ self.W_K
         k_heads = split_heads(k, s.kv_heads)  # (B, kv_heads, T, head_width)
-        k_rot = rope(k_heads, s.rotary_width, base=10000.0)
+        k_rot = rope(k_heads, s.rotary_width, base=10000.0, pairs="split_half")
         v = x @ self.W_V
         v_heads = split_heads(v, s.kv_heads)  # (B, kv_heads, T, head_width)
         # scores, softmax and weighted sum, fused (causal, a sliding window of 4096)
@@ -269,14 +218,17 @@ class Unembedding(nn.Module):
         self.W_U = weight(s.width, s.vocab, **factory)
 
 
-class Model(nn.Module):
+class Model(Pretrained, nn.Module):
     """The mistral-7b transformer: logits (B, T, vocab) of token ids (B, T).
 
     Model(*, dtype=torch.float32, device=None, **sizes): the keyword sizes (the keys of SIZES)
     override the spec's, for a structurally identical model of other sizes; an unknown key raises
     TypeError. Parameters are drawn at random (matrices from N(0, 0.02^2), gains and biases at their
-    neutral values); load a state dict with symcomp's names to use trained weights.
+    neutral values); load a state dict with symcomp's names to use trained weights, or
+    ``Model.from_pretrained(path)`` the standard.safetensors that ``save_pretrained`` wrote.
     """
+
+    SPEC_NAME = SPEC_NAME  # whose weight files from_pretrained reads
 
     def __init__(
         self,
@@ -314,84 +266,7 @@ class Model(nn.Module):
         """This model through ``torch.compile(self, **kwargs)``."""
         return torch.compile(self, **kwargs)
 
-    WEIGHTS = "standard.safetensors"
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> Self:
-        """The model ``save_pretrained`` (or ``symcomp reduce``) wrote: ``path`` is the folder
-        holding ``standard.safetensors``, or that file. ``dtype`` defaults to the stored one."""
-        tensors, sizes = read_weights(path, cls.WEIGHTS, "standard")
-        stored = next(iter(tensors.values())).dtype
-        model = cls(dtype=dtype or stored, device=device, **sizes)
-        expected = dict(model.named_parameters())
-        check_names(path, set(tensors), set(expected))
-        with torch.no_grad():
-            for name, p in expected.items():
-                if tuple(tensors[name].shape) != tuple(p.shape):
-                    raise ValueError(
-                        f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
-                        f"the model expects {tuple(p.shape)}"
-                    )
-                p.copy_(tensors[name])
-        return model
-
-    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
-        """Write the parameters to ``path/standard.safetensors`` (atomically); returns the file."""
-        tensors = {name: p.detach() for name, p in self.named_parameters()}
-        return write_weights(Path(path) / self.WEIGHTS, tensors, "standard", vars(self.sizes))
-
-
-def read_weights(
-    path: str | os.PathLike[str], default: str, kind: str
-) -> tuple[dict[str, Tensor], dict[str, int]]:
-    """The tensors of a symcomp safetensors file (``path`` or ``path/default``) and the sizes of
-    the instance they belong to. Needs the safetensors package."""
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
-
-    file = Path(path)
-    file = file / default if file.is_dir() else file
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such file (write it with save_pretrained)")
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    except SafetensorError as exc:
-        raise ValueError(f"{file}: not a readable safetensors file ({exc})") from None
-    if meta.get("format") != f"symcomp-{kind}" or meta.get("spec") != SPEC_NAME:
-        raise ValueError(
-            f"{file}: not the {kind} weights of {SPEC_NAME!r} "
-            f"(format {meta.get('format')!r}, spec {meta.get('spec')!r})"
-        )
-    return tensors, json.loads(meta["sizes"])
-
-
-def check_names(path: object, found: set[str], expected: set[str]) -> None:
-    missing, extra = sorted(expected - found), sorted(found - expected)
-    if missing or extra:
-        raise ValueError(f"{path}: missing tensors {missing}, unexpected tensors {extra}")
-
-
-def write_weights(file: Path, tensors: dict[str, Tensor], kind: str, sizes: dict[str, int]) -> Path:
-    """``tensors`` as a safetensors file, written to a temporary file and renamed into place."""
-    from safetensors.torch import save_file
-
-    meta = {"format": f"symcomp-{kind}", "spec": SPEC_NAME, "sizes": json.dumps(sizes)}
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
-    os.close(fd)
-    try:
-        contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-        save_file(contiguous, tmp, metadata=meta)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return file
+# this spec's weight files: reduced.py reads and writes its own with them too
+read_weights = partial(weights.read_weights, spec=SPEC_NAME)
+write_weights = partial(weights.write_weights, spec=SPEC_NAME)

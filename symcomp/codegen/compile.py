@@ -16,6 +16,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import symcomp_runtime as runtime
 import sympy
@@ -130,8 +131,9 @@ def emit_package(
         "redundant": redundant,
         "formula": formula,
     }
+    model = partial(render_model, spec, hf_model_type=spec.hf_model_type, graph=graph)
     files = {
-        "model.py": head + "\n" + render_model(spec, hf_model_type=spec.hf_model_type, graph=graph),
+        "model.py": head + "\n" + model(rt=context["rt"]),
         "groups.py": render("groups.py.j2", **context),
         "geometry.py": render(
             "geometry.py.j2", **context, pairs=find_pairs(groups), subgroups=gl_subgroups(groups)
@@ -140,7 +142,10 @@ def emit_package(
     lab_files = files
     if vendor_runtime:  # the lab asks its questions with the installed runtime's own classes
         installed = context | {"rt": "symcomp_runtime"}
-        lab_files = files | {"groups.py": render("groups.py.j2", **installed)}
+        lab_files = files | {
+            "model.py": head + "\n" + model(rt=installed["rt"]),
+            "groups.py": render("groups.py.j2", **installed),
+        }
     steps, problem = _chart(groups, texts, spec, lab_files, tiny, redundant)
     context |= {"steps": steps, "reduced": problem is None}
     files |= {

@@ -51,6 +51,18 @@ from symcomp.codegen.render import render
 from symcomp.ir.graph import Graph, OpNode, build_graph
 from symcomp.spec.model import AlibiPositions, RotaryPositions, Spec
 
+# what the runtime's modules module gives every model.py (it imports those it calls)
+RUNTIME_MODULES = (
+    "alibi_slopes",
+    "merge_heads",
+    "ones",
+    "rope",
+    "sizes_of",
+    "split_heads",
+    "weight",
+    "zeros",
+)
+
 # the keys of SIZES, in the order of Model's docs (rotary_width is derived, not a key)
 SIZE_KEYS = ("width", "layers", "heads", "kv_heads", "head_width", "hidden", "vocab", "positions")
 
@@ -85,7 +97,6 @@ class NormInfo:
 class RopeInfo:
     width_code: str  # the rotated width, in the sizes' own fields
     width_doc: str
-    split_half: bool  # pairs (i, i + r/2), else adjacent (2i, 2i + 1)
 
 
 @dataclass(frozen=True)
@@ -325,8 +336,6 @@ def _rope_info(graph: Graph) -> RopeInfo | None:
         return None
     pos = graph.arch.positions
     assert isinstance(pos, RotaryPositions)
-    layouts = {op.attr("pair_layout") for op in ropes}
-    assert len(layouts) == 1, layouts
     for op in ropes:
         assert op.attr("rotary_width") == int(graph.sizes.head_width * pos.rotated_fraction)
     fraction = float(pos.rotated_fraction)
@@ -334,7 +343,7 @@ def _rope_info(graph: Graph) -> RopeInfo | None:
         code, doc = "self.head_width", "all of them"
     else:
         code, doc = f"int(self.head_width * {fraction!r})", f"int(head_width * {fraction!r})"
-    return RopeInfo(code, doc, layouts == {"split_half"})
+    return RopeInfo(code, doc)
 
 
 def _mask_info(graph: Graph) -> MaskInfo | None:
@@ -373,8 +382,9 @@ def _module_doc(spec: Spec) -> str:
         "Model.log_probs(input_ids) their log-softmax, the function that symcomp's reference "
         "interpreter computes from the same parameters. Model(**sizes) builds the same "
         "architecture at other sizes (the defaults are SIZES).",
-        "Needs only PyTorch (2.5 or later, for scaled_dot_product_attention's enable_gqa). "
-        "Generated code: edit the spec and regenerate rather than edit this file.",
+        "Needs PyTorch (2.5 or later, for scaled_dot_product_attention's enable_gqa) and "
+        "symcomp-runtime (the sizes check, parameter factories, head and position ops, and the "
+        "weight files). Generated code: edit the spec and regenerate rather than edit this file.",
     ]
     return _docstring(paragraphs, 0)
 
@@ -387,16 +397,32 @@ def _model_doc(spec: Spec) -> str:
             "of SIZES) override the spec's, for a structurally identical model of other sizes; "
             "an unknown key raises TypeError. Parameters are drawn at random (matrices from "
             "N(0, 0.02^2), gains and biases at their neutral values); load a state dict with "
-            "symcomp's names to use trained weights.",
+            "symcomp's names to use trained weights, or ``Model.from_pretrained(path)`` the "
+            "standard.safetensors that ``save_pretrained`` wrote.",
         ],
         4,
     )
 
 
-def _uses_math(graph: Graph, lines: Sequence[str]) -> bool:
-    """Whether the module imports math: for ALiBi's slopes, or a size expression's sqrt."""
-    alibi = isinstance(graph.arch.positions, AlibiPositions)
-    return alibi or any("math." in line for line in lines)
+def _uses_math(lines: Sequence[str]) -> bool:
+    """Whether the module imports math: for a size expression's sqrt."""
+    return any("math." in line for line in lines)
+
+
+def _modules_import(rt: str, norm: NormInfo, mask: MaskInfo | None, code: Sequence[str]) -> str:
+    """``from <rt>.modules import ...``: the runtime's factories and ops that ``code`` (the
+    classes' attributes and forwards) calls, the Norm class's and the mask's, and ``sizes_of``."""
+    called = {name for line in code for name in re.findall(r"\b(\w+)\(", line)}
+    called |= {"sizes_of", "zeros" if norm.one_plus else "ones"}
+    if norm.bias:
+        called.add("zeros")
+    if mask and mask.alibi:
+        called.add("alibi_slopes")
+    names = sorted(called & set(RUNTIME_MODULES))
+    line = f"from {rt}.modules import {', '.join(names)}"
+    if len(line) <= LINE_LENGTH:
+        return line
+    return "\n".join([f"from {rt}.modules import (", *(f"    {n}," for n in names), ")"])
 
 
 def _check_lines(text: str) -> None:
@@ -405,29 +431,39 @@ def _check_lines(text: str) -> None:
 
 
 def render_model(
-    spec: Spec, *, hf_model_type: str | None = None, graph: Graph | None = None
+    spec: Spec,
+    *,
+    hf_model_type: str | None = None,
+    graph: Graph | None = None,
+    rt: str = "symcomp_runtime",
 ) -> str:
     """The text of the standalone ``model.py`` of ``spec``, generated from its graph IR.
 
     ``hf_model_type`` (a transformers ``model_type``, e.g. ``"gpt2"``): also emit ``HF_NAMES``,
     our parameter names -> that family's state-dict names. The spec does not record its family,
     so without it the table is left out. ``graph``: the spec's graph, when the caller has it.
+    ``rt``: the runtime's module name, ``".symcomp_runtime"`` where the package vendors it.
     """
     graph = graph or build_graph(spec)
     block, sublayers = _block_class(graph)
     model_attrs, model_forward, containers = _model_parts(graph)
     classes = tuple(containers[:1] + sublayers + [block] + containers[1:])
     sizes = graph.sizes
+    norm, mask = _norm_info(graph), _mask_info(graph)
+    code = [*model_forward, *(ln for c in classes for ln in c.forward)]
+    values = [a.value for c in classes for a in c.attrs]
     text = render(
         "model.py.j2",
         module_doc=_module_doc(spec),
         spec_name=spec.name,
         sizes=tuple((key, getattr(sizes, key)) for key in SIZE_KEYS),
         mha=sizes.kv_heads == sizes.heads,
-        norm=_norm_info(graph),
+        rt=rt,
+        modules_import=_modules_import(rt, norm, mask, code + values),
+        norm=norm,
         rope=_rope_info(graph),
-        mask=_mask_info(graph),
-        uses_math=_uses_math(graph, [*model_forward, *(ln for c in classes for ln in c.forward)]),
+        mask=mask,
+        uses_math=_uses_math(code),
         hf=hf_table(spec, hf_model_type) if hf_model_type else None,
         classes=classes,
         model_doc=_model_doc(spec),

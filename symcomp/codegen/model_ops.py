@@ -125,9 +125,10 @@ def _emit_merge_heads(scope: _Scope, op: OpNode) -> Statement:
 
 def _emit_rope(scope: _Scope, op: OpNode) -> Statement:
     args = [scope.read(op, "x"), "s.rotary_width", f"base={float(op.attr('base'))!r}"]
+    args.append(f"pairs={op.attr('pair_layout')!r}".replace("'", '"'))
     if op.attr("position_divisor") != 1.0:
         args.append(f"position_divisor={float(op.attr('position_divisor'))!r}")
-    return _assign(scope, op, f"rope({', '.join(args)})")
+    return Statement(tuple(_call(scope.value(op.output), "rope", args)))
 
 
 def _emit_activation(scope: _Scope, op: OpNode) -> Statement:

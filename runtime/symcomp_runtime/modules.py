@@ -1,0 +1,135 @@
+"""What every generated ``model.py`` builds its modules from: the check of its sizes, the
+parameter factories, and the head and position ops its forwards call.
+
+The model file keeps what is particular to its spec (the sizes, one class per block, the forwards
+with their shapes); these are the same in every package.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "alibi_slopes",
+    "merge_heads",
+    "ones",
+    "rope",
+    "sizes_of",
+    "split_heads",
+    "weight",
+    "zeros",
+]
+
+S = TypeVar("S")
+
+
+def sizes_of(
+    cls: type[S],
+    defaults: dict[str, int],
+    overrides: dict[str, int],
+    *,
+    kv_heads_follow_heads: bool,
+) -> S:
+    """``cls`` (a sizes dataclass) with ``defaults`` updated by ``overrides``: TypeError for an
+    unknown key, ValueError unless every size is a positive integer, kv_heads divides heads and
+    the rotated width (where ``cls`` has ``rotary_width``) is even and >= 2.
+
+    ``kv_heads_follow_heads`` (multi-head attention): kv_heads is heads unless it is given."""
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        accepted = ", ".join(defaults)
+        raise TypeError(f"unknown size(s) {', '.join(unknown)}; Model accepts {accepted}")
+    if kv_heads_follow_heads:
+        overrides = {"kv_heads": overrides.get("heads", defaults["heads"]), **overrides}
+    sizes: Any = cls(**{**defaults, **overrides})
+    for key, value in vars(sizes).items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, not {value!r}")
+    if sizes.heads % sizes.kv_heads:
+        raise ValueError(f"kv_heads ({sizes.kv_heads}) must divide heads ({sizes.heads})")
+    rotary = getattr(sizes, "rotary_width", None)
+    if rotary is not None and (rotary < 2 or rotary % 2):
+        raise ValueError(f"the rotary width ({rotary}) must be even and >= 2")
+    return sizes
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+def weight(*shape: int, **factory: Any) -> nn.Parameter:
+    """A matrix or embedding table, drawn from N(0, 0.02^2)."""
+    return nn.Parameter(nn.init.normal_(torch.empty(shape, **factory), std=0.02))
+
+
+def zeros(*shape: int, **factory: Any) -> nn.Parameter:
+    """A bias (or a gain stored as 1 + gain) at its neutral value."""
+    return nn.Parameter(torch.zeros(shape, **factory))
+
+
+def ones(*shape: int, **factory: Any) -> nn.Parameter:
+    """A gain at its neutral value."""
+    return nn.Parameter(torch.ones(shape, **factory))
+
+
+# --- ops --------------------------------------------------------------------------------------
+
+
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """(B, T, heads * k) -> (B, heads, T, k): head j is columns j k .. (j + 1) k - 1."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(B, heads, T, k) -> (B, T, heads * k)."""
+    return x.transpose(1, 2).flatten(2)
+
+
+def rope(
+    x: Tensor,
+    rotary_width: int,
+    *,
+    base: float,
+    pairs: Literal["split_half", "adjacent"],
+    position_divisor: float = 1.0,
+) -> Tensor:
+    """RoPE on x (B, heads, T, head_width): rotate its first r = rotary_width dims, pass the rest.
+
+    Position p turns each pair of dims by p / position_divisor * base^(-2i / r): the pairs
+    (i, i + r/2) with ``pairs="split_half"`` (transformers' Llama, GPT-NeoX), the pairs
+    (2i, 2i + 1) with ``pairs="adjacent"`` (the original RoPE).
+    """
+    if pairs not in ("split_half", "adjacent"):
+        raise ValueError(f"pairs must be 'split_half' or 'adjacent', not {pairs!r}")
+    T, r = x.shape[-2], rotary_width
+    # angles in float64 for a float64 model, else in float32
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    freqs = 1.0 / base ** (torch.arange(0, r, 2, dtype=dtype, device=x.device) / r)
+    positions = torch.arange(T, dtype=dtype, device=x.device) / position_divisor
+    angles = positions[:, None] * freqs  # (T, r/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    rot, rest = x[..., :r], x[..., r:]
+    if pairs == "split_half":
+        x1, x2 = rot[..., : r // 2], rot[..., r // 2 :]
+        rot = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    else:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+        rot = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+    return torch.cat((rot, rest), dim=-1)
+
+
+def alibi_slopes(heads: int) -> list[float]:
+    """ALiBi's per-head slopes, as transformers' BLOOM computes them.
+
+    For n a power of two, slope_h = 2^(-8 (h + 1) / n); otherwise the slopes of the closest lower
+    power of two c, then every other slope of 2c.
+    """
+    closest = 2 ** math.floor(math.log2(heads))
+    slopes = [2.0 ** (-8.0 * i / closest) for i in range(1, closest + 1)]
+    if closest != heads:
+        extra = min(closest, heads - closest)
+        slopes += [2.0 ** (-4.0 * i / closest) for i in range(1, 2 * extra, 2)]
+    return slopes
