@@ -3,6 +3,20 @@
 """Quotient geometry of bert-base: the vertical space of its group orbits, the horizontal
 projection of updates, and re-canonicalisation of the gauge (``symcomp_runtime.quotient`` bound
 to this model's groups).
+
+The vertical space is spanned by the orbits of ``qk_gauge``, ``key_bias_shift``, ``vo_gauge``,
+``value_bias_fold``, ``norm_gain_scaling_layers_last_mlp_norm``, ``norm_bias_shift_embed_norm``,
+``norm_bias_shift_layers_i_attn_norm``, ``norm_bias_shift_layers_i_mlp_norm``,
+``norm_bias_fold_layers_last_mlp_norm``, ``norm_bias_fold_head_norm``,
+``reader_centering_layers_0_attn_W_Q``, ``reader_centering_layers_0_attn_W_K``,
+``reader_centering_layers_0_attn_W_V``, ``reader_centering_layers_i_mlp_W_up``,
+``reader_centering_layers_i_attn_W_Q``, ``reader_centering_layers_i_attn_W_K``,
+``reader_centering_layers_i_attn_W_V``, ``reader_centering_head_W_dense``,
+``writer_centering_embed_W_E``, ``writer_centering_embed_W_P``, ``writer_centering_embed_W_T``,
+``writer_centering_layers_i_attn_W_O``, ``writer_centering_layers_i_attn_b_O``,
+``writer_centering_layers_i_mlp_W_down``, ``writer_centering_layers_i_mlp_b_down``,
+``embedding_translation_W_P``, ``embedding_translation_W_T``, ``unembedding_bias_shift``, and by
+the table rows no input reads.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 """Quotient geometry of gemma-2b: the vertical space of its group orbits, the horizontal
 projection of updates, and re-canonicalisation of the gauge (``symcomp_runtime.quotient`` bound
 to this model's groups).
+
+The vertical space is spanned by the orbits of ``qk_gauge``, ``vo_gauge``,
+``norm_gain_scaling_layers_i_attn_norm``, ``norm_gain_scaling_layers_i_mlp_norm``,
+``mlp_scaling``.
 """
 
 from __future__ import annotations

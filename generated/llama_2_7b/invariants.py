@@ -8,6 +8,11 @@
   of the gauge-fixing steps up to that group's; two models related by the group give the same
   values. ``all_group_invariants(model)``: those of every group, from one canonicalization.
 - ``invariants(model)``: all of them, by name.
+
+Groups with their own invariants, in the order the chart fixes them:
+``norm_gain_scaling_layers_i_attn_norm``, ``norm_gain_scaling_layers_i_mlp_norm``,
+``norm_gain_scaling_final_norm``, ``residual_rotation``, ``qk_gauge``, ``vo_gauge``,
+``unembedding_shift``, ``mlp_scaling``.
 """
 
 from __future__ import annotations

@@ -5,21 +5,25 @@ its symmetry groups and their invariants.
 
     from <this package> import Model, ReducedModel
 
-    model = Model(dtype=torch.float64, width=8, layers=1)  # a small instance of the same structure
+    # a small instance of the same structure
+    model = Model(
+        dtype=torch.float64, layers=1, width=8, heads=2, head_width=4, hidden=12, vocab=11,
+        positions=6, kv_heads=1
+    )
     reduced = ReducedModel.from_standard(model)
 """
 
-from . import (
-    _runtime,  # first: the runtime's version is checked before it is used
-    geometry,
-)
+# ruff: noqa: E402 (the runtime's version is checked before anything of it is used)
+from symcomp_runtime import require
+
+require("0.2.0", __name__)
+
+from . import geometry
 from .groups import GROUPS
 from .invariants import invariants
 from .model import Model
 from .quotient import VerticalSpace, project_horizontal, recanonicalize, vertical_basis
 from .reduced import ReducedModel
-
-del _runtime
 
 __all__ = [
     "GROUPS",

@@ -8,6 +8,16 @@
   of the gauge-fixing steps up to that group's; two models related by the group give the same
   values. ``all_group_invariants(model)``: those of every group, from one canonicalization.
 - ``invariants(model)``: all of them, by name.
+
+Groups with their own invariants, in the order the chart fixes them:
+``norm_gain_scaling_layers_i_attn_norm``, ``norm_gain_scaling_layers_i_mlp_norm``,
+``norm_bias_fold_layers_i_attn_norm``, ``norm_bias_fold_layers_i_mlp_norm``,
+``reader_centering_layers_i_attn_W_Q``, ``reader_centering_layers_i_attn_W_K``, ``qk_gauge``,
+``key_bias_shift``, ``reader_centering_layers_i_attn_W_V``, ``vo_gauge``, ``value_bias_fold``,
+``reader_centering_layers_i_mlp_W_up``, ``writer_centering_layers_i_attn_W_O``,
+``writer_centering_layers_i_attn_b_O``, ``writer_centering_layers_i_mlp_W_down``,
+``writer_centering_layers_i_mlp_b_down``, ``mlp_scaling``, ``writer_centering_embed_W_E``,
+``writer_centering_embed_W_P``, ``embedding_translation_W_P``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,17 @@
   of the gauge-fixing steps up to that group's; two models related by the group give the same
   values. ``all_group_invariants(model)``: those of every group, from one canonicalization.
 - ``invariants(model)``: all of them, by name.
+
+Groups with their own invariants, in the order the chart fixes them:
+``norm_gain_scaling_layers_i_norm``, ``norm_gain_scaling_final_norm``,
+``norm_bias_fold_layers_i_norm``, ``norm_bias_fold_final_norm``,
+``reader_centering_layers_i_attn_W_Q``, ``reader_centering_layers_i_attn_W_K``,
+``key_bias_shift``, ``reader_centering_layers_i_attn_W_V``, ``value_bias_fold``,
+``reader_centering_layers_i_mlp_W_up``, ``writer_centering_embed_W_E``,
+``writer_centering_layers_i_attn_W_O``, ``writer_centering_layers_i_mlp_W_down``,
+``residual_rotation``, ``qk_gauge``, ``vo_gauge``, ``reader_centering_unembed_W_U``,
+``unembedding_shift``, ``unembedding_bias_shift``, ``writer_centering_layers_i_attn_b_O``,
+``writer_centering_layers_i_mlp_b_down``, ``writer_bias_transfer_b_down``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,17 @@
 """Quotient geometry of pythia-160m: the vertical space of its group orbits, the horizontal
 projection of updates, and re-canonicalisation of the gauge (``symcomp_runtime.quotient`` bound
 to this model's groups).
+
+The vertical space is spanned by the orbits of ``qk_gauge``, ``key_bias_shift``, ``vo_gauge``,
+``value_bias_fold``, ``norm_gain_scaling_layers_i_attn_norm``,
+``norm_gain_scaling_layers_i_mlp_norm``, ``norm_gain_scaling_final_norm``,
+``norm_bias_fold_layers_i_attn_norm``, ``norm_bias_fold_layers_i_mlp_norm``,
+``reader_centering_layers_i_attn_W_Q``, ``reader_centering_layers_i_attn_W_K``,
+``reader_centering_layers_i_attn_W_V``, ``reader_centering_layers_i_mlp_W_up``,
+``reader_centering_unembed_W_U``, ``writer_centering_embed_W_E``,
+``writer_centering_layers_i_attn_W_O``, ``writer_centering_layers_i_attn_b_O``,
+``writer_centering_layers_i_mlp_W_down``, ``writer_centering_layers_i_mlp_b_down``,
+``residual_rotation``, ``unembedding_shift``, ``writer_bias_transfer_b_down``.
 """
 
 from __future__ import annotations
