@@ -10,6 +10,9 @@ its symmetry groups and their invariants.
         dtype=torch.float64, layers=1, width=8, heads=2, head_width=4, hidden=12, vocab=11,
         positions=6, kv_heads=2
     )
+    with torch.no_grad():  # a generic point: a fresh model's zero biases can be degenerate
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
     reduced = ReducedModel.from_standard(model)
 """
 
