@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .errors import ActionError
-from .layers import RELATIVE, at_layer
+from .layers import HEAD_SLICED, NEURON_SLICED, Q_SLICED, RELATIVE, at_layer
 
 # --- the expression helpers the rendered actions call -----------------------------------------
 
@@ -89,18 +89,6 @@ Sizes = Mapping[str, int]
 Params = Mapping[str, Tensor]
 Unit = tuple[int | None, int | None]
 
-# local parameter name -> the axis (of its 2-D form) that per-head and per-neuron units cut
-HEAD_SLICED = {
-    "attn.W_Q": 1,
-    "attn.b_Q": 1,
-    "attn.W_K": 1,
-    "attn.b_K": 1,
-    "attn.W_V": 1,
-    "attn.b_V": 1,
-    "attn.W_O": 0,
-}
-Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O")
-NEURON_SLICED = {"mlp.W_up": 1, "mlp.b_up": 1, "mlp.W_gate": 1, "mlp.b_gate": 1, "mlp.W_down": 0}
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 
 

@@ -1,4 +1,5 @@
-r"""Layer references in parameter patterns (no torch: the spec checker reads them too).
+r"""Which parameters a unit sees: layer references in parameter patterns, and the per-head and
+per-neuron cuts (no torch: the spec checker reads them too).
 
 A parameter pattern names a layer three ways: ``layers.3.x`` (that layer), ``layers.*.x`` (the
 layer of the parameter being moved: every layer for a group per model), ``layers.{i}.x``,
@@ -10,7 +11,29 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["RELATIVE", "at_layer", "offset_of", "reach"]
+__all__ = [
+    "HEAD_SLICED",
+    "NEURON_SLICED",
+    "Q_SLICED",
+    "RELATIVE",
+    "at_layer",
+    "offset_of",
+    "reach",
+]
+
+# local parameter name -> the axis (of its 2-D form) that per-head and per-neuron units cut
+HEAD_SLICED: dict[str, int] = {
+    "attn.W_Q": 1,
+    "attn.b_Q": 1,
+    "attn.W_K": 1,
+    "attn.b_K": 1,
+    "attn.W_V": 1,
+    "attn.b_V": 1,
+    "attn.W_O": 0,
+}
+Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O")
+NEURON_SLICED = {"mlp.W_up": 1, "mlp.b_up": 1, "mlp.W_gate": 1, "mlp.b_gate": 1, "mlp.W_down": 0}
+
 
 RELATIVE = re.compile(r"layers\.\{i(?:([+-])(\d+))?\}\.")
 

@@ -35,7 +35,7 @@ import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
-from symcomp_runtime.layers import RELATIVE, reach
+from symcomp_runtime.layers import HEAD_SLICED, NEURON_SLICED, RELATIVE, reach
 
 from symcomp.errors import KeyPath, Problem
 from symcomp.lang import (
@@ -52,17 +52,6 @@ from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup, Rotar
 from symcomp.spec.params import parameter_shapes, sizes_of
 from symcomp.spec.source import Source
 
-# local parameter name -> the axis (of its 2-D form) that the slicing cuts, per scope.
-HEAD_SLICED = {
-    "attn.W_Q": 1,
-    "attn.b_Q": 1,
-    "attn.W_K": 1,
-    "attn.b_K": 1,
-    "attn.W_V": 1,
-    "attn.b_V": 1,
-    "attn.W_O": 0,
-}
-NEURON_SLICED = {"mlp.W_up": 1, "mlp.b_up": 1, "mlp.W_gate": 1, "mlp.b_gate": 1, "mlp.W_down": 0}
 _SLICE_WORDS = {
     "kv_head": "one query head's block under per: kv_head",
     "head": "one query head's block under per: head",
