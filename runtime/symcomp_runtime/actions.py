@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .errors import ActionError
-from .layers import HEAD_SLICED, NEURON_SLICED, Q_SLICED, RELATIVE, at_layer
+from .layers import HEAD_SLICED, NEURON_SLICED, Q_SLICED, RELATIVE, at_layer, unit_layers
 
 # --- the expression helpers the rendered actions call -----------------------------------------
 
@@ -135,20 +135,11 @@ def units(group: Group, S: Sizes) -> list[Unit]:
     """The copies of ``group`` in an instance with sizes ``S``."""
     if group.per == "model":
         return [(None, None)]
-    L = S["layers"]
-    low, high = group.reach
-    listed = (
-        range(L) if group.layers is None else (i % L if -L <= i < 0 else i for i in group.layers)
-    )
-    layers = [i for i in listed if i + low >= 0 and i + high < L]
+    layers = unit_layers(group.layers, group.reach, S["layers"])
     count = {"layer": 0, "kv_head": S["kv_heads"], "head": S["heads"], "neuron": S["hidden"]}
     if group.per == "layer":
         return [(layer, None) for layer in layers]
     return [(layer, i) for layer in layers for i in range(count[group.per])]
-
-
-def _matrix(t: Tensor) -> Tensor:
-    return t[None, :] if t.ndim == 1 else t
 
 
 def _local(path: str) -> str | None:

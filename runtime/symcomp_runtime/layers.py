@@ -19,6 +19,7 @@ __all__ = [
     "at_layer",
     "offset_of",
     "reach",
+    "unit_layers",
 ]
 
 # local parameter name -> the axis (of its 2-D form) that per-head and per-neuron units cut
@@ -55,3 +56,11 @@ def at_layer(pattern: str, layer: int | None) -> str:
     if layer is None:
         return pattern
     return RELATIVE.sub(lambda m: f"layers.{layer + offset_of(m)}.", pattern)
+
+
+def unit_layers(layers, span: tuple[int, int], depth: int) -> list[int]:
+    """The layers a group per layer (or finer) has units in: those ``layers`` lists (negative:
+    from the end; None: all) where every relative reference, offsets ``span``, exists."""
+    low, high = span
+    listed = range(depth) if layers is None else (i + depth if i < 0 else i for i in layers)
+    return [i for i in listed if 0 <= i < depth and i + low >= 0 and i + high < depth]

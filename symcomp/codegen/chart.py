@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from symcomp_runtime.layers import RELATIVE, at_layer
+from symcomp_runtime.layers import RELATIVE, at_layer, unit_layers
 
 from symcomp.codegen.actions import GroupCode
 from symcomp.codegen.forms import is_self, multiplicative_form
@@ -165,9 +165,7 @@ class _Reach:
         g = self.groups[group]
         if g.per == "model":
             return frozenset({pattern})
-        low, high = g.reach
-        listed = range(self.depth) if g.layers is None else [i % self.depth for i in g.layers]
-        layers = [i for i in listed if i + low >= 0 and i + high < self.depth]
+        layers = unit_layers(g.layers, g.reach, self.depth)
         return frozenset(at_layer(pattern, i).replace("layers.*.", f"layers.{i}.") for i in layers)
 
     def moves(self, group: GroupCode, anchor: str, owner: str) -> bool:

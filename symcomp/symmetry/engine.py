@@ -27,7 +27,7 @@ from typing import Any
 
 import sympy
 from symcomp_runtime import actions
-from symcomp_runtime.layers import RELATIVE, at_layer, reach
+from symcomp_runtime.layers import RELATIVE, at_layer, reach, unit_layers
 
 from symcomp.errors import DerivationError
 from symcomp.lang import Expr, evaluate_size_int, iter_names, parse_expr
@@ -60,10 +60,7 @@ def first_unit_layer(group: CustomGroup, arch: Architecture) -> int | None:
     actions are resolved on), else None."""
     if group.per == "model" or not any(RELATIVE.search(t + x) for t, x in group.acts.items()):
         return None
-    low, high = group_reach(group)
-    L = arch.layers
-    listed = range(L) if group.layers is None else [i % L for i in group.layers]
-    return next((i for i in listed if i + low >= 0 and i + high < L), None)
+    return next(iter(unit_layers(group.layers, group_reach(group), arch.layers)), None)
 
 
 def concrete(pattern: str, params: Mapping[str, object]) -> str | None:

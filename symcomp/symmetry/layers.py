@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from symcomp_runtime.layers import reach
+from symcomp_runtime.layers import reach, unit_layers
 
 from symcomp.spec.model import CustomGroup
 
@@ -70,8 +70,7 @@ def fold_layers(
         folded[key][1].append(base)
     for (name, cid, acts, _), (slot, bases) in folded.items():
         group = out[slot][0]
-        low, high = reach([t for t, _ in acts] + [text for _, text in acts])
-        every = list(range(-low, depth - high))
+        every = unit_layers(None, reach([t for t, _ in acts] + [text for _, text in acts]), depth)
         listed = tuple(b if 2 * b < depth else b - depth for b in sorted(bases))
         layers = None if sorted(bases) == every else listed
         update = {

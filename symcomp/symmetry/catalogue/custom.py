@@ -4,7 +4,7 @@ lists instead of ``auto``, and any group's action as a SymPy matrix expression."
 from __future__ import annotations
 
 import sympy
-from symcomp_runtime.layers import reach
+from symcomp_runtime.layers import reach, unit_layers
 
 from symcomp.spec.model import CustomGroup
 from symcomp.symmetry.catalogue.attention import qk_dimension
@@ -52,12 +52,11 @@ def custom_group_info(group: CustomGroup, arch_layers: int) -> GroupInfo:
     if isinstance(n, sympy.MatrixBase):
         n = n[0, 0]
     # units: the layers where every relative reference (layers.{i+1}.x) exists
-    low, high = reach([t + " " + x for t, x in group.acts.items()])
+    span = reach([t + " " + x for t, x in group.acts.items()])
     if group.layers is None:
-        layers = L - (high - low)
+        layers = L - (span[1] - span[0])
     else:
-        listed = [i % arch_layers for i in group.layers if -arch_layers <= i < arch_layers]
-        layers = sympy.Integer(sum(1 for i in listed if i + low >= 0 and i + high < arch_layers))
+        layers = sympy.Integer(len(unit_layers(group.layers, span, arch_layers)))
     units = {
         "model": sympy.Integer(1),
         "layer": layers,
