@@ -271,20 +271,19 @@ def random_elements(
 
 
 def _apply_pairs(
-    group: CustomGroup,
-    arch: Architecture,
+    bound: actions.Group,
+    S: Mapping[str, int],
     params: Mapping[str, Tensor],
     pairs: Sequence[tuple[Unit, Tensor]],
 ) -> dict[str, Tensor]:
-    """``params`` moved by each (unit, element) in turn, through the runtime's engine."""
-    bound = bind(group, arch)
-    S = sizes_of(arch).as_dict()
+    """``params`` moved by each (unit, element) in turn, through the runtime's engine (``bound``:
+    the group bound once, :func:`symcomp.symmetry.engine.bind`)."""
     state = {name: p.to(DTYPE) for name, p in params.items()}
     try:
         for unit, element in pairs:
             state = actions.apply(bound, state, (unit.layer, unit.index), element.to(DTYPE), S)
     except (RuntimeActionError, KeyError) as exc:
-        raise ActionError(f"{group.name}: {exc}") from None
+        raise ActionError(f"{bound.name}: {exc}") from None
     return state
 
 
@@ -304,7 +303,7 @@ def apply_group(
         if len(elements) != len(all_units):
             raise ActionError(f"{group.name}: {len(all_units)} units, {len(elements)} elements")
         pairs = list(zip(all_units, elements, strict=True))
-    return _apply_pairs(group, arch, params, pairs)
+    return _apply_pairs(bind(group, arch), sizes_of(arch).as_dict(), params, pairs)
 
 
 # --- the infinitesimal action -----------------------------------------------------------------
@@ -329,11 +328,12 @@ def vertical_vectors(
         return torch.zeros(total, 0, dtype=DTYPE)
     base = identity_element(group, arch)
     directions = basis if basis.ndim == 3 else basis[:, None, :]
+    bound, S = bind(group, arch), sizes_of(arch).as_dict()  # once: every column replays it
     columns = []
     for unit in units(group, arch):
 
         def moved(xi: Tensor, unit: Unit = unit) -> Tensor:
-            new = _apply_pairs(group, arch, params, [(unit, base + xi)])
+            new = _apply_pairs(bound, S, params, [(unit, base + xi)])
             return torch.cat([new[name].reshape(-1) for name in order])
 
         columns.append(jacobian_columns(moved, torch.zeros_like(directions[0]), directions).T)
