@@ -1,0 +1,155 @@
+"""Tiny transformers configs of the families that issue 24 adds, and the generic check that
+every one of them must pass against transformers itself.
+
+Each family registers a builder of a tiny config (d = 8, f = 12, 6 positions, 1 layer, norm
+eps 0.1, RoPE base 10: the sizes of :mod:`hf_tiny`) in ``CONFIGS``. :func:`check_family`
+saves a random float64 checkpoint of it, runs ``symcomp reduce --hf`` on it, and checks:
+
+* the generated standard and reduced models reproduce transformers' log-probs within 1e-10,
+  with transformers' float32 islands (norms, RoPE tables, ...) patched to float64, and within
+  1e-6 against stock transformers;
+* the reduced model has exactly ``parameters - redundant`` parameters;
+* the printed count equals the Jacobian nullity of the transformers model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from symcomp.hf import import_hf_config
+from symcomp.pipeline import analyze
+from symcomp.verify.nullity import measure_nullity, randomize_
+
+try:
+    import hf_tiny
+except ImportError:  # tests/ became a package
+    from tests import hf_tiny
+
+D, F, T, EPS, BASE = hf_tiny.D, hf_tiny.F, hf_tiny.T, hf_tiny.EPS, hf_tiny.BASE
+V = 40
+TOL, STOCK_TOL = 1e-10, 1e-6
+
+COMMON: dict[str, Any] = {
+    "vocab_size": V,
+    "dtype": "float64",
+    "bos_token_id": None,
+    "eos_token_id": None,
+    "pad_token_id": None,
+    "num_hidden_layers": 1,
+    "max_position_embeddings": T,
+}
+
+CONFIGS: dict[str, Callable[[], transformers.PretrainedConfig]] = {}
+
+Patch = Callable[[nn.Module], None]
+PATCHES: list[Patch] = [hf_tiny.float64_norms_, hf_tiny.float64_rope_]
+"""What lifts transformers' float32 islands to float64 (same formulas), applied in order."""
+
+
+def family(name: str):
+    """Register the decorated function as the tiny config builder of ``name``."""
+
+    def register(fn: Callable[[], transformers.PretrainedConfig]):
+        CONFIGS[name] = fn
+        return fn
+
+    return register
+
+
+def config(model_type: str, **kw: Any) -> transformers.PretrainedConfig:
+    """A config of ``model_type`` with the common tiny settings, ``kw`` overriding them."""
+    return transformers.AutoConfig.for_model(model_type, **{**COMMON, **kw})
+
+
+def rope(fraction: float = 1.0) -> dict[str, Any]:
+    return hf_tiny._rope(fraction)
+
+
+# --- the families --------------------------------------------------------------------------
+# (one section per group of families, kept apart so that branches merge cleanly)
+
+# --- section: plain families (importer and checkpoint layouts) ------------------------------
+
+
+# --- section: norms, caps and multipliers ----------------------------------------------------
+
+
+# --- section: positions, activations and layer types -----------------------------------------
+
+
+# --- section: mixture of experts --------------------------------------------------------------
+
+
+# --- the check -----------------------------------------------------------------------------
+
+
+def patch_float64_(model: nn.Module) -> nn.Module:
+    for patch in PATCHES:
+        patch(model)
+    return model
+
+
+def build(cfg: transformers.PretrainedConfig, seed: int = 0) -> nn.Module:
+    """The float64 model of ``cfg`` (SDPA), every parameter drawn at random."""
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    model = model.to(torch.float64).eval()
+    randomize_(model, torch.Generator().manual_seed(seed))
+    return model
+
+
+def load(folder: Path) -> nn.Module:
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa")
+    return model.to(torch.float64).eval()
+
+
+def _import(out: Path):
+    sys.path.insert(0, str(out.parent))
+    try:
+        return importlib.import_module(out.name)
+    finally:
+        sys.path.remove(str(out.parent))
+
+
+def check_family(name: str, run_cli, tmp: Path) -> int:
+    """Everything a new family must pass (see the module docstring); returns the count."""
+    folder = tmp / "checkpoint"
+    build(CONFIGS[name]()).save_pretrained(folder)
+    out = tmp / f"reduced_{name.replace('-', '_')}"
+    code, stdout, stderr = run_cli("reduce", "--hf", str(folder), "-o", str(out))
+    assert code == 0, stderr + stdout
+    spec = import_hf_config(folder)
+    analysis = analyze(spec)
+    pkg = _import(out)
+    stock = load(folder)
+    ids = torch.randint(0, V, (3, T), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected_stock = torch.log_softmax(stock(input_ids=ids).logits, dim=-1)
+        hf = patch_float64_(load(folder))
+        expected = torch.log_softmax(hf(input_ids=ids).logits, dim=-1)
+        standard = pkg.Model.from_pretrained(out)
+        reduced = pkg.ReducedModel.from_pretrained(out)
+        for model in (standard, reduced):
+            got = model.log_probs(ids)
+            assert float((got - expected).abs().max()) <= TOL
+            assert float((got - expected_stock).abs().max()) <= STOCK_TOL
+    assert sum(p.numel() for p in reduced.parameters()) == analysis.reduced_parameters
+    assert sum(p.numel() for p in standard.parameters()) == sum(p.numel() for p in hf.parameters())
+    measurement, _ = measure_nullity(
+        hf_tiny.logprob_fn(hf),
+        hf_tiny.hf_params(hf),
+        vocab=V,
+        seq_len=T,
+        generator=torch.Generator().manual_seed(7),
+    )
+    assert measurement.trustworthy, measurement.report.summary()
+    assert measurement.nullity == analysis.redundant, measurement.report.summary()
+    return analysis.redundant

@@ -1,0 +1,17 @@
+"""Every family of :mod:`hf_families` imports, reduces and counts exactly against transformers."""
+
+from __future__ import annotations
+
+import pytest
+
+try:
+    import hf_families
+except ImportError:  # tests/ became a package
+    from tests import hf_families
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize("name", sorted(hf_families.CONFIGS))
+def test_family_reduces_and_counts_exactly(name, run_cli, tmp_path):
+    hf_families.check_family(name, run_cli, tmp_path)
