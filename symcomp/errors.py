@@ -142,6 +142,14 @@ class VerificationError(SymcompError):
     """A check that cannot be carried out (not a claim found false: a report says that)."""
 
 
+class CountNotConfirmedError(SymcompError):
+    """A count that its own measurement does not confirm: the closed form disagrees with the
+    Jacobian nullity of a tiny instance, a named group moves the log-probabilities, or the
+    measurement could not be trusted. A finding about the model, not bad input: exit 1."""
+
+    exit_code = 1
+
+
 class CodegenError(SymcompError):
     """A package that cannot be generated or written."""
 
@@ -153,6 +161,7 @@ class CheckpointError(SymcompError):
 __all__ = [
     "CheckpointError",
     "CodegenError",
+    "CountNotConfirmedError",
     "DegenerateError",
     "DerivationError",
     "ImportHFError",

@@ -3,8 +3,9 @@
     load (Spec) -> build (Graph) -> derive (Symmetries) -> count (Count)
         -> tabulate (Analysis)            symcomp analyze
         -> emit: chart + files (Package)  symcomp compile, symcomp reduce
-    measurement instance -> build -> derive -> count -> verify_graph (VerifyReport)
-                                                      symcomp verify
+    -> measure: the formula against the Jacobian nullity of tiny instances (Witness)
+    measurement instance -> build -> derive -> check_groups, + measure at two instances
+        (VerifyReport)                    symcomp verify
 
 A stage is a plain function from the products before it to its own, a frozen dataclass. The
 commands below (``analyze``, ``verify``, ``compile_package``, ``analyze_and_compile``) spell out
@@ -15,22 +16,26 @@ term is measured on tiny instances of the same structure, which it builds itself
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from symcomp.codegen.compile import Package, emit_package
+from symcomp.errors import CountNotConfirmedError
 from symcomp.ir.graph import Graph, build_graph
 from symcomp.spec import load_spec
-from symcomp.spec.model import Spec
+from symcomp.spec.model import Architecture, Spec
 from symcomp.symmetry.analysis import (
     Analysis,
     Count,
     count_redundancy,
     groups_of,
     measurement_instance,
+    measurement_layers,
     tabulate,
 )
 from symcomp.symmetry.catalogue import Symmetries
-from symcomp.verify.report import VerifyReport, verify_graph
+from symcomp.verify.report import VerifyReport, check_groups
+from symcomp.verify.witness import Witness, second_instance, witness
 
 # --- the stages -------------------------------------------------------------------------------
 
@@ -71,11 +76,45 @@ def emit(
 # --- the commands -----------------------------------------------------------------------------
 
 
-def analyze(spec: Spec) -> Analysis:
-    """``symcomp analyze``: the redundant parameters, group by group."""
+def measure(
+    spec: Spec, n: Count, *, second: bool = False, seed: int = 0, discover: bool = False
+) -> tuple[Witness, ...]:
+    """The closed form ``n`` against the Jacobian nullity of the spec's tiny measurement
+    instance, and with ``second`` of another that differs in every free size
+    (:mod:`symcomp.verify.witness`); ``discover`` always lists the null directions outside the
+    named groups. Cached by the spec's structure and the formula."""
+    instances = [measurement_instance(spec.architecture, measurement_layers(spec))]
+    if second:
+        instances.append(second_instance(spec.architecture))
+    return tuple(_witness(spec, instance, n, seed, discover) for instance in instances)
+
+
+_witnesses: dict[tuple[str, str, str, int, bool], Witness] = {}
+
+
+def _witness(spec: Spec, instance: Architecture, n: Count, seed: int, discover: bool) -> Witness:
+    tiny = spec.model_copy(update={"architecture": instance})
+    key = (instance.model_dump_json(), repr(spec.symmetries), str(n.formula), seed, discover)
+    if key not in _witnesses:
+        graph = build(tiny)
+        syms, auto = derive(graph, tiny), spec.symmetries == "auto"
+        _witnesses[key] = witness(
+            n.formula, instance, syms, auto=auto, seed=seed, discover=discover
+        )
+    return _witnesses[key]
+
+
+def analyze(spec: Spec, *, measured: bool = True, discover: bool = False) -> Analysis:
+    """``symcomp analyze``: the redundant parameters, group by group, and (unless
+    ``measured=False``) the formula checked against the Jacobian nullity of a tiny instance;
+    ``discover`` lists the null directions the named groups leave out."""
     graph = build(spec)
     symmetries = derive(graph, spec)
-    return tabulate(spec.name, spec.architecture, symmetries, count(spec, symmetries))
+    n = count(spec, symmetries)
+    analysis = tabulate(spec.name, spec.architecture, symmetries, n)
+    if not measured:
+        return analysis
+    return replace(analysis, measured=measure(spec, n, discover=discover))
 
 
 def compile_package(spec: Spec, source_text: str, *, vendor_runtime: bool = False) -> Package:
@@ -88,19 +127,27 @@ def compile_package(spec: Spec, source_text: str, *, vendor_runtime: bool = Fals
 
 
 def analyze_and_compile(spec: Spec, source_text: str) -> tuple[Analysis, Package]:
-    """``symcomp reduce``: the analysis and the package, from one graph and one derivation."""
+    """``symcomp reduce``: the measured analysis and the package, from one graph and one
+    derivation. A count its measurement does not confirm raises
+    :class:`~symcomp.errors.CountNotConfirmedError` before anything is emitted."""
     graph = build(spec)
     symmetries = derive(graph, spec)
     n = count(spec, symmetries)
     analysis = tabulate(spec.name, spec.architecture, symmetries, n)
+    analysis = replace(analysis, measured=measure(spec, n))
+    if not analysis.confirmed:
+        lines = [line for w in analysis.measured for line in w.lines()]
+        raise CountNotConfirmedError(f"{spec.name}: " + "\n".join(lines))
     return analysis, emit(spec, source_text, graph, symmetries, n)
 
 
 def verify(spec: Spec, *, symbolic: bool = True, seed: int = 0) -> VerifyReport:
-    """``symcomp verify``: SymPy proofs, float64 invariance and the Jacobian nullity, on a tiny
-    instance of the same structure (:func:`symcomp.symmetry.analysis.measurement_instance`)."""
+    """``symcomp verify``: SymPy proofs and float64 invariance of each group on a tiny instance
+    of the same structure (:func:`symcomp.symmetry.analysis.measurement_instance`), and the
+    printed formula against the Jacobian nullity there and at a second instance that differs in
+    every free size."""
+    n = count(spec, derive(build(spec), spec))
     tiny = spec.model_copy(update={"architecture": measurement_instance(spec.architecture)})
     graph = build(tiny)
-    symmetries = derive(graph, tiny)
-    derived = count(tiny, symmetries).at(tiny.architecture)
-    return verify_graph(spec, graph, symmetries, derived, symbolic=symbolic, seed=seed)
+    checks = check_groups(spec, graph, derive(graph, tiny), symbolic=symbolic)
+    return VerifyReport(spec.name, checks, measure(spec, n, second=True, seed=seed, discover=True))

@@ -85,9 +85,60 @@ def test_verify_names_the_directions_a_partial_list_leaves_unexplained(run_cli, 
     path.write_text((SPECS / "tiny" / "llama.yaml").read_text() + "symmetries: [qk_gauge]\n")
     code, out, _ = run_cli("verify", str(path), "--no-symbolic")
     assert code == 0  # a list need not be complete; nothing it claims is false
-    assert "Jacobian nullity 112, derived 8" in out
+    assert "declared 8 of measured 112" in out
     touched = {
-        line.split("touching ")[1].split(":")[0] for line in out.splitlines() if "touching" in line
+        line.split(" move ")[1].split(":")[0] for line in out.splitlines() if " move " in line
     }
     assert "layers.0.attn.W_V" in touched and "layers.0.mlp.W_down" in touched
     assert "layers.0.attn.W_Q" in touched  # residual rotation moves it too; A1 alone explains less
+
+
+# --- the printed count is a measurement ------------------------------------------------------
+
+
+def _listing(run_cli, tmp_path, symmetries: str, *extra: str) -> tuple[int, str]:
+    path = tmp_path / "listed.yaml"
+    path.write_text((SPECS / "tiny" / "llama.yaml").read_text() + f"symmetries: {symmetries}\n")
+    code, out, _ = run_cli("analyze", str(path), *extra)
+    return code, out
+
+
+def test_analyze_confirms_its_count_with_the_jacobian(run_cli):
+    code, out, _ = run_cli("analyze", str(SPECS / "tiny" / "llama.yaml"), "--json")
+    assert code == 0
+    data = json.loads(out)
+    (measured,) = data["measured"]
+    assert data["confirmed"] and measured["measured"] == measured["derived"] == 112
+    assert dict(measured["instance"])["d"] == 8 and measured["trustworthy"]
+
+
+def test_analyze_reports_a_partial_list_and_discovers_the_rest(run_cli, tmp_path):
+    code, out = _listing(run_cli, tmp_path, "[qk_gauge, head_permutation]", "--discover")
+    assert code == 0, out
+    assert "declared 8 of measured 112" in out
+    assert "104 null directions lie outside the named groups" in out
+    assert "move layers.0.attn.W_V" in out and "move layers.0.mlp.W_down" in out
+
+
+def test_analyze_of_discrete_groups_only(run_cli, tmp_path):
+    code, out = _listing(run_cli, tmp_path, "[head_permutation, neuron_permutation]")
+    assert code == 0, out
+    assert "declared 0 of measured 112" in out
+
+
+def test_analyze_refuses_a_listed_group_that_moves_the_log_probs(run_cli, tmp_path):
+    path = tmp_path / "claim.yaml"
+    path.write_text((SPECS / "tiny" / "gpt2.yaml").read_text() + "symmetries:" + HEAD_MIXING)
+    code, out, _ = run_cli("analyze", str(path))
+    assert code == 1
+    assert "COUNT NOT CONFIRMED (contradicted)" in out
+    assert "groups that change the log-probabilities: head_mixing" in out
+
+
+def test_verify_measures_a_second_instance_differing_in_every_size(run_cli):
+    code, out, _ = run_cli("verify", str(SPECS / "tiny" / "llama.yaml"), "--no-symbolic", "--json")
+    assert code == 0, out
+    report = json.loads(out[out.index("{") :])
+    first, second = (dict(w["instance"]) for w in report["witnesses"])
+    assert all(first[s] != second[s] for s in first), (first, second)
+    assert all(w["measured"] == w["derived"] for w in report["witnesses"])

@@ -12,13 +12,15 @@ the full-size numbers are the formula evaluated at the spec's sizes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sympy
 
 from symcomp.ir.graph import Graph, build_graph
-from symcomp.spec.model import Architecture, CustomGroup, RotaryPositions
-from symcomp.spec.params import parameter_count, sizes_of
+from symcomp.spec.model import Architecture, CustomGroup, RotaryPositions, Spec
+from symcomp.spec.params import parameter_count, parameter_shapes, sizes_of
 from symcomp.symmetry.catalogue import (
     SIZE_SYMBOLS,
     Symmetries,
@@ -26,6 +28,11 @@ from symcomp.symmetry.catalogue import (
     derive_groups,
     select_groups,
 )
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from symcomp.verify.witness import Witness
 
 SymmetrySetting = str | list[str | CustomGroup]
 
@@ -58,6 +65,14 @@ class Analysis:
     reduced_parameters: int
     formula: str
     groups: tuple[GroupLine, ...]
+    measured: tuple[Witness, ...] = ()
+    """The formula against the Jacobian nullity of tiny instances (:mod:`symcomp.verify.witness`);
+    empty when the caller skipped the measurement."""
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether every measurement confirms the count (vacuously true without one)."""
+        return all(w.ok for w in self.measured)
 
 
 def _sizes(arch: Architecture) -> dict[sympy.Symbol, int]:
@@ -98,39 +113,74 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     )
 
 
+def measurement_layers(spec: Spec) -> int:
+    """The layers of the measurement instance: one, or two where a listed group reaches across
+    layers (``layers.{i+1}.``) or names layers, which one layer could not show."""
+    from symcomp.symmetry.engine import group_reach
+
+    if spec.symmetries == "auto":
+        return 1
+    for item in spec.symmetries:
+        if isinstance(item, CustomGroup) and (item.layers or group_reach(item) != (0, 0)):
+            return min(spec.architecture.layers, 2)
+    return 1
+
+
+def parameter_offsets(arch: Architecture) -> tuple[dict[str, int], int]:
+    """Where each parameter starts in the flat vector (the order of ``parameter_shapes``), and
+    the total."""
+    import torch
+
+    offsets, start = {}, 0
+    for name, shape in parameter_shapes(arch).items():
+        offsets[name] = start
+        start += int(torch.tensor(shape).prod())
+    return offsets, start
+
+
+def vertical_columns(
+    graph: Graph, syms: Symmetries, params: Mapping[str, Tensor]
+) -> tuple[Tensor, tuple[tuple[str, int, int], ...]]:
+    """Every named group's vertical vectors and the unread rows' unit vectors, as the columns of
+    one (parameters, directions) matrix, with each group's (name, first, stop) column range."""
+    import torch
+
+    from symcomp.symmetry.action import vertical_vectors
+
+    offsets, total = parameter_offsets(graph.arch)
+    shapes = parameter_shapes(graph.arch)
+    columns, ranges, start = [], [], 0
+    for gi in syms.groups:
+        for group in gi.all_groups:
+            V = vertical_vectors(group, graph.arch, graph, params)
+            columns.append(V)
+            ranges.append((gi.name, start, start + V.shape[1]))
+            start += V.shape[1]
+    for unread in syms.unread:
+        n = unread.rows * shapes[unread.parameter][1]
+        eye = torch.zeros(total, n, dtype=torch.float64)
+        base = offsets[unread.parameter]
+        eye[base : base + n].copy_(torch.eye(n, dtype=torch.float64))
+        columns.append(eye)
+        ranges.append((f"unread rows of {unread.parameter}", start, start + n))
+        start += n
+    if not columns:
+        return torch.zeros(total, 0, dtype=torch.float64), ()
+    return torch.cat(columns, dim=1), tuple(ranges)
+
+
 def _span(graph: Graph, syms: Symmetries, seed: int = 0) -> tuple[int, int]:
     """(sum of the groups' dimensions and unread rows, rank of all their vertical vectors) at a
     generic point of ``graph``."""
     import torch
 
-    from symcomp.spec.params import parameter_shapes
-    from symcomp.symmetry.action import vertical_vectors
     from symcomp.verify.generic import generic_point
 
-    params = generic_point(graph, seed)
-    shapes = parameter_shapes(graph.arch)
-    columns = [
-        vertical_vectors(group, graph.arch, graph, params)
-        for gi in syms.groups
-        for group in gi.all_groups
-    ]
-    offsets, start = {}, 0
-    for name, shape in shapes.items():
-        offsets[name] = start
-        start += int(torch.tensor(shape).prod())
-    for unread in syms.unread:
-        width = shapes[unread.parameter][1]
-        base = offsets[unread.parameter]
-        eye = torch.zeros(start, unread.rows * width, dtype=torch.float64)
-        eye[base : base + unread.rows * width].copy_(torch.eye(unread.rows * width))
-        columns.append(eye)
-    if not columns:
+    V, _ = vertical_columns(graph, syms, generic_point(graph, seed))
+    if V.shape[1] == 0:  # no continuous group: discrete ones only, or none
         return 0, 0
-    V = torch.cat(columns, dim=1)
-    claimed = V.shape[1]
     s = torch.linalg.svdvals(V)
-    rank = int((s > s[0] * 1e-9).sum())
-    return claimed, rank
+    return V.shape[1], int((s > s[0] * 1e-9).sum())
 
 
 def groups_of(graph: Graph, symmetries: SymmetrySetting = "auto") -> Symmetries:

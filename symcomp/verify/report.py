@@ -1,35 +1,28 @@
-"""``verify_graph(spec, graph, syms, derived) -> VerifyReport``: the three checks of
-``symcomp verify``, on the graph of a tiny instance of the spec (:func:`symcomp.pipeline.verify`
-builds it, derives its groups and counts them).
+"""The three checks of ``symcomp verify``: :func:`check_groups` on the graph of a tiny instance
+of the spec, and the witnesses of :mod:`.witness` (:func:`symcomp.pipeline.verify` runs both).
 
 1. Symbolic: SymPy proves, on a minimal instance, that each group leaves the log-probabilities
    unchanged, and names the values where its change vanishes (:mod:`.symbolic`).
 2. Numeric: in float64, random group elements at a generic point change no log-probability by
    more than 1e-10 (:mod:`.invariance`).
-3. Jacobian: on a tiny instance of the same structure, the nullity of the Jacobian of the
-   log-probabilities equals the derived count; the directions the named groups leave
-   unexplained are reported by the parameters they touch.
+3. Jacobian: on two tiny instances of the same structure that differ in every free size, the
+   printed formula equals the nullity of the Jacobian of the log-probabilities (a listed subset
+   of the groups may name fewer); the directions the named groups leave unexplained are
+   reported by the parameters they move (:mod:`.witness`).
 
 A group that does not hold is rejected with its measured error, never dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
-
 from symcomp.ir.graph import Graph
-from symcomp.ir.interpreter import interpret
 from symcomp.spec.model import CustomGroup, Spec
-from symcomp.spec.params import parameter_shapes
-from symcomp.symmetry.action import vertical_vectors
-from symcomp.symmetry.catalogue import GroupInfo, Symmetries
-from symcomp.verify.generic import generic_point
+from symcomp.symmetry.catalogue import Symmetries
 from symcomp.verify.invariance import TOLERANCE, measure_invariance
-from symcomp.verify.nullity import measure_nullity, null_space
 from symcomp.verify.symbolic import prove_invariance
+from symcomp.verify.witness import Witness
 
 
 @dataclass(frozen=True)
@@ -49,18 +42,21 @@ class GroupCheck:
 class VerifyReport:
     name: str
     checks: tuple[GroupCheck, ...]
-    nullity: int
-    derived: int
-    gap: float
-    trustworthy: bool
-    unexplained: tuple[tuple[str, int], ...]
-    """(parameter, number of unexplained null directions touching it)"""
-    auto: bool
+    witnesses: tuple[Witness, ...]
+    """The printed formula against the Jacobian nullity of two tiny instances that differ in
+    every free size (:mod:`.witness`)."""
+
+    @property
+    def nullity(self) -> int:
+        return self.witnesses[0].measured
+
+    @property
+    def derived(self) -> int:
+        return self.witnesses[0].derived
 
     @property
     def ok(self) -> bool:
-        counts_agree = self.nullity == self.derived if self.auto else self.derived <= self.nullity
-        return all(c.holds for c in self.checks) and counts_agree and self.trustworthy
+        return all(c.holds for c in self.checks) and all(w.ok for w in self.witnesses)
 
 
 def _check(spec: Spec, graph: Graph, group: CustomGroup, symbolic: bool) -> GroupCheck:
@@ -77,78 +73,17 @@ def _check(spec: Spec, graph: Graph, group: CustomGroup, symbolic: bool) -> Grou
     return GroupCheck(group.name, status, proof.settled, numeric.max_error)
 
 
-def _unexplained(
-    graph: Graph,
-    groups: Sequence[GroupInfo],
-    params: Mapping[str, torch.Tensor],
-    R: torch.Tensor,
-    nullity: int,
-) -> tuple[tuple[str, int], ...]:
-    """The Jacobian's null directions outside the named groups' span, by parameter touched."""
-    N = null_space(R, nullity)
-    columns = [
-        vertical_vectors(g, graph.arch, graph, params) for gi in groups for g in gi.all_groups
-    ]
-    if columns:
-        V = torch.cat(columns, dim=1)
-        U, s, _ = torch.linalg.svd(V, full_matrices=False)
-        U = U[:, : int((s > s[0] * 1e-9).sum())]
-        N = N - U @ (U.T @ N)
-    U, s, _ = torch.linalg.svd(N, full_matrices=False)
-    left = U[:, : int((s > 1e-6).sum())]
-    out, start = [], 0
-    for name, shape in parameter_shapes(graph.arch).items():
-        size = int(torch.tensor(shape).prod())
-        block = left[start : start + size]
-        rank = int((torch.linalg.svdvals(block) > 1e-6).sum()) if block.numel() else 0
-        if rank:
-            out.append((name, rank))
-        start += size
-    return tuple(out)
-
-
-def verify_graph(
-    spec: Spec,
-    graph: Graph,
-    syms: Symmetries,
-    derived: int,
-    *,
-    symbolic: bool = True,
-    seed: int = 0,
-) -> VerifyReport:
-    """Check the groups ``syms`` of ``graph``, a tiny instance of ``spec``, and their count
-    ``derived`` there against the Jacobian nullity."""
-    tiny = graph.arch
+def check_groups(
+    spec: Spec, graph: Graph, syms: Symmetries, *, symbolic: bool = True
+) -> tuple[GroupCheck, ...]:
+    """Check the groups ``syms`` of ``graph``, a tiny instance of ``spec``, symbolically and
+    numerically; a catalogue name the spec lists but the graph does not admit is a false claim."""
     checks = tuple(_check(spec, graph, gi.group, symbolic) for gi in syms.groups)
-    if spec.symmetries != "auto":  # a catalogue name the graph does not admit is a false claim
+    if spec.symmetries != "auto":
         found = {gi.name for gi in syms.groups} | {"unread_parameters"}
         checks += tuple(
             GroupCheck(name, "not admitted by this graph", (), float("inf"))
             for name in spec.symmetries
             if isinstance(name, str) and name not in found
         )
-    params = generic_point(graph, seed)
-    threads = torch.get_num_threads()
-    try:
-        measured, R = measure_nullity(
-            lambda p, x: interpret(graph, p, x),
-            params,
-            vocab=tiny.vocab_size,
-            seq_len=tiny.max_positions,
-            generator=torch.Generator().manual_seed(seed + 1),
-        )
-    finally:
-        torch.set_num_threads(threads)
-    unexplained = ()
-    if measured.nullity != derived:
-        unexplained = _unexplained(graph, syms.groups, params, R, measured.nullity)
-    return VerifyReport(
-        spec.name,
-        checks,
-        measured.nullity,
-        derived,
-        measured.report.gap,
-        measured.trustworthy,
-        unexplained,
-        spec.symmetries == "auto",
-    )
+    return checks

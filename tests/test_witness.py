@@ -1,0 +1,62 @@
+"""The witness: a closed form against the Jacobian nullity of a tiny instance. A formula off by
+one in either direction is caught, and so is a group that moves the log-probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from symcomp.pipeline import build, count, derive
+from symcomp.spec import load_spec
+from symcomp.symmetry.analysis import measurement_instance
+from symcomp.verify.witness import second_instance, witness
+from tests.conftest import SPECS
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    spec = load_spec(SPECS / "tiny" / "gpt2.yaml")
+    tiny = spec.model_copy(update={"architecture": measurement_instance(spec.architecture)})
+    syms = derive(build(tiny), tiny)
+    return tiny.architecture, syms, count(spec, derive(build(spec), spec)).formula
+
+
+@pytest.mark.parametrize(("shift", "verdict"), [(0, "exact"), (1, "overcount"), (-1, "undercount")])
+def test_a_formula_off_by_one_is_caught(gpt2, shift, verdict):
+    arch, syms, formula = gpt2
+    w = witness(formula + shift, arch, syms, auto=True)
+    assert w.trustworthy and w.verdict == verdict
+    assert w.ok == (shift == 0)
+    if shift < 0:  # the groups span every null direction: the formula miscounts them
+        assert w.outside == 0
+        assert any("unexplained: 1 null directions" in line for line in w.lines())
+
+
+def test_a_missing_group_is_located_by_the_parameters_it_moves(gpt2):
+    arch, syms, formula = gpt2
+    (vo,) = syms.named("vo_gauge")
+    fewer = replace(syms, groups=tuple(gi for gi in syms.groups if gi.name != "vo_gauge"))
+    w = witness(formula - vo.total, arch, fewer, auto=True)
+    assert w.verdict == "undercount"
+    assert w.outside == w.measured - w.derived == 2 * 4 * 4  # GL(k) per head, 2 heads, k = 4
+    # b_V moves too, but modulo value_bias_fold it need not
+    assert {name for name, _ in w.uncovered} == {"layers.0.attn.W_V", "layers.0.attn.W_O"}
+
+
+def test_a_listed_subset_is_partial_not_wrong(gpt2):
+    arch, syms, formula = gpt2
+    w = witness(formula - 1, arch, syms, auto=False)
+    assert w.verdict == "partial" and w.ok
+
+
+def test_the_second_instance_keeps_the_structure():
+    for name in ("llama", "mistral", "gemma", "pythia"):
+        arch = load_spec(SPECS / "tiny" / f"{name}.yaml").architecture
+        first, second = measurement_instance(arch), second_instance(arch)
+        assert (second.attention.heads == second.attention.kv_heads) == (
+            arch.attention.heads == arch.attention.kv_heads
+        )
+        assert (second.attention.kv_heads == 1) == (arch.attention.kv_heads == 1)
+        assert second.width != first.width and second.layers != first.layers
+        assert second.attention.head_width != first.attention.head_width
