@@ -167,6 +167,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def cmd_compile(args: argparse.Namespace) -> None:
     """Generate a standalone PyTorch package (model, reduced model, groups, tests) from a spec."""
     from symcomp.codegen.emit import check_target, write_package
+    from symcomp.errors import NoReducedModelError
     from symcomp.pipeline import compile_package, load
 
     spec = load(args.spec)
@@ -174,11 +175,13 @@ def cmd_compile(args: argparse.Namespace) -> None:
         check_target(args.output)  # before the work, and again when writing
     text = Path(args.spec).read_text()
     package = compile_package(spec, text, vendor_runtime=args.vendor_runtime)
+    if package.chart_problem:
+        raise NoReducedModelError(
+            f"{args.spec}: no reduced model: {package.chart_problem}; nothing written"
+        )
     write_package(package, args.output, force=args.force)
     console = _console()
     console.print(f"wrote {args.output}/ ({len(package.files)} files) from {args.spec}")
-    if package.chart_problem:
-        console.print(f"no reduced model: {package.chart_problem}")
 
 
 def cmd_reduce(args: argparse.Namespace) -> None:

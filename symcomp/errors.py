@@ -154,6 +154,13 @@ class CodegenError(SymcompError):
     """A package that cannot be generated or written."""
 
 
+class NoReducedModelError(CodegenError):
+    """A package without its reduced model: no gauge-fixing chart could be derived or checked
+    for its groups. Nothing is written, and the command exits 1 (as a failed check does)."""
+
+    exit_code = 1
+
+
 class CheckpointError(SymcompError):
     """A checkpoint that cannot be reduced."""
 
@@ -167,6 +174,7 @@ __all__ = [
     "ImportHFError",
     "KeyPath",
     "Location",
+    "NoReducedModelError",
     "Problem",
     "RuntimeVersionError",
     "SpecError",

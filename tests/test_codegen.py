@@ -194,13 +194,14 @@ symmetries:
 def test_compile_cli(run_cli, tmp_path):
     spec = tmp_path / "squared.yaml"
     spec.write_text((ROOT / "specs/tiny/llama.yaml").read_text() + SQUARED_GAUGE)
-    code, out, _ = run_cli("compile", str(spec), "-o", str(tmp_path / "g"))
-    assert code == 0
-    assert "no reduced model: no anchor the chart can fix for: squared_vo_gauge" in out
-    files = {p.name for p in (tmp_path / "g").iterdir()}
-    assert "model.py" in files and "groups.py" in files and "reduced.py" not in files
-    (tmp_path / "g" / "model.py").write_text("edited")
+    # a package without its reduced model is a failure: exit 1, nothing written
     code, _, err = run_cli("compile", str(spec), "-o", str(tmp_path / "g"))
+    assert code == 1
+    assert "no reduced model: no anchor the chart can fix for: squared_vo_gauge" in err
+    assert "nothing written" in err and not (tmp_path / "g").exists()
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "model.py").write_text("edited")
+    code, _, err = run_cli("compile", str(ROOT / "specs/tiny/llama.yaml"), "-o", str(tmp_path / "g"))
     assert code == 2 and "--force" in err
 
 

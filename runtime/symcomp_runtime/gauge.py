@@ -34,12 +34,15 @@ from .errors import DegenerateError
 # --- pivots ---------------------------------------------------------------------------------
 
 
-def _greedy_rows(U: Tensor, count: int | None, exclude: Tensor | None = None) -> list[int]:
+def _greedy_rows(
+    U: Tensor, count: int | None, exclude: Tensor | None = None, allowed: Tensor | None = None
+) -> list[int]:
     """Greedy max-volume rows of U (Gram-Schmidt with pivoting); with ``count`` None, as many
     as the rows outside ``exclude`` have rank (until every residual is at rounding level).
     The residual norms are kept up to date with one product ``U q`` per pick (q, the new
     direction, is orthogonal to the earlier ones, so the deflated U gives the same product):
-    U is read, never rewritten, and read as a sparse matrix when it mostly holds zeros."""
+    U is read, never rewritten, and read as a sparse matrix when it mostly holds zeros.
+    ``allowed`` (rows x count, boolean): row r may be the i-th pick only where allowed[r, i]."""
     if exclude is not None:
         U = U.masked_fill(exclude[:, None], 0.0)
     norms = (U * U).sum(1)
@@ -53,9 +56,10 @@ def _greedy_rows(U: Tensor, count: int | None, exclude: Tensor | None = None) ->
     while count is None or len(chosen) < count:
         # the last of the (numerically) largest: ties are common in structured constraints, and
         # the last entry of a centred row is the one a rotation fixing the ones vector leaves
-        i = int(torch.nonzero(norms >= norms.max() * (1 - 1e-9))[-1])
+        usable = norms if allowed is None else norms.masked_fill(~allowed[:, len(chosen)], 0.0)
+        i = int(torch.nonzero(usable >= usable.max() * (1 - 1e-9))[-1])
         if count is not None and (
-            norms[i] <= 1e-24 * max(float(norms.max()), 1.0) or norms[i] == 0
+            usable[i] <= 1e-24 * max(float(norms.max()), 1.0) or usable[i] == 0
         ):
             raise DegenerateError("rank-deficient")
         residual = U[i]
@@ -164,7 +168,7 @@ def canonical_element(
         return _from_multiplier(M, step.form, "gl"), torch.tensor(chosen)
     if step.kind == "rotation":
         columns = Y.shape[1] - 1 if group.fixes_ones else Y.shape[1]
-        return _rotation_element(step, group, Y, taken[:, :columns].any(1))
+        return _rotation_element(step, group, Y, _pivot_slots(taken[:, :columns]))
     if step.kind == "scale":
         rows = torch.argmax(Y.abs().masked_fill(taken, -1.0), dim=0)
         value = Y[rows, torch.arange(Y.shape[1])]
@@ -215,7 +219,17 @@ def _oriented_mask(step: Step, mask: Tensor) -> Tensor:
     return mask if step.side == "right" else mask.T
 
 
-def _rotation_element(step: Step, group: Group, Y: Tensor, excluded_rows: Tensor):
+def _pivot_slots(taken: Tensor) -> Tensor:
+    """Which row may be the i-th pivot of a rotation (rows x columns, boolean): the i-th pivot
+    row is pinned at the columns after i, so a row can be it when no earlier step determined
+    any of those entries. A row an earlier step determined at column c still serves from the
+    c-th pivot on: excluding every row with a determined entry would leave too few rows where
+    earlier translations spread their dependent entries over many rows (a small vocabulary)."""
+    after = taken.flip(1).cumsum(1).flip(1) > 0  # after[r, c]: a determined entry at c or later
+    return ~torch.cat([after[:, 1:], torch.zeros_like(after[:, :1])], 1)
+
+
+def _rotation_element(step: Step, group: Group, Y: Tensor, allowed: Tensor):
     """The rotation making the anchor's pivot rows lower triangular with a positive diagonal.
 
     Without ``fixes_ones``: Y[p] = L Q^T (an LQ decomposition), M = Q. With it, the rows of Y
@@ -227,7 +241,7 @@ def _rotation_element(step: Step, group: Group, Y: Tensor, excluded_rows: Tensor
     triangular)."""
     n = Y.shape[1]
     if not group.fixes_ones:
-        rows = _greedy_rows(Y, n, excluded_rows)
+        rows = _greedy_rows(Y, n, allowed=allowed)
         Qr, Rr = torch.linalg.qr(Y[torch.tensor(rows)].T)  # Y[p] = Rr^T Qr^T
         M = Qr * torch.sign(torch.diagonal(Rr))[None, :]
         return _from_multiplier(M, step.form, "rotation"), torch.tensor(rows)
@@ -235,7 +249,7 @@ def _rotation_element(step: Step, group: Group, Y: Tensor, excluded_rows: Tensor
     one = torch.ones(m, m, dtype=Y.dtype)
     C = torch.linalg.cholesky(torch.eye(m, dtype=Y.dtype) + one)
     Z = Y[:, :m] @ C
-    rows = _greedy_rows(Z, m, excluded_rows)
+    rows = _greedy_rows(Z, m, allowed=allowed)
     Qr, Rr = torch.linalg.qr(Z[torch.tensor(rows)].T)
     O = Qr * torch.sign(torch.diagonal(Rr))[None, :]
     G = C @ O @ torch.linalg.inv(C)  # y -> y G, orthogonal for the metric I + 1 1^T

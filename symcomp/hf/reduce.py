@@ -25,7 +25,7 @@ from torch import Tensor
 from symcomp import __version__
 from symcomp.codegen.emit import check_target, write_package
 from symcomp.codegen.load import loaded_package
-from symcomp.errors import CheckpointError
+from symcomp.errors import CheckpointError, NoReducedModelError
 from symcomp.hf.checkpoint import read_checkpoint
 from symcomp.hf.weights import from_hf_state_dict
 from symcomp.pipeline import analyze_and_compile, compile_package
@@ -76,7 +76,9 @@ def _reduce(
 ) -> Reduced:
     analysis, package = analyze_and_compile(spec, spec_text)
     if package.chart_problem:
-        raise ReduceError(f"{spec.name}: no reduced model: {package.chart_problem}")
+        raise NoReducedModelError(
+            f"{spec.name}: no reduced model: {package.chart_problem}; nothing written"
+        )
     counts: dict[str, int] = {}
 
     def weights(folder: Path) -> None:

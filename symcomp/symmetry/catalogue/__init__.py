@@ -60,6 +60,7 @@ from symcomp.symmetry.catalogue.embeddings import embedding_translation, unembed
 from symcomp.symmetry.catalogue.facts import Facts
 from symcomp.symmetry.catalogue.mlp import mlp_scaling, neuron_permutation
 from symcomp.symmetry.catalogue.norms import (
+    norm_bias_centering,
     norm_bias_fold,
     norm_bias_shift_through_writers,
     norm_gain_scaling,
@@ -84,6 +85,7 @@ RULES: list[Rule] = [
     norm_bias_shift_through_writers,
     norm_bias_fold,
     reader_centering,
+    norm_bias_centering,
     writer_centering,
     residual_rotation,
     embedding_translation,
@@ -137,6 +139,7 @@ __all__ = [
     "key_bias_shift",
     "mlp_scaling",
     "neuron_permutation",
+    "norm_bias_centering",
     "norm_bias_fold",
     "norm_bias_shift_through_writers",
     "norm_gain_scaling",

@@ -20,6 +20,7 @@ from functools import cache
 
 import sympy
 
+from symcomp.ir.graph import OpNode
 from symcomp.symmetry.catalogue.base import GroupInfo, L, Worked, _custom, g, k, r
 from symcomp.symmetry.catalogue.facts import Facts
 
@@ -178,7 +179,11 @@ def head_permutation(facts: Facts) -> Iterator[GroupInfo]:
 
     Heads are summed into the stream, so relabelling them changes nothing; mixing them linearly
     does not survive the per-head softmax (a seed's false claim: ``HEAD_MIXING`` in
-    tests/custom_catalogue.py, which verify rejects)."""
+    tests/custom_catalogue.py, which verify rejects). Relabelling needs every head to treat
+    positions alike: a scores op with a per-head position term (ALiBi's slopes, one per
+    head) tells the heads apart, and no relabelling survives it."""
+    if not all(_same_for_every_head(op) for op in facts.graph.ops if op.kind == "scores"):
+        return
     p = _attention_params(facts)
     group_width = "heads / kv_heads * head_width"  # the query heads of one kv head, together
     acts = {}
@@ -201,6 +206,15 @@ def head_permutation(facts: Facts) -> Iterator[GroupInfo]:
         "heads sorted (e.g. by the norm of W_Q W_K^T)",
         "none (discrete)",
     )
+
+
+def _same_for_every_head(op: OpNode) -> bool:
+    """Whether the scores op treats every head alike: each per-head attribute (a tuple, one
+    value per head, such as ALiBi's slopes) holds one value only."""
+    for _, value in op.attrs:
+        if isinstance(value, tuple) and len(set(value)) > 1:
+            return False
+    return True
 
 
 WORKED = (

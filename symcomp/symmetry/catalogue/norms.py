@@ -256,35 +256,27 @@ def norm_bias_fold(facts: Facts) -> Iterator[GroupInfo]:
 
 def reader_centering(facts: Facts) -> Iterator[GroupInfo]:
     """A LayerNorm's output minus its bias lies in diag(gain) 1^⊥: a reader's weight may move
-    along diag(gain)^-1 1 in every output column, its bias absorbing what the norm bias sees;
-    a reader with no bias can still move along the directions the norm bias absorbs."""
+    along diag(gain)^-1 1 in every output column, its bias absorbing what the norm bias sees.
+    Readers without a bias cannot absorb it alone: the norm bias, which they all read, must
+    compensate, so they move together (:func:`norm_bias_centering`)."""
 
     def holds(n: OpNode) -> bool:
         return n.attr("type") == "layernorm" and bool(_own_linear_readers(facts, n))
 
     def build(norm: OpNode, P: Callable[[str], str], per: str) -> list[GroupInfo]:
-        readers = _own_linear_readers(facts, norm)
-        all_linear = len(readers) == len(facts.readers(norm.output))
         gain = _gain(facts, norm, P)
         bias = facts.param(norm, "bias")
         a = f"diag({gain})^-1 ones(width)^T"
         out = []
-        for op in readers:
+        for op in _own_linear_readers(facts, norm):
             W = P(facts.param(op, "W") or "")
             b = facts.param(op, "b")
-            if b is None and bias is not None and not all_linear:
-                continue  # the norm bias cannot absorb it without moving its other readers
-            if b is not None or bias is None:
-                acts = {W: f"{_short(W)} + {a} t"}
-                if b is not None and bias is not None:
-                    acts[P(b)] = f"{_short(b)} - {P(bias)} {a} t"
-                size, dim = _out_size(facts, op)
-            else:  # compensated through the norm bias: W -> (I + a u) W, bias -> bias (I + a u)^-1
-                acts = {
-                    W: f"(eye(width) + {a} t) {_short(W)}",
-                    P(bias): f"bias (eye(width) + {a} t)^-1",
-                }
-                size, dim = "width", d
+            if b is None and bias is not None:
+                continue  # moves only with the norm bias and its other readers
+            acts = {W: f"{_short(W)} + {a} t"}
+            if b is not None and bias is not None:
+                acts[P(b)] = f"{_short(b)} - {P(bias)} {a} t"
+            size, dim = _out_size(facts, op)
             group = _custom(f"reader_centering_{_tag(W)}", "translation", per, size, acts)
             out.append(
                 _norm_info(
@@ -300,6 +292,51 @@ def reader_centering(facts: Facts) -> Iterator[GroupInfo]:
                 )
             )
         return out
+
+    yield from _norm_groups(facts, holds, build)
+
+
+def norm_bias_centering(facts: Facts) -> Iterator[GroupInfo]:
+    """B3 through the norm bias: a LayerNorm with a bias, some reader without one, and only
+    linear readers with their own weights. ``W -> (I + a t) W`` in every reader (``a =
+    diag(gain)^-1 1``, so ``n(x) diag(gain) a = 0``) and ``bias -> bias (I + a t)^-1`` leave
+    every reader's input-output map unchanged. The readers share the norm bias, so this is one
+    d-dimensional group per norm, however many readers it has; a reader with a bias could absorb
+    the change alone, and does so in :func:`reader_centering` (here it moves its weight too,
+    which keeps the action the same for every reader)."""
+
+    def holds(n: OpNode) -> bool:
+        readers = _own_linear_readers(facts, n)
+        return (
+            n.attr("type") == "layernorm"
+            and bool(facts.param(n, "bias"))
+            and bool(readers)
+            and len(readers) == len(facts.readers(n.output))
+            and any(facts.param(op, "b") is None for op in readers)
+        )
+
+    def build(norm: OpNode, P: Callable[[str], str], per: str) -> list[GroupInfo]:
+        gain = _gain(facts, norm, P)
+        a = f"diag({gain})^-1 ones(width)^T"
+        acts = {P(facts.param(norm, "bias") or ""): f"bias (eye(width) + {a} t)^-1"}
+        for op in _own_linear_readers(facts, norm):
+            W = P(facts.param(op, "W") or "")
+            acts[W] = f"(eye(width) + {a} t) {_short(W)}"
+        name = _norm_name(facts, norm)
+        group = _custom(f"norm_bias_centering_{_tag(name)}", "translation", per, "width", acts)
+        return [
+            _norm_info(
+                "reader_centering",
+                "B3",
+                group,
+                f"{name}.bias and its readers",
+                per,
+                d,
+                "bias-free readers' W projected on (diag(gain)^-1 1)^⊥",
+                "the column sums of diag(gain) W set to zero in the bias-free readers",
+                "closed form (a rank-one projection per column)",
+            )
+        ]
 
     yield from _norm_groups(facts, holds, build)
 

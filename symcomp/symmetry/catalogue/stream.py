@@ -37,7 +37,8 @@ from symcomp.symmetry.catalogue.facts import (
 
 
 def _writers(facts: Facts, value: str) -> Iterator[OpNode]:
-    """The parametrized ops writing into ``value`` (through adds and constant scales)."""
+    """The parametrized ops writing into ``value`` (through adds and constant scales); a norm
+    whose output is the stream (an embedding norm) is one."""
     op = facts.producer.get(value)
     if op is None:
         return
@@ -46,8 +47,8 @@ def _writers(facts: Facts, value: str) -> Iterator[OpNode]:
             yield from _writers(facts, inp.node)
     elif op.kind == "scale":
         yield from _writers(facts, op.inputs[0].node)
-    elif op.kind in ("embed", "linear"):
-        yield op
+    elif op.kind in ("embed", "linear", "norm"):
+        yield op  # a norm writes its output, and its bias, into the stream (an embedding norm)
 
 
 def _stream_values(facts: Facts) -> list[str]:
@@ -86,7 +87,7 @@ def writer_centering(facts: Facts) -> Iterator[GroupInfo]:
                     size, dim = _rows(facts, W)
                     acts = {_pattern(W): f"{_short(W)} + t^T ones(width)"}
                 yield _centering(W, per, size, dim, units, acts)
-            b = facts.param(op, "b")
+            b = facts.param(op, "bias" if op.kind == "norm" else "b")
             if b and b not in seen:
                 seen.add(b)
                 yield _centering(
@@ -148,6 +149,8 @@ def residual_rotation(facts: Facts) -> Iterator[GroupInfo]:
         return
     acts: dict[str, str] = {}
     writers = {op.name: op for v in _stream_values(facts) for op in _writers(facts, v)}
+    if any(op.kind == "norm" for op in writers.values()):
+        return  # a norm writing the stream (an embedding norm) hands on n(x) diag(gain): no Q
     for op in writers.values():
         for slot in ("W", "b"):
             p = facts.param(op, slot)
