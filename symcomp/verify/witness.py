@@ -232,17 +232,20 @@ def _uncovered(
     total = outside(N)
     if total == 0:
         return 0, ()
-    out, start = [], 0
+    needed, touched, start = [], [], 0
+    complement = N - U @ (U.T @ N)
     for name, shape in parameter_shapes(arch).items():
         size = int(torch.tensor(shape).prod())
         block = N[start : start + size]
         _, s, Vh = torch.linalg.svd(block, full_matrices=True)
         kernel = Vh[int((s > 1e-6).sum()) :].T  # the null directions that leave it fixed
-        need = total - outside(N @ kernel)
-        if need:
-            out.append((name, need))
+        if need := total - outside(N @ kernel):
+            needed.append((name, need))
+        if touch := _rank(complement[start : start + size]):
+            touched.append((name, touch))
         start += size
-    return total, tuple(out)
+    # directions spread so that no single parameter is indispensable: name what they touch
+    return total, tuple(needed or touched)
 
 
 def witness(
