@@ -12,6 +12,7 @@ parameter and optimizer memory, and the forward pass's FLOP rate against a plain
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import subprocess
@@ -166,6 +167,46 @@ def bench_compile(results: Results, quick: bool) -> None:
             met=seconds <= 2.0,
             note=f"median of {len(runs)}: {', '.join(f'{r:.2f}' for r in runs)} s; "
             f"symcomp's own imports included; torch._dynamo imported: {dynamo}",
+        )
+
+
+# --- import-hf + analyze at full size ----------------------------------------------------------
+
+HF_CONFIGS = ROOT / "tests/data/hf_configs"
+
+
+def bench_analyze(results: Results, quick: bool) -> None:
+    """``symcomp analyze --hf`` of each full-size config in a fresh process: the import, the
+    closed form and its measurement (the Jacobian nullity of a tiny instance), end to end."""
+    folders = sorted(p for p in HF_CONFIGS.iterdir() if (p / "config.json").exists())
+    if quick:
+        folders = folders[:1]
+    python = [sys.executable, "-c"]
+    torch_import = subprocess_seconds([*python, "import torch"], 1 if quick else 3)
+    results.add("analyze", "reference: interpreter + import torch", torch_import, "s")
+    command = [sys.executable, "-m", "symcomp", "analyze", "--json", "--hf"]
+    for folder in folders:
+        start = time.perf_counter()
+        done = subprocess.run([*command, str(folder)], capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode == 0:
+            data = json.loads(done.stdout)
+            (first, *_) = data["measured"]
+            note = (
+                f"{data['parameters']:,} parameters, {data['redundant']:,} redundant; measured "
+                f"{first['measured']} = formula {first['derived']} at {first['parameters']} "
+                f"parameters; {seconds / torch_import:.1f}x the torch import"
+            )
+        else:
+            note = f"exit {done.returncode}: {' '.join(done.stderr.split())[:160]}"
+        results.add(
+            "analyze",
+            f"{folder.name}: import-hf + analyze (fresh process)",
+            seconds,
+            "s",
+            target="≤ 10 s, exit 0",
+            met=seconds <= 10.0 and done.returncode == 0,
+            note=note,
         )
 
 
@@ -542,6 +583,7 @@ def bench_roofline(results: Results, quick: bool) -> None:
 
 SECTIONS = {
     "compile": bench_compile,
+    "analyze": bench_analyze,
     "throughput": bench_throughput,
     "compiled": bench_compiled,
     "reduced": bench_reduced,
