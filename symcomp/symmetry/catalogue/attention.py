@@ -21,8 +21,8 @@ from functools import cache
 import sympy
 
 from symcomp.ir.graph import OpNode
-from symcomp.symmetry.catalogue.base import GroupInfo, L, Worked, _custom, g, k, r
-from symcomp.symmetry.catalogue.facts import Facts
+from symcomp.symmetry.catalogue.base import GroupInfo, L, Worked, _custom, _pattern, _short, g, k, r
+from symcomp.symmetry.catalogue.facts import Facts, _fresh_writers, _gain
 
 
 def _attention_params(facts: Facts) -> dict[str, str | None]:
@@ -100,12 +100,40 @@ def qk_gauge(facts: Facts) -> Iterator[GroupInfo]:
     )
 
 
+def _norm_bias_shift(facts: Facts, W: str | None) -> str | None:
+    """Where the projection ``W`` has no bias of its own but reads a LayerNorm with a bias
+    ``beta`` directly (its own, untied weight, in every layer), ``beta W`` is its bias: moving
+    ``W`` along ``a = diag(gain)^-1 1`` (``n(x) diag(gain) a = 0``) shifts only that bias, by
+    ``(beta . a) t``. The move of ``W``, as an action; None elsewhere."""
+    if W is None or facts.tied(W.replace("*", "0")):
+        return None
+    for layer in range(facts.graph.arch.layers):
+        name = W.replace("*", str(layer))
+        op = next((o for o in facts.graph.ops if facts.param(o, "W") == name), None)
+        norm = op and facts.producer.get(op.inputs[0].node)
+        if not (norm and norm.kind == "norm" and norm.attr("type") == "layernorm"):
+            return None
+        if not facts.param(norm, "bias"):
+            return None
+    gain = _gain(facts, norm)
+    return f"{W.rsplit('.', 1)[1]} + diag({gain})^-1 ones(width)^T t"
+
+
+def _key_shift(facts: Facts, p: dict[str, str | None]) -> dict[str, str] | None:
+    if p["b_K"]:
+        return {p["b_K"]: "b_K + t"}
+    moved = _norm_bias_shift(facts, p["W_K"])
+    return {p["W_K"] or "": moved} if moved else None
+
+
 def key_bias_shift(facts: Facts) -> Iterator[GroupInfo]:
     """A2: ``q (k + t)^T = q k^T + q t^T`` adds the same number to every logit of one query, and
     softmax ignores it. A rotated dim would turn ``t`` with the key's position: only the ``k - r``
-    fixed dims shift."""
+    fixed dims shift. Without ``b_K``, a LayerNorm's bias read through ``W_K`` is the key bias
+    (:func:`_norm_bias_shift`)."""
     p = _attention_params(facts)
-    if not p["b_K"]:
+    acts = _key_shift(facts, p)
+    if acts is None:
         return
     rope = _has_rope(facts)
     group = _custom(
@@ -113,14 +141,14 @@ def key_bias_shift(facts: Facts) -> Iterator[GroupInfo]:
         "translation",
         "kv_head",
         "head_width",
-        {p["b_K"]: "b_K + t"},
+        acts,
         commutes_with=["rope"] if rope else [],
     )
     yield GroupInfo(
         "key_bias_shift",
         "A2",
         group,
-        "b_K",
+        ", ".join(acts),
         "kv head",
         k - r if rope else k,
         L * g,
@@ -152,19 +180,49 @@ def vo_gauge(facts: Facts) -> Iterator[GroupInfo]:
     )
 
 
+def _output_absorber(facts: Facts, p: dict[str, str | None]) -> str | None:
+    """The bias that can take a constant the attention adds to the stream: ``b_O``, or else a
+    biased writer into the same point of the stream (a parallel block's ``b_down``)."""
+    if p["b_O"]:
+        return p["b_O"]
+    out = next(o for o in facts.graph.ops if facts.param(o, "W") == "layers.0.attn.W_O")
+    for value in facts.graph.value:
+        readers = facts.readers(value)
+        if not readers or all(c.kind == "add" for c in readers):
+            continue
+        writers = list(_fresh_writers(facts, value))
+        if out in writers:
+            biases = [b for w in writers if w is not out and (b := facts.param(w, "b"))]
+            return _pattern(biases[0]) if biases else None
+    return None
+
+
 def value_bias_fold(facts: Facts) -> Iterator[GroupInfo]:
     """A4: the weights of a query sum to one, so ``softmax(...) (v + 1 t) W_O = softmax(...) v W_O
-    + t W_O``: the shift of ``b_V`` is a constant that ``b_O - t W_O`` takes back."""
+    + t W_O``: the shift of ``b_V`` is a constant that ``b_O - t W_O`` takes back (or, without
+    ``b_O``, a biased writer into the same point of the stream). Without ``b_V``, a LayerNorm's
+    bias read through ``W_V`` is the value bias: ``W_V`` moves, shifting it by ``(beta . a) t``."""
     p = _attention_params(facts)
-    if not (p["b_V"] and p["b_O"]):
+    absorber = _output_absorber(facts, p)
+    if absorber is None:
         return
-    acts = {p["b_V"]: "b_V + t", p["b_O"]: "b_O - t W_O"}
+    if p["b_V"]:
+        acts = {p["b_V"]: "b_V + t", absorber: f"{_short(absorber)} - t {p['W_O']}"}
+    else:
+        moved = _norm_bias_shift(facts, p["W_V"])
+        if moved is None:
+            return
+        op = next(o for o in facts.graph.ops if facts.param(o, "W") == "layers.0.attn.W_V")
+        norm = facts.producer[op.inputs[0].node]
+        bias, gain = _pattern(facts.param(norm, "bias") or ""), _gain(facts, norm)
+        shift = f"{bias} diag({gain})^-1 ones(width)^T t"
+        acts = {p["W_V"] or "": moved, absorber: f"{_short(absorber)} - {shift} {p['W_O']}"}
     group = _custom("value_bias_fold", "translation", "kv_head", "head_width", acts)
     yield GroupInfo(
         "value_bias_fold",
         "A4",
         group,
-        "b_V, b_O",
+        ", ".join(acts),
         "kv head",
         k,
         L * g,

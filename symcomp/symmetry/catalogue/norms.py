@@ -361,6 +361,8 @@ WORKED = (
     Worked(norm_bias_fold, "bert-base", "2*d", 1_536),
     # one direction per output column of every reader of the two LayerNorms
     Worked(reader_centering, "gpt2-small", "L*(h*k + 2*g*k + f)", 64_512),
-    # and the bias-free unembedding, compensated through the final norm's bias: d
-    Worked(reader_centering, "pythia-160m", "L*(h*k + 2*g*k + f) + d", 65_280),
+    # the biased readers only: the bias-free unembedding moves with the final norm's bias
+    Worked(reader_centering, "pythia-160m", "L*(h*k + 2*g*k + f)", 64_512),
+    # the final norm's bias against its one bias-free reader, the untied unembedding
+    Worked(norm_bias_centering, "pythia-160m", "d", 768),
 )
