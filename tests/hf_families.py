@@ -82,6 +82,16 @@ def rope(fraction: float = 1.0) -> dict[str, Any]:
 # --- section: norms, caps and multipliers ----------------------------------------------------
 
 
+@family("qwen3")
+def _qwen3() -> transformers.PretrainedConfig:
+    # GQA (4 query heads, 2 kv heads of width 4), per-head QK RMSNorm, untied
+    return config(
+        "qwen3", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=4, rms_norm_eps=EPS, rope_parameters=rope(),
+        tie_word_embeddings=False,
+    )  # fmt: skip
+
+
 # --- section: positions, activations and layer types -----------------------------------------
 
 

@@ -121,8 +121,11 @@ def _norm_ops(graph: Graph) -> dict[str, OpNode]:
     return out
 
 
-def _norm_constructor(op: OpNode) -> str:
-    return f"Norm(s.width, eps={float(op.attr('eps'))!r}, **factory)"
+def _norm_constructor(op: OpNode, graph: Graph | None = None) -> str:
+    width = "s.width"
+    if graph is not None:  # a QK-norm's gain is as wide as one head, or all of them
+        width = _axis_size(graph.param[_node(op, "gain")].axes[0], graph.sizes)
+    return f"Norm({width}, eps={float(op.attr('eps'))!r}, **factory)"
 
 
 def _param_init(graph: Graph, name: str) -> str:
@@ -149,11 +152,17 @@ def _submodules(graph: Graph, names: Sequence[str], prefix: str) -> list[str]:
 def _param_attrs(graph: Graph, path: str) -> tuple[Assign, ...]:
     """The plain parameters of the module at ``path``, in order, shaped in sizes."""
     prefix = path + "."
-    return tuple(
-        Assign(p.removeprefix(prefix), _param_init(graph, p))
-        for p in graph.param
-        if p.startswith(prefix) and "." not in p.removeprefix(prefix)
-    )
+    norms = _norm_ops(graph)
+    out: list[Assign] = []
+    for p in graph.param:
+        if not p.startswith(prefix):
+            continue
+        child = p.removeprefix(prefix).split(".")[0]
+        if "." not in p.removeprefix(prefix):
+            out.append(Assign(child, _param_init(graph, p)))
+        elif prefix + child in norms and all(a.name != child for a in out):
+            out.append(Assign(child, _norm_constructor(norms[prefix + child], graph)))
+    return tuple(out)
 
 
 def _container(graph: Graph, path: str, name: str, doc: str) -> ModuleClass:

@@ -18,6 +18,7 @@ from symcomp.hf.config_pieces import (
     _RopeKeys,
     _sizes,
 )
+from symcomp.hf import config_norms
 from symcomp.hf.config_reader import _Config, _short
 
 # --- the families ----------------------------------------------------------------------------
@@ -354,4 +355,6 @@ FAMILIES: dict[str, Family] = {
     # layerdrop skips layers during training only.
     "opt": Family(_opt, _CAUSAL | {"layerdrop"}),
     "gemma": Family(_gemma, _CAUSAL),
+    # section norms (symcomp.hf.config_norms)
+    "qwen3": Family(config_norms.BUILDERS["qwen3"], _CAUSAL),
 }

@@ -1,0 +1,102 @@
+"""The families with QK-norms, sandwich and sublayer-output norms, soft-capping, scalar
+multipliers and per-layer attention windows (issue 24, "norms"): qwen3, olmo2, granite, gemma2,
+cohere. Each builder follows the transformers 5 configuration and modeling code of its family
+(``transformers/models/<family>/{configuration,modeling}_<family>.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from symcomp.hf.config_pieces import _attention, _rope, _RopeKeys
+from symcomp.hf.config_reader import _Config, _short
+
+
+def layer_windows(
+    c: _Config, window: int | None, default_types: list[str]
+) -> tuple[int | None, list[int] | None]:
+    """The sliding window and the layers that use it, from ``layer_types`` (or the family's
+    default list): (None, None) when no layer slides, (window, None) when every layer does."""
+    layers = c.integer("num_hidden_layers")
+    types = c.get("layer_types") or default_types
+    valid = isinstance(types, list) and all(isinstance(t, str) for t in types)
+    if not valid or not set(types) <= {"full_attention", "sliding_attention"}:
+        raise c.error(
+            "layer types not supported",
+            ("layer_types",),
+            found=_short(types),
+            accepted="a list of 'full_attention' and 'sliding_attention'",
+        )
+    if len(types) != layers:
+        raise c.error(
+            "layer_types must name one type per layer",
+            ("layer_types",),
+            found=f"{len(types)} types for {layers} layers",
+            accepted=f"a list of {layers}",
+        )
+    sliding = [i for i, t in enumerate(types) if t == "sliding_attention"]
+    if window is None or not sliding:
+        return None, None
+    return window, (None if len(sliding) == layers else sliding)
+
+
+def _window_attention(c: _Config, attention: dict[str, Any], window, types) -> dict[str, Any]:
+    window, layers = layer_windows(c, window, types)
+    attention["sliding_window"] = window
+    if layers is not None:
+        attention["sliding_layers"] = layers
+    return attention
+
+
+def _gated_mlp(c: _Config, bias: bool = False) -> dict[str, Any]:
+    return {
+        "hidden": c.integer("intermediate_size"),
+        "activation": _act(c, "hidden_act", "silu"),
+        "gated": True,
+        "bias": bias,
+    }
+
+
+def _act(c: _Config, key: str, default: str) -> str:
+    from symcomp.hf.config_pieces import _activation
+
+    return _activation(c, key, default)
+
+
+def _qwen3(c: _Config) -> dict[str, Any]:
+    # Qwen3Attention: q_norm / k_norm (RMSNorm over head_dim, one gain shared by the heads)
+    # before RoPE; attention_bias on q, k, v and o alike. Qwen3Config sets sliding_window to
+    # None without use_sliding_window; layer_types default: sliding from max_window_layers on.
+    layers = c.integer("num_hidden_layers")
+    window = None
+    if c.flag("use_sliding_window", False) and c.raw("sliding_window", 4096) is not None:
+        window = c.integer("sliding_window", default=4096)
+    first = c.integer("max_window_layers", default=28)
+    types = [
+        "sliding_attention" if window is not None and i >= first else "full_attention"
+        for i in range(layers)
+    ]
+    if c.flag("attention_bias", False):
+        raise c.error(
+            "attention biases with QK-norm are not supported",
+            ("attention_bias",),
+            found="true",
+            accepted="false",
+        )
+    attention = _attention(c, bias=False)
+    attention["qk_norm"] = "per_head"
+    return {
+        "kind": "causal_lm",
+        "vocab_size": c.integer("vocab_size"),
+        "max_positions": c.integer("max_position_embeddings"),
+        "width": c.integer("hidden_size"),
+        "layers": layers,
+        "block": "pre_norm",
+        "norm": {"type": "rmsnorm", "eps": c.number("rms_norm_eps", 1e-6)},
+        "attention": _window_attention(c, attention, window, types),
+        "positions": _rope(c, _RopeKeys(partial=False)),
+        "mlp": _gated_mlp(c),
+        "embeddings": {"tied": c.flag("tie_word_embeddings", False)},
+    }
+
+
+BUILDERS = {"qwen3": _qwen3}
