@@ -92,6 +92,17 @@ def _qwen3() -> transformers.PretrainedConfig:
     )  # fmt: skip
 
 
+@family("granite")
+def _granite() -> transformers.PretrainedConfig:
+    # every multiplier away from 1, attention_multiplier away from head_dim^-0.5
+    return config(
+        "granite", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, rms_norm_eps=EPS, rope_parameters=rope(),
+        tie_word_embeddings=False, embedding_multiplier=3.0, residual_multiplier=0.7,
+        attention_multiplier=0.3, logits_scaling=2.5,
+    )  # fmt: skip
+
+
 # --- section: positions, activations and layer types -----------------------------------------
 
 

@@ -145,11 +145,18 @@ def _emit_unembed(scope: _Scope, op: OpNode) -> Statement:
     return _assign(scope, op, _matmul(scope, op), comment)
 
 
+def _scale_code(graph: Graph, scores: OpNode) -> str:
+    """The attention scale: head_width^-0.5 in the sizes, or the spec's own constant."""
+    if graph.arch.attention.scale is None:
+        k = graph.sizes.head_width
+        assert math.isclose(scores.attr("scale"), k**-0.5, rel_tol=1e-15), scores.name
+        return "s.head_width**-0.5"
+    return repr(float(scores.attr("scale")))
+
+
 def _check_scores(graph: Graph, scores: OpNode) -> None:
-    """The attention scale and ALiBi slopes must be the size-dependent ones we emit."""
-    k, h = graph.sizes.head_width, graph.sizes.heads
-    if not math.isclose(scores.attr("scale"), k**-0.5, rel_tol=1e-15):
-        raise NotImplementedError(f"{scores.name}: scale {scores.attr('scale')} is not k^-0.5")
+    """The ALiBi slopes must be the size-dependent ones we emit."""
+    h = graph.sizes.heads
     slopes = scores.attr("alibi_slopes")
     if slopes is not None and tuple(slopes) != alibi_slopes(h):
         raise NotImplementedError(f"{scores.name}: ALiBi slopes are not those of {h} heads")
@@ -185,13 +192,19 @@ def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
         what += [f"a sliding window of {window}"] * (window is not None) + ["ALiBi"] * alibi
     elif causal:
         args.append("is_causal=True")
-    args += ["scale=s.head_width**-0.5", "enable_gqa=s.kv_heads < s.heads"]
+    args += [f"scale={_scale_code(scope.graph, scores)}", "enable_gqa=s.kv_heads < s.heads"]
     lines += _call(scope.value(mixed.output), "F.scaled_dot_product_attention", args, explode=True)
     comment = f"scores, softmax and weighted sum, fused ({', '.join(what)})"
     return Statement(tuple(lines), comment)
 
 
+def _emit_softcap(scope: _Scope, op: OpNode) -> Statement:
+    cap = float(op.attr("cap"))
+    return _assign(scope, op, f"{cap!r} * torch.tanh({scope.read(op, 'x')} / {cap!r})", "soft-cap")
+
+
 EMITTERS: dict[str, Callable[[_Scope, OpNode], Statement]] = {
+    "softcap": _emit_softcap,
     "embed": _emit_embed,
     "norm": _emit_norm,
     "add": _emit_add,

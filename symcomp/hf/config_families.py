@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from symcomp.hf import config_norms
 from symcomp.hf.config_pieces import (
     ACTIVATIONS,
     _activation,
@@ -18,7 +19,6 @@ from symcomp.hf.config_pieces import (
     _RopeKeys,
     _sizes,
 )
-from symcomp.hf import config_norms
 from symcomp.hf.config_reader import _Config, _short
 
 # --- the families ----------------------------------------------------------------------------
@@ -357,4 +357,5 @@ FAMILIES: dict[str, Family] = {
     "gemma": Family(_gemma, _CAUSAL),
     # section norms (symcomp.hf.config_norms)
     "qwen3": Family(config_norms.BUILDERS["qwen3"], _CAUSAL),
+    "granite": Family(config_norms.BUILDERS["granite"], _CAUSAL),
 }

@@ -99,4 +99,30 @@ def _qwen3(c: _Config) -> dict[str, Any]:
     }
 
 
-BUILDERS = {"qwen3": _qwen3}
+def _granite(c: _Config) -> dict[str, Any]:
+    # GraniteModel: embeddings times embedding_multiplier; GraniteAttention: logits times
+    # attention_multiplier (not head_dim^-0.5); each sublayer's output times
+    # residual_multiplier; GraniteForCausalLM: logits divided by logits_scaling.
+    attention = _attention(c, bias=c.flag("attention_bias", False))
+    attention["scale"] = c.number("attention_multiplier", 1.0)
+    return {
+        "kind": "causal_lm",
+        "vocab_size": c.integer("vocab_size"),
+        "max_positions": c.integer("max_position_embeddings"),
+        "width": c.integer("hidden_size"),
+        "layers": c.integer("num_hidden_layers"),
+        "block": "pre_norm",
+        "residual_scale": c.number("residual_multiplier", 1.0),
+        "norm": {"type": "rmsnorm", "eps": c.number("rms_norm_eps", 1e-6)},
+        "attention": attention,
+        "positions": _rope(c, _RopeKeys(partial=False)),
+        "mlp": _gated_mlp(c, bias=c.flag("mlp_bias", False)),
+        "embeddings": {
+            "tied": c.flag("tie_word_embeddings", False),
+            "scale": c.number("embedding_multiplier", 1.0),
+            "logit_scale": 1.0 / c.number("logits_scaling", 1.0),
+        },
+    }
+
+
+BUILDERS = {"qwen3": _qwen3, "granite": _granite}

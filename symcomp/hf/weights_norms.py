@@ -13,8 +13,8 @@ _QK_NORMS: list[Row] = [
 
 def name_tables(llama_like: list[Row]) -> dict[str, list[Row]]:
     """model_type -> rows (transformers pattern, our pattern, transform)."""
-    return {"qwen3": llama_like + _QK_NORMS}
+    return {"qwen3": llama_like + _QK_NORMS, "granite": llama_like}
 
 
-BUFFERS: dict[str, list[str]] = {"qwen3": []}
-BASE_PREFIX: dict[str, str] = {"qwen3": "model."}
+BUFFERS: dict[str, list[str]] = {"qwen3": [], "granite": []}
+BASE_PREFIX: dict[str, str] = {"qwen3": "model.", "granite": "model."}
