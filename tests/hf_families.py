@@ -103,6 +103,16 @@ def _granite() -> transformers.PretrainedConfig:
     )  # fmt: skip
 
 
+@family("olmo2")
+def _olmo2() -> transformers.PretrainedConfig:
+    # GQA, QK RMSNorm over all heads' features, norms on the sublayer outputs only
+    return config(
+        "olmo2", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, rms_norm_eps=EPS, rope_parameters=rope(),
+        tie_word_embeddings=False,
+    )  # fmt: skip
+
+
 # --- section: positions, activations and layer types -----------------------------------------
 
 

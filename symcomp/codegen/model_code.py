@@ -259,6 +259,10 @@ def _block_class(graph: Graph) -> tuple[ModuleClass, list[ModuleClass]]:
         "parallel_one_norm": "A parallel block with one shared norm: x + attn(norm(x)) + "
         "mlp(norm(x)).",
         "parallel_two_norms": "A parallel block: x + attn(attn_norm(x)) + mlp(mlp_norm(x)).",
+        "sandwich": "A sandwich block: x + attn_out_norm(attn(attn_norm(x))), then x + "
+        "mlp_out_norm(mlp(mlp_norm(x))).",
+        "post_sublayer_norm": "A block with norms on the sublayer outputs: x + "
+        "attn_out_norm(attn(x)), then x + mlp_out_norm(mlp(x)).",
     }[graph.arch.block]
     block = ModuleClass(
         "Block",

@@ -358,4 +358,5 @@ FAMILIES: dict[str, Family] = {
     # section norms (symcomp.hf.config_norms)
     "qwen3": Family(config_norms.BUILDERS["qwen3"], _CAUSAL),
     "granite": Family(config_norms.BUILDERS["granite"], _CAUSAL),
+    "olmo2": Family(config_norms.BUILDERS["olmo2"], _CAUSAL),
 }

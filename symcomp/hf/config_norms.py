@@ -125,4 +125,32 @@ def _granite(c: _Config) -> dict[str, Any]:
     }
 
 
-BUILDERS = {"qwen3": _qwen3, "granite": _granite}
+def _olmo2(c: _Config) -> dict[str, Any]:
+    # Olmo2DecoderLayer: x + post_attention_layernorm(attn(x)), then x +
+    # post_feedforward_layernorm(mlp(x)), no norm before a sublayer; Olmo2Attention: q_norm and
+    # k_norm (RMSNorm over all heads' features) on the projections, before RoPE.
+    if c.flag("attention_bias", False):
+        raise c.error(
+            "attention biases with QK-norm are not supported",
+            ("attention_bias",),
+            found="true",
+            accepted="false",
+        )
+    attention = _attention(c, bias=False)
+    attention["qk_norm"] = "full_width"
+    return {
+        "kind": "causal_lm",
+        "vocab_size": c.integer("vocab_size"),
+        "max_positions": c.integer("max_position_embeddings"),
+        "width": c.integer("hidden_size"),
+        "layers": c.integer("num_hidden_layers"),
+        "block": "post_sublayer_norm",
+        "norm": {"type": "rmsnorm", "eps": c.number("rms_norm_eps", 1e-5)},
+        "attention": attention,
+        "positions": _rope(c, _RopeKeys(partial=False)),
+        "mlp": _gated_mlp(c),
+        "embeddings": {"tied": c.flag("tie_word_embeddings", False)},
+    }
+
+
+BUILDERS = {"qwen3": _qwen3, "granite": _granite, "olmo2": _olmo2}
