@@ -15,6 +15,7 @@ saves a random float64 checkpoint of it, runs ``symcomp reduce --hf`` on it, and
 from __future__ import annotations
 
 import importlib
+import types
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +112,71 @@ def _olmo2() -> transformers.PretrainedConfig:
         num_key_value_heads=2, rms_norm_eps=EPS, rope_parameters=rope(),
         tie_word_embeddings=False,
     )  # fmt: skip
+
+
+@family("cohere")
+def _cohere() -> transformers.PretrainedConfig:
+    # parallel block with one bias-free LayerNorm, adjacent rotary pairs, logit_scale, tied
+    return config(
+        "cohere", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, layer_norm_eps=EPS, rope_parameters=rope(),
+        logit_scale=0.3, tie_word_embeddings=True,
+    )  # fmt: skip
+
+
+def _cohere_layernorm_float64(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = x - x.mean(-1, keepdim=True)
+    return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+def float64_norms_family_(model: nn.Module) -> None:
+    """The norms and rotary tables of this section's families in float64 (same formulas):
+    CohereLayerNorm, and Cohere's interleaved cos/sin (float64_rope_ writes split halves)."""
+    for module in model.modules():
+        name = type(module).__name__
+        if name == "CohereLayerNorm":
+            module.forward = types.MethodType(_cohere_layernorm_float64, module)
+        elif name == "CohereRotaryEmbedding":
+            dim = 2 * module.inv_freq.numel()
+            base = module.config.rope_parameters["rope_theta"]
+            inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+
+            def forward(x, position_ids, inv_freq=inv_freq):
+                freqs = position_ids[..., None].double() * inv_freq
+                emb = torch.repeat_interleave(freqs, 2, dim=-1)
+                return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+            module.forward = forward
+        elif name == "CohereAttention":
+            _swap_global_(module, "apply_rotary_pos_emb", _cohere_rotary_float64)
+
+
+def _swap_global_(module: nn.Module, name: str, replacement: Callable) -> None:
+    """Run ``module``'s forward with its modeling file's global ``name`` replaced (this model
+    instance only: the stock model keeps transformers' own)."""
+    globals_of = sys.modules[type(module).__module__]
+    forward = module.forward
+
+    def wrapped(*args, **kwargs):
+        original = getattr(globals_of, name)
+        setattr(globals_of, name, replacement)
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            setattr(globals_of, name, original)
+
+    module.forward = wrapped
+
+
+def _cohere_rotary_float64(q, k, cos, sin, unsqueeze_dim=1):
+    """Cohere's apply_rotary_pos_emb without its .float() (interleaved pairs)."""
+    from transformers.models.cohere.modeling_cohere import rotate_half
+
+    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+PATCHES.append(float64_norms_family_)
 
 
 # --- section: positions, activations and layer types -----------------------------------------

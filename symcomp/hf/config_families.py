@@ -359,4 +359,5 @@ FAMILIES: dict[str, Family] = {
     "qwen3": Family(config_norms.BUILDERS["qwen3"], _CAUSAL),
     "granite": Family(config_norms.BUILDERS["granite"], _CAUSAL),
     "olmo2": Family(config_norms.BUILDERS["olmo2"], _CAUSAL),
+    "cohere": Family(config_norms.BUILDERS["cohere"], _CAUSAL),
 }

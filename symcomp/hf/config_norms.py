@@ -153,4 +153,39 @@ def _olmo2(c: _Config) -> dict[str, Any]:
     }
 
 
-BUILDERS = {"qwen3": _qwen3, "granite": _granite, "olmo2": _olmo2}
+def _cohere(c: _Config) -> dict[str, Any]:
+    # CohereDecoderLayer: x + attn(n(x)) + mlp(n(x)) with one CohereLayerNorm (mean-subtracted,
+    # weight only); rotate_half pairs (2i, 2i + 1); CohereForCausalLM: logits * logit_scale.
+    c.require(
+        "use_qk_norm",
+        False,
+        "Cohere's QK-norm (a LayerNorm per head with each head's own gain) is not supported",
+    )
+    rope = _rope(c, _RopeKeys(partial=False))
+    rope["pair_layout"] = "adjacent"
+    scale = c.raw("logit_scale", 0.0625)
+    return {
+        "kind": "causal_lm",
+        "vocab_size": c.integer("vocab_size"),
+        "max_positions": c.integer("max_position_embeddings"),
+        "width": c.integer("hidden_size"),
+        "layers": c.integer("num_hidden_layers"),
+        "block": "parallel_one_norm",
+        "norm": {"type": "layernorm", "eps": c.number("layer_norm_eps", 1e-5), "bias": False},
+        "attention": _attention(c, bias=c.flag("attention_bias", False)),
+        "positions": rope,
+        "mlp": _gated_mlp(c),
+        "embeddings": {
+            "tied": c.flag("tie_word_embeddings", True),
+            # logits * None would fail in transformers: null is refused as a non-number
+            "logit_scale": c.number("logit_scale", 0.0625) if scale is not None else 1.0,
+        },
+    }
+
+
+BUILDERS = {
+    "qwen3": _qwen3,
+    "granite": _granite,
+    "olmo2": _olmo2,
+    "cohere": _cohere,
+}

@@ -19,7 +19,15 @@ def name_tables(llama_like: list[Row]) -> dict[str, list[Row]]:
         "olmo2": [_olmo2_row(row) for row in llama_like if "input_layernorm" not in row[0]]
         + _QK_NORMS
         + [_POST_FF],
+        "cohere": [_cohere_row(row) for row in llama_like if "post_attention" not in row[0]],
     }
+
+
+def _cohere_row(row: Row) -> Row:
+    # one input_layernorm feeds attention and MLP (a parallel block with one norm)
+    if "input_layernorm" in row[0]:
+        return (row[0], "layers.{i}.norm.gain", row[2])
+    return row
 
 
 def _olmo2_row(row: Row) -> Row:
@@ -35,5 +43,6 @@ _POST_FF: Row = (
     "copy",
 )
 
-BUFFERS: dict[str, list[str]] = {"qwen3": [], "granite": [], "olmo2": []}
-BASE_PREFIX: dict[str, str] = {"qwen3": "model.", "granite": "model.", "olmo2": "model."}
+FAMILIES = ("qwen3", "granite", "olmo2", "cohere")
+BUFFERS: dict[str, list[str]] = {family: [] for family in FAMILIES}
+BASE_PREFIX: dict[str, str] = {family: "model." for family in FAMILIES}
