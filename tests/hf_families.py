@@ -15,7 +15,6 @@ saves a random float64 checkpoint of it, runs ``symcomp reduce --hf`` on it, and
 from __future__ import annotations
 
 import importlib
-import types
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -124,6 +123,9 @@ def _cohere() -> transformers.PretrainedConfig:
     )  # fmt: skip
 
 
+import functools  # noqa: E402 (this section's own imports)
+
+
 def _cohere_layernorm_float64(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x - x.mean(-1, keepdim=True)
     return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
@@ -135,7 +137,7 @@ def float64_norms_family_(model: nn.Module) -> None:
     for module in model.modules():
         name = type(module).__name__
         if name == "CohereLayerNorm":
-            module.forward = types.MethodType(_cohere_layernorm_float64, module)
+            module.forward = functools.partial(_cohere_layernorm_float64, module)
         elif name == "CohereRotaryEmbedding":
             dim = 2 * module.inv_freq.numel()
             base = module.config.rope_parameters["rope_theta"]
