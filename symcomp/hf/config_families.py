@@ -360,4 +360,5 @@ FAMILIES: dict[str, Family] = {
     "granite": Family(config_norms.BUILDERS["granite"], _CAUSAL),
     "olmo2": Family(config_norms.BUILDERS["olmo2"], _CAUSAL),
     "cohere": Family(config_norms.BUILDERS["cohere"], _CAUSAL),
+    "gemma2": Family(config_norms.BUILDERS["gemma2"], _CAUSAL),
 }

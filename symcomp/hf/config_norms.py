@@ -183,7 +183,58 @@ def _cohere(c: _Config) -> dict[str, Any]:
     }
 
 
+def _gemma2(c: _Config) -> dict[str, Any]:
+    # Gemma2DecoderLayer: x + post_attention_layernorm(attn(input_layernorm(x))), then x +
+    # post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x))); Gemma2RMSNorm times
+    # (1 + w); embeddings times sqrt(hidden_size); logits q k^T * query_pre_attn_scalar^-0.5,
+    # soft-capped by attn_logit_softcapping; final logits soft-capped by
+    # final_logit_softcapping; layer_types default: sliding on even layers.
+    c.require(
+        "use_bidirectional_attention", False, "bidirectional Gemma2 attention is not supported"
+    )
+    layers = c.integer("num_hidden_layers")
+    attention = _attention(
+        c, bias=c.flag("attention_bias", False), kv_default=4, head_dim_default=256
+    )
+    attention["scale"] = c.number("query_pre_attn_scalar", 256) ** -0.5
+    attention["softcap"] = _optional_number(c, "attn_logit_softcapping", 50.0)
+    window = (
+        None if c.raw("sliding_window", 4096) is None else c.integer("sliding_window", default=4096)
+    )
+    types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+    return {
+        "kind": "causal_lm",
+        "vocab_size": c.integer("vocab_size"),
+        "max_positions": c.integer("max_position_embeddings"),
+        "width": c.integer("hidden_size"),
+        "layers": layers,
+        "block": "sandwich",
+        "norm": {"type": "rmsnorm", "eps": c.number("rms_norm_eps", 1e-6), "gain": "one_plus_w"},
+        "attention": _window_attention(c, attention, window, types),
+        "positions": _rope(c, _RopeKeys(partial=False)),
+        "mlp": {
+            "hidden": c.integer("intermediate_size"),
+            "activation": _act(c, "hidden_activation", "gelu_pytorch_tanh"),
+            "gated": True,
+            "bias": False,
+        },
+        "embeddings": {
+            "tied": c.flag("tie_word_embeddings", True),
+            "scale": "sqrt(width)",
+            "logit_softcap": _optional_number(c, "final_logit_softcapping", 30.0),
+        },
+    }
+
+
+def _optional_number(c: _Config, key: str, default: float) -> float | None:
+    """A number, or None where the config says null (no soft-capping)."""
+    if c.present(key) and c.raw(key) is None:
+        return None
+    return c.number(key, default)
+
+
 BUILDERS = {
+    "gemma2": _gemma2,
     "qwen3": _qwen3,
     "granite": _granite,
     "olmo2": _olmo2,

@@ -20,7 +20,22 @@ def name_tables(llama_like: list[Row]) -> dict[str, list[Row]]:
         + _QK_NORMS
         + [_POST_FF],
         "cohere": [_cohere_row(row) for row in llama_like if "post_attention" not in row[0]],
+        "gemma2": [_gemma2_row(row) for row in llama_like] + [_POST_FF, _PRE_FF],
     }
+
+
+_PRE_FF: Row = (
+    "model.layers.{i}.pre_feedforward_layernorm.weight",
+    "layers.{i}.mlp_norm.gain",
+    "copy",
+)
+
+
+def _gemma2_row(row: Row) -> Row:
+    # a sandwich: post_attention_layernorm normalizes the attention output
+    if "post_attention_layernorm" in row[0]:
+        return (row[0], "layers.{i}.attn_out_norm.gain", row[2])
+    return row
 
 
 def _cohere_row(row: Row) -> Row:
@@ -43,6 +58,7 @@ _POST_FF: Row = (
     "copy",
 )
 
-FAMILIES = ("qwen3", "granite", "olmo2", "cohere")
+FAMILIES = ("qwen3", "granite", "olmo2", "cohere", "gemma2")
 BUFFERS: dict[str, list[str]] = {family: [] for family in FAMILIES}
+BUFFERS["gemma2"] = [r"model\.embed_tokens\.embed_scale"]
 BASE_PREFIX: dict[str, str] = {family: "model." for family in FAMILIES}

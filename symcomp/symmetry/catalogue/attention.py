@@ -144,8 +144,9 @@ def key_bias_shift(facts: Facts) -> Iterator[GroupInfo]:
     softmax ignores it. A rotated dim would turn ``t`` with the key's position: only the ``k - r``
     fixed dims shift."""
     p = _attention_params(facts)
-    if not p["b_K"]:
-        return
+    capped = any(op.kind == "scores" and op.attr("softcap") for op in facts.graph.ops)
+    if not p["b_K"] or capped or _qk_normed(facts):
+        return  # a soft-cap (tanh) or a key norm does not pass a per-query constant on
     rope = _has_rope(facts)
     group = _custom(
         "key_bias_shift",
