@@ -432,9 +432,9 @@ def _block_pre_norm(b: _Builder, i: int, x: str) -> str:
 
 def _block_post_norm(b: _Builder, i: int, x: str) -> str:
     """n1(x + attn(x)), then n2(x + mlp(x)) (BERT)."""
-    x = b.add(x, _attention(b, i, x), f"L{i}.attn_resid")
+    x = b.add(x, b.residual_scale(_attention(b, i, x)), f"L{i}.attn_resid")
     x = b.norm(f"layers.{i}.attn_norm", x, f"L{i}.attn_norm")
-    x = b.add(x, _mlp(b, i, x), f"L{i}.mlp_resid")
+    x = b.add(x, b.residual_scale(_mlp(b, i, x)), f"L{i}.mlp_resid")
     return b.norm(f"layers.{i}.mlp_norm", x, f"L{i}.out")
 
 
