@@ -52,6 +52,11 @@ CONFIGS: dict[str, Callable[[], transformers.PretrainedConfig]] = {}
 Patch = Callable[[nn.Module], None]
 PATCHES: list[Patch] = [hf_tiny.float64_norms_, hf_tiny.float64_rope_]
 """What lifts transformers' float32 islands to float64 (same formulas), applied in order."""
+STOCK_TOLERANCE: dict[str, float] = {}
+"""family -> a wider stock tolerance, where transformers' own float32 islands measurably exceed
+STOCK_TOL at the tiny generic point (each entry says what it measured)."""
+ATTENTION: dict[str, str] = {}
+"""model_type -> attn_implementation, for families without SDPA (default: sdpa)."""
 
 
 def family(name: str):
@@ -82,6 +87,158 @@ def rope(fraction: float = 1.0) -> dict[str, Any]:
 # --- section: norms, caps and multipliers ----------------------------------------------------
 
 
+@family("qwen3")
+def _qwen3() -> transformers.PretrainedConfig:
+    # GQA (4 query heads, 2 kv heads of width 4), per-head QK RMSNorm, untied
+    return config(
+        "qwen3", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=4, rms_norm_eps=EPS, rope_parameters=rope(),
+        tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+@family("granite")
+def _granite() -> transformers.PretrainedConfig:
+    # every multiplier away from 1, attention_multiplier away from head_dim^-0.5
+    return config(
+        "granite", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, rms_norm_eps=EPS, rope_parameters=rope(),
+        tie_word_embeddings=False, embedding_multiplier=3.0, residual_multiplier=0.7,
+        attention_multiplier=0.3, logits_scaling=2.5,
+    )  # fmt: skip
+
+
+@family("olmo2")
+def _olmo2() -> transformers.PretrainedConfig:
+    # GQA, QK RMSNorm over all heads' features, norms on the sublayer outputs only
+    return config(
+        "olmo2", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, rms_norm_eps=EPS, rope_parameters=rope(),
+        tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+@family("cohere")
+def _cohere() -> transformers.PretrainedConfig:
+    # parallel block with one bias-free LayerNorm, adjacent rotary pairs, logit_scale, tied
+    return config(
+        "cohere", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, layer_norm_eps=EPS, rope_parameters=rope(),
+        logit_scale=0.3, tie_word_embeddings=True,
+    )  # fmt: skip
+
+
+import functools  # noqa: E402 (this section's own imports)
+
+
+def _cohere_layernorm_float64(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = x - x.mean(-1, keepdim=True)
+    return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+def float64_norms_family_(model: nn.Module) -> None:
+    """The norms and rotary tables of this section's families in float64 (same formulas):
+    CohereLayerNorm, and Cohere's interleaved cos/sin (float64_rope_ writes split halves)."""
+    for module in model.modules():
+        name = type(module).__name__
+        if name == "CohereLayerNorm":
+            module.forward = functools.partial(_cohere_layernorm_float64, module)
+        elif name == "CohereRotaryEmbedding":
+            dim = 2 * module.inv_freq.numel()
+            base = module.config.rope_parameters["rope_theta"]
+            inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+
+            def forward(x, position_ids, inv_freq=inv_freq):
+                freqs = position_ids[..., None].double() * inv_freq
+                emb = torch.repeat_interleave(freqs, 2, dim=-1)
+                return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+            module.forward = forward
+        elif name == "CohereAttention":
+            _swap_global_(module, "apply_rotary_pos_emb", _cohere_rotary_float64)
+
+
+def _swap_global_(module: nn.Module, name: str, replacement: Callable) -> None:
+    """Run ``module``'s forward with its modeling file's global ``name`` replaced (this model
+    instance only: the stock model keeps transformers' own)."""
+    globals_of = sys.modules[type(module).__module__]
+    forward = module.forward
+
+    def wrapped(*args, **kwargs):
+        original = getattr(globals_of, name)
+        setattr(globals_of, name, replacement)
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            setattr(globals_of, name, original)
+
+    module.forward = wrapped
+
+
+def _cohere_rotary_float64(q, k, cos, sin, unsqueeze_dim=1):
+    """Cohere's apply_rotary_pos_emb without its .float() (interleaved pairs)."""
+    from transformers.models.cohere.modeling_cohere import rotate_half
+
+    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+@family("gemma2")
+def _gemma2() -> transformers.PretrainedConfig:
+    # 2 layers (sliding, then full), window 3 < T, soft-caps small enough to bend the logits,
+    # query_pre_attn_scalar away from head_dim, GQA
+    return config(
+        "gemma2", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=4, rms_norm_eps=EPS, rope_parameters=rope(),
+        num_hidden_layers=2, sliding_window=3, query_pre_attn_scalar=7,
+        attn_logit_softcapping=1.5, final_logit_softcapping=2.0,
+    )  # fmt: skip
+
+
+ATTENTION["gemma2"] = "eager"  # Gemma2 has no SDPA path (soft-capping)
+# Stock Gemma2 runs its nine RMSNorms (weight included) and the eager softmax in float32: at
+# this point it is 1.7e-6 from its own float64 formulas (1.6e-6 with one layer; 3e-7 with the
+# norms alone lifted), while the generated models match the float64 formulas within 1e-14.
+STOCK_TOLERANCE["gemma2"] = 5e-6
+
+
+def _gemma2_rmsnorm_float64(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
+
+
+def _eager_float64(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                   softcap=None, **kwargs):  # fmt: skip
+    """Gemma2's eager attention with the softmax in the input's dtype (not float32)."""
+    from transformers.models.gemma2.modeling_gemma2 import repeat_kv
+
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    logits = query @ key.transpose(2, 3) * scaling
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    if attention_mask is not None:
+        logits = logits + attention_mask
+    probs = torch.softmax(logits, dim=-1)
+    return (probs @ value).transpose(1, 2).contiguous(), probs
+
+
+def float64_gemma2_(model: nn.Module) -> None:
+    """Gemma2's float32 islands in float64: its RMSNorm (1 + w), the eager softmax, and the
+    embedding scale (a float32 sqrt(width) buffer)."""
+    for module in model.modules():
+        name = type(module).__name__
+        if name == "Gemma2RMSNorm":
+            module.forward = functools.partial(_gemma2_rmsnorm_float64, module)
+        elif name == "Gemma2Attention":
+            _swap_global_(module, "eager_attention_forward", _eager_float64)
+        elif hasattr(module, "scalar_embed_scale"):
+            module.embed_scale.fill_(module.scalar_embed_scale)
+
+
+PATCHES.append(float64_norms_family_)
+PATCHES.append(float64_gemma2_)
+
+
 # --- section: positions, activations and layer types -----------------------------------------
 
 
@@ -100,14 +257,16 @@ def patch_float64_(model: nn.Module) -> nn.Module:
 def build(cfg: transformers.PretrainedConfig, seed: int = 0) -> nn.Module:
     """The float64 model of ``cfg`` (SDPA), every parameter drawn at random."""
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    attention = ATTENTION.get(cfg.model_type, "sdpa")
+    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation=attention)
     model = model.to(torch.float64).eval()
     randomize_(model, torch.Generator().manual_seed(seed))
     return model
 
 
 def load(folder: Path) -> nn.Module:
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa")
+    attention = ATTENTION.get(transformers.AutoConfig.from_pretrained(folder).model_type, "sdpa")
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attention)
     return model.to(torch.float64).eval()
 
 
@@ -140,7 +299,7 @@ def check_family(name: str, run_cli, tmp: Path) -> int:
         for model in (standard, reduced):
             got = model.log_probs(ids)
             assert float((got - expected).abs().max()) <= TOL
-            assert float((got - expected_stock).abs().max()) <= STOCK_TOL
+            assert float((got - expected_stock).abs().max()) <= STOCK_TOLERANCE.get(name, STOCK_TOL)
     assert sum(p.numel() for p in reduced.parameters()) == analysis.reduced_parameters
     assert sum(p.numel() for p in standard.parameters()) == sum(p.numel() for p in hf.parameters())
     measurement, _ = measure_nullity(

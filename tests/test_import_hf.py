@@ -199,7 +199,12 @@ def _import_tiny(tmp_path: Path, model_type: str, **overrides: Any) -> Architect
 
 
 def test_every_family_has_a_tiny_config() -> None:
-    assert set(TINY) == set(FAMILIES)
+    # the families of issue 24 register theirs in tests/hf_families.py
+    try:
+        import hf_families
+    except ImportError:  # tests/ became a package
+        from tests import hf_families
+    assert set(TINY) <= set(FAMILIES) <= set(TINY) | set(hf_families.CONFIGS)
 
 
 @pytest.mark.parametrize("model_type", TINY)

@@ -172,6 +172,14 @@ def canonical_element(
     if step.kind == "scale":
         rows = torch.argmax(Y.abs().masked_fill(taken, -1.0), dim=0)
         value = Y[rows, torch.arange(Y.shape[1])]
+        if group.commutes_with_rope:
+            # one factor per rotated pair: the pair's larger entry (over both columns) is pinned,
+            # the other column follows (its pivot -1: not pinned)
+            pairs, _ = rope_pairs(rope, Y.shape[1])
+            for a, b in pairs:
+                keep, drop = (a, b) if value[a].abs() >= value[b].abs() else (b, a)
+                value[drop] = value[keep]
+                rows[drop] = -1
         if bool((value == 0).any()):
             raise DegenerateError("a scaled column is zero")
         M = 1.0 / (value.abs() if group.positive else value)
@@ -292,6 +300,8 @@ def pinned(step: Step, group: Group, shape: tuple[int, int], pivots: Tensor, S: 
         values += [1.0 if j == p else 0.0 for j in range(n)]
     elif step.kind == "scale":
         for j, p in enumerate(pivots.tolist()):
+            if p < 0:
+                continue  # the other column of a rotated pair (one factor per pair)
             rows.append(p)
             cols.append(j)
             values.append(float(signs[j]) if signs is not None else 1.0)

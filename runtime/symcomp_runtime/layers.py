@@ -31,8 +31,10 @@ HEAD_SLICED: dict[str, int] = {
     "attn.W_V": 1,
     "attn.b_V": 1,
     "attn.W_O": 0,
+    "attn.q_norm.gain": 1,  # a query norm's gain over all heads (full-width QK-norm)
+    "attn.k_norm.gain": 1,
 }
-Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O")
+Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O", "attn.q_norm.gain")
 NEURON_SLICED = {"mlp.W_up": 1, "mlp.b_up": 1, "mlp.W_gate": 1, "mlp.b_gate": 1, "mlp.W_down": 0}
 
 

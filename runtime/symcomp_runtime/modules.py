@@ -21,6 +21,7 @@ __all__ = [
     "sizes_of",
     "split_heads",
     "weight",
+    "windowed",
     "zeros",
 ]
 
@@ -133,3 +134,12 @@ def alibi_slopes(heads: int) -> list[float]:
         extra = min(closest, heads - closest)
         slopes += [2.0 ** (-4.0 * i / closest) for i in range(1, 2 * extra, 2)]
     return slopes
+
+
+def windowed(layers: nn.ModuleList, *, window: int, sliding: tuple[int, ...]) -> nn.ModuleList:
+    """``layers`` with a sliding attention window on the listed layers (``attn.window``; the
+    others keep None: full attention), as a per-layer ``layer_types`` list says (Gemma2)."""
+    for i in sliding:
+        if i < len(layers):
+            layers[i].attn.window = window
+    return layers

@@ -39,7 +39,7 @@ from symcomp.spec.groups import HEAD_SLICED, NEURON_SLICED
 from symcomp.spec.model import Architecture
 from symcomp.spec.params import parameter_shapes
 
-_Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O")
+_Q_SLICED = ("attn.W_Q", "attn.b_Q", "attn.W_O", "attn.q_norm.gain")
 
 
 class ChartError(CodegenError):
@@ -147,7 +147,7 @@ def _chart_knows(group: GroupCode) -> bool:
         return False
     if group.kind == "GL":
         return not group.fixes_ones
-    return not group.commutes_with_rope
+    return group.kind == "scaling" or not group.commutes_with_rope
 
 
 class _Reach:

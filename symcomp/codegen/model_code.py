@@ -53,6 +53,7 @@ from symcomp.spec.model import AlibiPositions, RotaryPositions, Spec
 
 # what the runtime's modules module gives every model.py (it imports those it calls)
 RUNTIME_MODULES = (
+    "windowed",
     "alibi_slopes",
     "merge_heads",
     "ones",
@@ -107,6 +108,7 @@ class MaskInfo:
     window: bool
     alibi: bool
     docstring: str
+    per_layer: bool = False  # the window differs between layers (an attribute of each layer)
 
 
 # --- classes ----------------------------------------------------------------------------------
@@ -121,8 +123,11 @@ def _norm_ops(graph: Graph) -> dict[str, OpNode]:
     return out
 
 
-def _norm_constructor(op: OpNode) -> str:
-    return f"Norm(s.width, eps={float(op.attr('eps'))!r}, **factory)"
+def _norm_constructor(op: OpNode, graph: Graph | None = None) -> str:
+    width = "s.width"
+    if graph is not None:  # a QK-norm's gain is as wide as one head, or all of them
+        width = _axis_size(graph.param[_node(op, "gain")].axes[0], graph.sizes)
+    return f"Norm({width}, eps={float(op.attr('eps'))!r}, **factory)"
 
 
 def _param_init(graph: Graph, name: str) -> str:
@@ -149,11 +154,17 @@ def _submodules(graph: Graph, names: Sequence[str], prefix: str) -> list[str]:
 def _param_attrs(graph: Graph, path: str) -> tuple[Assign, ...]:
     """The plain parameters of the module at ``path``, in order, shaped in sizes."""
     prefix = path + "."
-    return tuple(
-        Assign(p.removeprefix(prefix), _param_init(graph, p))
-        for p in graph.param
-        if p.startswith(prefix) and "." not in p.removeprefix(prefix)
-    )
+    norms = _norm_ops(graph)
+    out: list[Assign] = []
+    for p in graph.param:
+        if not p.startswith(prefix):
+            continue
+        child = p.removeprefix(prefix).split(".")[0]
+        if "." not in p.removeprefix(prefix):
+            out.append(Assign(child, _param_init(graph, p)))
+        elif prefix + child in norms and all(a.name != child for a in out):
+            out.append(Assign(child, _norm_constructor(norms[prefix + child], graph)))
+    return tuple(out)
 
 
 def _container(graph: Graph, path: str, name: str, doc: str) -> ModuleClass:
@@ -209,10 +220,13 @@ def _sublayer_class(graph: Graph, part: str, ops: list[OpNode]) -> ModuleClass:
     body = _returning(_layout(list(_statements(scope, ops))), scope.value(ops[-1].output))
     doc = _attention_doc(graph) if part == "attn" else _mlp_doc(graph)
     what = "attention" if part == "attn" else "MLP"
+    attrs = _param_attrs(graph, path)
+    if part == "attn" and _window_layers(graph):  # set per layer by Model (windowed)
+        attrs += (Assign("window", "None"),)
     return ModuleClass(
         CLASS_NAMES[part],
         _docstring(doc, 4),
-        _param_attrs(graph, path),
+        attrs,
         forward_doc=f"x (B, T, width) -> the {what} output (B, T, width).",
         forward=body,
         uses_sizes=_uses_sizes(body),
@@ -250,6 +264,10 @@ def _block_class(graph: Graph) -> tuple[ModuleClass, list[ModuleClass]]:
         "parallel_one_norm": "A parallel block with one shared norm: x + attn(norm(x)) + "
         "mlp(norm(x)).",
         "parallel_two_norms": "A parallel block: x + attn(attn_norm(x)) + mlp(mlp_norm(x)).",
+        "sandwich": "A sandwich block: x + attn_out_norm(attn(attn_norm(x))), then x + "
+        "mlp_out_norm(mlp(mlp_norm(x))).",
+        "post_sublayer_norm": "A block with norms on the sublayer outputs: x + "
+        "attn_out_norm(attn(x)), then x + mlp_out_norm(mlp(x)).",
     }[graph.arch.block]
     block = ModuleClass(
         "Block",
@@ -261,10 +279,18 @@ def _block_class(graph: Graph) -> tuple[ModuleClass, list[ModuleClass]]:
     return block, sublayers
 
 
+def _window_layers(graph: Graph) -> list[int]:
+    """The layers with a sliding window, where only some have one (else empty)."""
+    windows = [op.attr("window") for op in graph.ops if op.kind == "scores"]
+    if len(set(windows)) < 2:
+        return []
+    return [i for i, w in enumerate(windows) if w is not None]
+
+
 def _model_parts(graph: Graph) -> tuple[tuple[Assign, ...], tuple[str, ...], list[ModuleClass]]:
     """Model's submodules, its forward body, and the container classes it uses."""
     ops = [op for op in graph.ops if op.kind != "log_softmax"]
-    assert ops[-1].kind == "unembed", "the graph's logits come last"
+    assert any(op.kind == "unembed" for op in ops), "the graph has logits"
     (log_softmax,) = [op for op in graph.ops if op.kind == "log_softmax"]
     assert _node(log_softmax, "x") == ops[-1].output and log_softmax.output == graph.output
     last = graph.sizes.layers - 1
@@ -287,9 +313,13 @@ def _model_parts(graph: Graph) -> tuple[tuple[Assign, ...], tuple[str, ...], lis
     classes: list[ModuleClass] = []
     for child in _submodules(graph, list(graph.param), ""):
         if child == "layers":
-            attrs.append(
-                Assign("layers", "nn.ModuleList(Block(s, **factory) for _ in range(s.layers))")
-            )
+            layers = "nn.ModuleList(Block(s, **factory) for _ in range(s.layers))"
+            sliding = _window_layers(graph)
+            if sliding:
+                window = graph.arch.attention.sliding_window
+                args = (layers, f"window={window}", f"sliding={tuple(sliding)}")
+                layers = "windowed(\n" + "".join(f"{12 * ' '}{a},\n" for a in args) + 8 * " " + ")"
+            attrs.append(Assign("layers", layers))
         elif child in norms:
             attrs.append(Assign(child, _norm_constructor(norms[child])))
         else:
@@ -348,12 +378,12 @@ def _rope_info(graph: Graph) -> RopeInfo | None:
 
 def _mask_info(graph: Graph) -> MaskInfo | None:
     scores = [op for op in graph.ops if op.kind == "scores"]
-    kinds = {
-        (op.attr("causal"), op.attr("window") is not None, op.attr("alibi_slopes") is not None)
-        for op in scores
-    }
+    kinds = {(op.attr("causal"), op.attr("alibi_slopes") is not None) for op in scores}
     assert len(kinds) == 1, kinds
-    ((causal, window, alibi),) = kinds
+    ((causal, alibi),) = kinds
+    windows = {op.attr("window") for op in scores}
+    window, per_layer = windows != {None}, len(windows) > 1
+    assert not (per_layer and alibi), "per-layer windows with ALiBi"
     if not (window or alibi):
         return None  # is_causal (or no mask at all) says it
     rules = ["j <= i"] * causal + ["j > i - window"] * window
@@ -364,7 +394,9 @@ def _mask_info(graph: Graph) -> MaskInfo | None:
         )
     else:
         doc = f"Which keys j query i attends to (True: attends): {allowed}."
-    return MaskInfo(causal, window, alibi, _docstring([doc], 4))
+    if per_layer:
+        doc = doc.removesuffix(".") + " (the window: where a layer has one)."
+    return MaskInfo(causal, window, alibi, _docstring([doc], 4), per_layer)
 
 
 def _module_doc(spec: Spec) -> str:
@@ -451,7 +483,7 @@ def render_model(
     sizes = graph.sizes
     norm, mask = _norm_info(graph), _mask_info(graph)
     code = [*model_forward, *(ln for c in classes for ln in c.forward)]
-    values = [a.value for c in classes for a in c.attrs]
+    values = [a.value for c in classes for a in c.attrs] + [a.value for a in model_attrs]
     text = render(
         "model.py.j2",
         module_doc=_module_doc(spec),

@@ -145,11 +145,18 @@ def _emit_unembed(scope: _Scope, op: OpNode) -> Statement:
     return _assign(scope, op, _matmul(scope, op), comment)
 
 
+def _scale_code(graph: Graph, scores: OpNode) -> str:
+    """The attention scale: head_width^-0.5 in the sizes, or the spec's own constant."""
+    if graph.arch.attention.scale is None:
+        k = graph.sizes.head_width
+        assert math.isclose(scores.attr("scale"), k**-0.5, rel_tol=1e-15), scores.name
+        return "s.head_width**-0.5"
+    return repr(float(scores.attr("scale")))
+
+
 def _check_scores(graph: Graph, scores: OpNode) -> None:
-    """The attention scale and ALiBi slopes must be the size-dependent ones we emit."""
-    k, h = graph.sizes.head_width, graph.sizes.heads
-    if not math.isclose(scores.attr("scale"), k**-0.5, rel_tol=1e-15):
-        raise NotImplementedError(f"{scores.name}: scale {scores.attr('scale')} is not k^-0.5")
+    """The ALiBi slopes must be the size-dependent ones we emit."""
+    h = graph.sizes.heads
     slopes = scores.attr("alibi_slopes")
     if slopes is not None and tuple(slopes) != alibi_slopes(h):
         raise NotImplementedError(f"{scores.name}: ALiBi slopes are not those of {h} heads")
@@ -169,8 +176,13 @@ def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
     assert mixed.attr("group") == scores.attr("group")
     _check_scores(scope.graph, scores)
     causal, window = scores.attr("causal"), scores.attr("window")
+    per_layer = len({op.attr("window") for op in scope.graph.ops if op.kind == "scores"}) > 1
+    if per_layer:
+        window = "self.window"
     alibi = scores.attr("alibi_slopes") is not None
     q = scope.read(scores, "q")
+    if scores.attr("softcap") is not None:
+        return _explicit_attention(scope, scores, mixed, window)
     lines: list[str] = []
     args = [q, scope.read(scores, "k"), scope.read(mixed, "v")]
     what = ["causal" if causal else "bidirectional"]
@@ -185,13 +197,43 @@ def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
         what += [f"a sliding window of {window}"] * (window is not None) + ["ALiBi"] * alibi
     elif causal:
         args.append("is_causal=True")
-    args += ["scale=s.head_width**-0.5", "enable_gqa=s.kv_heads < s.heads"]
+    args += [f"scale={_scale_code(scope.graph, scores)}", "enable_gqa=s.kv_heads < s.heads"]
     lines += _call(scope.value(mixed.output), "F.scaled_dot_product_attention", args, explode=True)
     comment = f"scores, softmax and weighted sum, fused ({', '.join(what)})"
     return Statement(tuple(lines), comment)
 
 
+def _emit_softcap(scope: _Scope, op: OpNode) -> Statement:
+    cap = float(op.attr("cap"))
+    return _assign(scope, op, f"{cap!r} * torch.tanh({scope.read(op, 'x')} / {cap!r})", "soft-cap")
+
+
+def _explicit_attention(scope: _Scope, scores: OpNode, mixed: OpNode, window) -> Statement:
+    """Scores, soft-capped, masked, softmax and weighted sum, written out (SDPA has no soft-cap)."""
+    assert scores.attr("alibi_slopes") is None, "soft-capping with ALiBi"
+    q, k, v = scope.read(scores, "q"), scope.read(scores, "k"), scope.read(mixed, "v")
+    cap = float(scores.attr("softcap"))
+    T = f"{q}.shape[-2]"
+    if window is not None:
+        mask = _call("allowed", "attention_mask", [T, f"window={window}", f"device={q}.device"])
+    elif scores.attr("causal"):
+        mask = [f"allowed = torch.ones({T}, {T}, dtype=torch.bool, device={q}.device).tril()"]
+    else:
+        mask = []
+    lines = [
+        "group = s.heads // s.kv_heads  # key/value head g serves query heads g * group ...",
+        f"logits = {q} @ {k}.repeat_interleave(group, dim=1).transpose(-2, -1)",
+        f"logits = {cap!r} * torch.tanh(logits * {_scale_code(scope.graph, scores)} / {cap!r})",
+        *mask,
+        *(['logits = logits.masked_fill(~allowed, float("-inf"))'] if mask else []),
+        f"{scope.value(mixed.output)} = torch.softmax(logits, dim=-1) @ "
+        f"{v}.repeat_interleave(group, dim=1)",
+    ]
+    return Statement(tuple(lines), "scores (soft-capped), softmax and weighted sum")
+
+
 EMITTERS: dict[str, Callable[[_Scope, OpNode], Statement]] = {
+    "softcap": _emit_softcap,
     "embed": _emit_embed,
     "norm": _emit_norm,
     "add": _emit_add,
@@ -288,7 +330,8 @@ def _check_layers_alike(graph: Graph) -> None:
         return [
             (
                 op.kind,
-                op.attrs,
+                # a per-layer window is an attribute of each layer's attention (windowed)
+                tuple(a for a in op.attrs if op.kind != "scores" or a[0] != "window"),
                 rename(op.output),
                 tuple((i.slot, rename(i.node)) for i in op.inputs),
             )

@@ -99,9 +99,11 @@ def _axis_size(axis: Axis, sizes: Sizes) -> str:
         value = sizes.positions + offset
     elif axis.kind == "token_types":  # a constant of the spec, not a size
         code, value = str(axis.size), axis.size
-    elif axis.kind in ("qk", "v") and axis.point in ("q", "merged"):
+    elif axis.kind in ("qk", "v") and axis.point in ("q", "merged", "q_norm"):
         code, value = heads, sizes.heads * sizes.head_width
-    elif axis.kind in ("qk", "v") and axis.point in ("k", "v"):
+    elif axis.kind == "qk" and axis.point == "head":  # a per-head QK-norm's gain
+        code, value = "s.head_width", sizes.head_width
+    elif axis.kind in ("qk", "v") and axis.point in ("k", "v", "k_norm"):
         code, value = kv, sizes.kv_heads * sizes.head_width
     else:
         raise NotImplementedError(f"no size expression for the parameter axis {axis}")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from symcomp.hf import config_norms
 from symcomp.hf.config_pieces import (
     ACTIVATIONS,
     _activation,
@@ -354,4 +355,10 @@ FAMILIES: dict[str, Family] = {
     # layerdrop skips layers during training only.
     "opt": Family(_opt, _CAUSAL | {"layerdrop"}),
     "gemma": Family(_gemma, _CAUSAL),
+    # section norms (symcomp.hf.config_norms)
+    "qwen3": Family(config_norms.BUILDERS["qwen3"], _CAUSAL),
+    "granite": Family(config_norms.BUILDERS["granite"], _CAUSAL),
+    "olmo2": Family(config_norms.BUILDERS["olmo2"], _CAUSAL),
+    "cohere": Family(config_norms.BUILDERS["cohere"], _CAUSAL),
+    "gemma2": Family(config_norms.BUILDERS["gemma2"], _CAUSAL),
 }

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from symcomp.errors import SpecError
+from symcomp.hf import weights_norms
 from symcomp.spec.model import Spec
 from symcomp.spec.params import parameter_shapes, sizes_of
 
@@ -232,6 +233,7 @@ NAME_TABLES: dict[str, list[Row]] = {
     ],
 }
 """model_type -> rows (transformers pattern, our pattern, transform)."""
+NAME_TABLES.update(weights_norms.name_tables(_LLAMA_LIKE))
 
 # Tensors that checkpoints may hold but that are not parameters (regular expressions).
 _COMMON_BUFFERS = [r".*\.rotary_emb\.inv_freq", r".*\.inv_freq", r".*\.original_inv_freq"]
@@ -248,6 +250,7 @@ BUFFERS: dict[str, list[str]] = {
     "qwen2": [],
     "phi": [],
     "gemma": [r"model\.embed_tokens\.embed_scale"],
+    **weights_norms.BUFFERS,
 }
 
 
@@ -264,6 +267,7 @@ BASE_PREFIX: dict[str, str] = {
     "gpt_neox": "gpt_neox.",
     "phi": "model.",
     "opt": "model.",
+    **weights_norms.BASE_PREFIX,
 }
 
 

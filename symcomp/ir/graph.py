@@ -240,6 +240,21 @@ class _Builder:
         attrs = {"type": norm.type, "eps": norm.eps, "gain_form": norm.gain}
         return self.op("norm", out, (BATCH, SEQ, axis), inputs, **attrs)
 
+    def qk_norm(self, prefix: str, x: str, out: str, axis: Axis, out_axes: Axes) -> str:
+        """A query or key norm: the model's norm over the last axis (one head, or all heads)."""
+        norm = self.arch.norm
+        inputs: dict[str, str | tuple[str, Axes]] = {"x": x, "gain": (f"{prefix}.gain", (axis,))}
+        attrs = {"type": norm.type, "eps": norm.eps, "gain_form": norm.gain}
+        return self.op("norm", out, out_axes, inputs, **attrs)
+
+    def residual_scale(self, y: str) -> str:
+        """A sublayer's output times the residual multiplier (Granite), or as it is."""
+        factor = self.arch.residual_scale
+        if factor == 1.0:
+            return y
+        axes = (BATCH, SEQ, self.resid(f"{y}.scaled"))
+        return self.op("scale", f"{y}.scaled", axes, {"x": y}, factor=factor, expr=repr(factor))
+
     def add(self, x: str, y: str, out: str) -> str:
         return self.op("add", out, (BATCH, SEQ, self.resid(out)), {"x": x, "y": y})
 
@@ -338,9 +353,15 @@ def _attention(b: _Builder, i: int, x: str) -> str:
         flat = Axis(kind, n * k, (i,), name, blocks)  # qk[i]@q, qk[i]@k, v[i]@v
         proj = name.upper()
         y = b.linear(x, f"{P}.W_{proj}", f"{P}.b_{proj}", f"{L}.{name}", flat)
+        qk_norm = arch.attention.qk_norm if kind == "qk" else None
+        if qk_norm == "full_width":
+            normed = Axis(kind, n * k, (i,), f"{name}_norm", blocks)
+            y = b.qk_norm(f"{P}.{name}_norm", y, f"{L}.{name}_norm", normed, (BATCH, SEQ, normed))
         heads_axis = Axis("heads" if name == "q" else "kv_heads", n, (i,), name, blocks)
         axes = (BATCH, heads_axis, SEQ, Axis(kind, k, (i,), "head"))
         y = b.op("split_heads", f"{L}.{name}_heads", axes, {"x": y}, heads=n, head_width=k)
+        if qk_norm == "per_head":
+            y = b.qk_norm(f"{P}.{name}_norm", y, f"{L}.{name}_norm", axes[-1], axes)
         if kind == "qk" and isinstance(arch.positions, RotaryPositions):
             rope = arch.positions
             y = b.op(
@@ -359,10 +380,11 @@ def _attention(b: _Builder, i: int, x: str) -> str:
         f"{L}.scores",
         (BATCH, Axis("heads", h, (i,), "scores"), SEQ, KEYS),
         {"q": split["q"], "k": split["k"]},
-        scale=k**-0.5,
+        scale=arch.attention.scale or k**-0.5,
         group=group,
         causal=arch.kind == "causal_lm",
-        window=arch.attention.sliding_window,
+        window=_window(arch, i),
+        softcap=arch.attention.softcap,
         alibi_slopes=alibi_slopes(h) if isinstance(arch.positions, AlibiPositions) else None,
     )
     probs = b.op("softmax", f"{L}.probs", b.values[scores].axes, {"x": scores})
@@ -375,6 +397,12 @@ def _attention(b: _Builder, i: int, x: str) -> str:
     axes = (BATCH, SEQ, Axis("v", h * k, (i,), "merged", v_blocks))
     merged = b.op("merge_heads", f"{L}.merged", axes, {"x": mixed}, heads=h, head_width=k)
     return b.linear(merged, f"{P}.W_O", f"{P}.b_O", f"L{i}.attn_out", b.resid(f"L{i}.attn_out"))
+
+
+def _window(arch: Architecture, layer: int) -> int | None:
+    """The sliding window of one layer: every layer's, or only the listed layers'."""
+    layers = arch.attention.sliding_layers
+    return arch.attention.sliding_window if layers is None or layer in layers else None
 
 
 def _mlp(b: _Builder, i: int, x: str) -> str:
@@ -397,16 +425,16 @@ def _mlp(b: _Builder, i: int, x: str) -> str:
 def _block_pre_norm(b: _Builder, i: int, x: str) -> str:
     """x + attn(n1(x)), then x + mlp(n2(x)) (GPT-2, Llama, ...)."""
     h = b.norm(f"layers.{i}.attn_norm", x, f"L{i}.attn_norm")
-    x = b.add(x, _attention(b, i, h), f"L{i}.attn_resid")
+    x = b.add(x, b.residual_scale(_attention(b, i, h)), f"L{i}.attn_resid")
     h = b.norm(f"layers.{i}.mlp_norm", x, f"L{i}.mlp_norm")
-    return b.add(x, _mlp(b, i, h), f"L{i}.out")
+    return b.add(x, b.residual_scale(_mlp(b, i, h)), f"L{i}.out")
 
 
 def _block_post_norm(b: _Builder, i: int, x: str) -> str:
     """n1(x + attn(x)), then n2(x + mlp(x)) (BERT)."""
-    x = b.add(x, _attention(b, i, x), f"L{i}.attn_resid")
+    x = b.add(x, b.residual_scale(_attention(b, i, x)), f"L{i}.attn_resid")
     x = b.norm(f"layers.{i}.attn_norm", x, f"L{i}.attn_norm")
-    x = b.add(x, _mlp(b, i, x), f"L{i}.mlp_resid")
+    x = b.add(x, b.residual_scale(_mlp(b, i, x)), f"L{i}.mlp_resid")
     return b.norm(f"layers.{i}.mlp_norm", x, f"L{i}.out")
 
 
@@ -417,11 +445,25 @@ def _block_parallel(b: _Builder, i: int, x: str) -> str:
     else:
         h_attn = b.norm(f"layers.{i}.attn_norm", x, f"L{i}.attn_norm")
         h_mlp = b.norm(f"layers.{i}.mlp_norm", x, f"L{i}.mlp_norm")
-    x = b.add(x, _attention(b, i, h_attn), f"L{i}.attn_resid")
-    return b.add(x, _mlp(b, i, h_mlp), f"L{i}.out")
+    x = b.add(x, b.residual_scale(_attention(b, i, h_attn)), f"L{i}.attn_resid")
+    return b.add(x, b.residual_scale(_mlp(b, i, h_mlp)), f"L{i}.out")
+
+
+def _block_sandwich(b: _Builder, i: int, x: str) -> str:
+    """x + n2(attn(n1(x))), then x + n4(mlp(n3(x))) (Gemma2); post_sublayer_norm: x +
+    n2(attn(x)), then x + n4(mlp(x)) (OLMo2)."""
+    pre = b.arch.block == "sandwich"
+    for part, sublayer in (("attn", _attention), ("mlp", _mlp)):
+        h = b.norm(f"layers.{i}.{part}_norm", x, f"L{i}.{part}_norm") if pre else x
+        y = sublayer(b, i, h)
+        y = b.norm(f"layers.{i}.{part}_out_norm", y, f"L{i}.{part}_out_norm")
+        x = b.add(x, b.residual_scale(y), f"L{i}.{part}_resid" if part == "attn" else f"L{i}.out")
+    return x
 
 
 BLOCKS = {
+    "sandwich": _block_sandwich,
+    "post_sublayer_norm": _block_sandwich,
     "pre_norm": _block_pre_norm,
     "post_norm": _block_post_norm,
     "parallel_one_norm": _block_parallel,
@@ -445,6 +487,13 @@ def _head(b: _Builder, x: str) -> str:
     if arch.embeddings.unembedding_bias:
         inputs["b"] = ("unembed.b_U", (logits,))
     x = b.op("unembed", "logits", (BATCH, SEQ, logits), inputs, transpose=tied)
+    scale, cap = arch.embeddings.logit_scale, arch.embeddings.logit_softcap
+    if scale != 1.0:
+        axes = (BATCH, SEQ, Axis("vocab", s.vocab, point="logits_scaled"))
+        x = b.op("scale", "logits.scaled", axes, {"x": x}, factor=scale, expr=repr(scale))
+    if cap is not None:
+        axes = (BATCH, SEQ, Axis("vocab", s.vocab, point="logits_capped"))
+        x = b.op("softcap", "logits.capped", axes, {"x": x}, cap=cap)
     logprobs = (BATCH, SEQ, Axis("vocab", s.vocab, point="logprobs"))
     return b.op("log_softmax", "logprobs", logprobs, {"x": x})
 

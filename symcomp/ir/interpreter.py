@@ -121,6 +121,9 @@ def _rope(op: OpNode, x: Tensor) -> Tensor:
 def _scores(op: OpNode, q: Tensor, k: Tensor) -> Tensor:
     k = k.repeat_interleave(op.attr("group"), dim=1)  # kv head g serves query heads g*group...
     s = (q @ k.transpose(-2, -1)) * op.attr("scale")  # (B, n, T, T)
+    cap = op.attr("softcap")
+    if cap is not None:
+        s = cap * torch.tanh(s / cap)
     T = q.shape[-2]
     i = torch.arange(T)[:, None]  # query position
     j = torch.arange(T)[None, :]  # key position
@@ -169,6 +172,11 @@ def _gate(op: OpNode, a: Tensor, b: Tensor) -> Tensor:
 def _unembed(op: OpNode, x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     logits = x @ (W.T if op.attr("transpose") else W)  # (B, T, V)
     return logits if b is None else logits + b
+
+
+@register("softcap")
+def _softcap(op: OpNode, x: Tensor) -> Tensor:
+    return op.attr("cap") * torch.tanh(x / op.attr("cap"))
 
 
 @register("log_softmax")

@@ -99,9 +99,10 @@ register_op(
 register_op(
     "scores",
     ("q", "k"),
-    attrs=("scale", "group", "causal", "window", "alibi_slopes"),
-    doc="q k^T * scale per query head (key head = query head // group), plus the ALiBi bias "
-    "slope_h * (j - i) if any; keys j > i (causal) or j <= i - window are set to -inf.",
+    attrs=("scale", "group", "causal", "window", "alibi_slopes", "softcap"),
+    doc="q k^T * scale per query head (key head = query head // group), then softcap * "
+    "tanh(. / softcap) if softcap is set, plus the ALiBi bias slope_h * (j - i) if any; keys "
+    "j > i (causal) or j <= i - window are set to -inf.",
 )
 register_op("softmax", ("x",), doc="Softmax over the last axis (the keys).")
 register_op(
@@ -123,6 +124,9 @@ register_op(
     ("b",),
     attrs=("transpose",),
     doc="Logits x W_U + b_U, or x W_E^T + b_U (transpose) for a tied unembedding.",
+)
+register_op(
+    "softcap", ("x",), attrs=("cap",), doc="cap * tanh(x / cap): soft-capped logits (Gemma2)."
 )
 register_op("log_softmax", ("x",), doc="Log-probabilities over the vocabulary.")
 

@@ -90,6 +90,43 @@ def embedding_scale_valid(spec: Spec, source: Source) -> Iterator[Problem]:
         yield _problem(source, "the embedding scale must be positive", path, found=str(value))
 
 
+def qk_norm_without_bias(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    if arch.attention.qk_norm is not None and arch.norm.bias:
+        yield _problem(
+            source,
+            "a QK-norm has no bias: the model's norm must not have one",
+            (*ARCH, "attention", "qk_norm"),
+            found=f"qk_norm {arch.attention.qk_norm}, norm.bias true",
+            accepted="norm.bias: false, or qk_norm: null",
+        )
+
+
+def sliding_layers_valid(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    layers = arch.attention.sliding_layers
+    if layers is None:
+        return
+    path = (*ARCH, "attention", "sliding_layers")
+    if arch.attention.sliding_window is None:
+        yield _problem(
+            source,
+            "sliding_layers needs a sliding_window",
+            path,
+            found=str(layers),
+            accepted="null, or a sliding_window",
+        )
+    bad = [i for i in layers if i >= arch.layers]
+    if bad or len(set(layers)) != len(layers):
+        yield _problem(
+            source,
+            "sliding_layers must list distinct layer indices below layers",
+            path,
+            found=str(layers),
+            accepted=f"distinct indices 0 .. {arch.layers - 1}",
+        )
+
+
 def symmetries_valid(spec: Spec, source: Source) -> Iterator[Problem]:
     from symcomp.spec.groups import check_custom_groups
 
@@ -102,6 +139,8 @@ ARCHITECTURE_RULES: tuple[Rule, ...] = (
     kv_heads_divide_heads,
     rotated_width_even,
     gated_shorthand_consistent,
+    qk_norm_without_bias,
+    sliding_layers_valid,
 )
 # Rules that evaluate expressions over the sizes; they run on the normalized spec.
 EXPRESSION_RULES: tuple[Rule, ...] = (embedding_scale_valid, symmetries_valid)

@@ -95,6 +95,30 @@ class Attention(_Frozen):
         description="Each query attends only to the last sliding_window positions (Mistral). "
         "null: full attention.",
     )
+    sliding_layers: list[Annotated[int, Field(strict=True, ge=0)]] | None = Field(
+        default=None,
+        description="The layers (indices from 0) that use sliding_window; the others attend to "
+        "every position (Gemma2's alternating layer_types). null: every layer.",
+    )
+    qk_norm: Literal["per_head", "full_width"] | None = Field(
+        default=None,
+        description="A norm (the model's norm type and eps) on the queries and on the keys "
+        "before the positions: per_head normalizes each head's head_width features with one "
+        "gain of head_width shared by the heads (Qwen3); full_width normalizes all the heads' "
+        "features of a token together, with a gain over all of them (OLMo2). null: none.",
+    )
+    scale: float | None = Field(
+        default=None,
+        gt=0,
+        description="The factor on the attention logits q k^T. null: head_width^-0.5 (Gemma2: "
+        "query_pre_attn_scalar^-0.5; Granite: attention_multiplier).",
+    )
+    softcap: float | None = Field(
+        default=None,
+        gt=0,
+        description="Attention logit soft-capping: logits become softcap * tanh(logits / "
+        "softcap) before the mask (Gemma2). null: none.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -205,6 +229,17 @@ class Embeddings(_Frozen):
         description="Rows of a token-type embedding table (BERT: 2); 0 for none. The model's "
         "input is token ids only, so it reads type 0.",
     )
+    logit_scale: float = Field(
+        default=1.0,
+        description="The logits are multiplied by this (Cohere: logit_scale; Granite: 1 / "
+        "logits_scaling).",
+    )
+    logit_softcap: float | None = Field(
+        default=None,
+        gt=0,
+        description="Final-logit soft-capping: logits become softcap * tanh(logits / softcap) "
+        "(Gemma2). null: none.",
+    )
 
 
 class PredictionHead(_Frozen):
@@ -224,10 +259,24 @@ class Architecture(_Frozen):
     max_positions: PositiveInt = Field(description="Longest sequence the model accepts.")
     width: PositiveInt = Field(description="Residual stream width d.")
     layers: PositiveInt = Field(description="Number of transformer blocks L.")
-    block: Literal["pre_norm", "post_norm", "parallel_one_norm", "parallel_two_norms"] = Field(
+    block: Literal[
+        "pre_norm",
+        "post_norm",
+        "parallel_one_norm",
+        "parallel_two_norms",
+        "sandwich",
+        "post_sublayer_norm",
+    ] = Field(
         description="pre_norm: x + f(norm(x)). post_norm: norm(x + f(x)) (BERT). "
         "parallel_one_norm: x + attn(n(x)) + mlp(n(x)) with one shared norm (Phi). "
-        "parallel_two_norms: x + attn(n1(x)) + mlp(n2(x)) (GPT-NeoX)."
+        "parallel_two_norms: x + attn(n1(x)) + mlp(n2(x)) (GPT-NeoX). sandwich: x + "
+        "n2(f(n1(x))), a norm before and after each sublayer (Gemma2). post_sublayer_norm: x + "
+        "n(f(x)), a norm on each sublayer's output only (OLMo2)."
+    )
+    residual_scale: float = Field(
+        default=1.0,
+        description="Each sublayer's output is multiplied by this before it is added to the "
+        "stream (Granite: residual_multiplier).",
     )
     norm: Norm = Field(description="The normalization layer used throughout.")
     embedding_norm: bool = Field(
@@ -356,7 +405,21 @@ SymmetryList = Annotated[
 
 
 HFModelType = Literal[
-    "gpt2", "bert", "llama", "mistral", "qwen2", "gpt_neox", "phi", "opt", "gemma"
+    "gpt2",
+    "bert",
+    "llama",
+    "mistral",
+    "qwen2",
+    "gpt_neox",
+    "phi",
+    "opt",
+    "gemma",
+    # section norms
+    "qwen3",
+    "olmo2",
+    "granite",
+    "gemma2",
+    "cohere",
 ]
 
 

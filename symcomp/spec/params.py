@@ -74,7 +74,21 @@ def block_norm_names(arch: Architecture) -> tuple[str, ...]:
     """The norms inside one block, by local name."""
     if arch.block == "parallel_one_norm":
         return ("norm",)
+    if arch.block == "sandwich":
+        return ("attn_norm", "attn_out_norm", "mlp_norm", "mlp_out_norm")
+    if arch.block == "post_sublayer_norm":
+        return ("attn_out_norm", "mlp_out_norm")
     return ("attn_norm", "mlp_norm")
+
+
+def qk_norm_widths(arch: Architecture) -> tuple[int, int] | None:
+    """The widths of the query and key norms' gains, or None without QK-norm."""
+    s = sizes_of(arch)
+    if arch.attention.qk_norm == "per_head":
+        return s.head_width, s.head_width
+    if arch.attention.qk_norm == "full_width":
+        return s.heads * s.head_width, s.kv_heads * s.head_width
+    return None
 
 
 def layer_parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
@@ -89,6 +103,10 @@ def layer_parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
         out[f"attn.W_{proj}"] = (d, cols)
         if has_bias:
             out[f"attn.b_{proj}"] = (cols,)
+    qk_norm = qk_norm_widths(arch)
+    if qk_norm is not None:
+        out["attn.q_norm.gain"] = (qk_norm[0],)
+        out["attn.k_norm.gain"] = (qk_norm[1],)
     out["attn.W_O"] = (h * k, d)
     if bias.o:
         out["attn.b_O"] = (d,)

@@ -314,6 +314,7 @@ def _jvp_rule(sys: System, op: OpNode) -> Tensor | None:
 @rule(
     "embed",
     "scale",
+    "softcap",
     "add",
     "norm",
     "linear",

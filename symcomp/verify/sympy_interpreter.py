@@ -160,10 +160,22 @@ def _norm_out(op: OpNode, z: sympy.Matrix, gain: sympy.Matrix, bias: sympy.Matri
 
 
 @register("norm")
-def _norm(
-    op: OpNode, ctx: _Ctx, x: sympy.Matrix, gain: sympy.Matrix, bias: sympy.Matrix | None = None
-) -> sympy.Matrix:
+def _norm(op: OpNode, ctx: _Ctx, x: Value, gain: sympy.Matrix, bias: sympy.Matrix | None = None):
+    if isinstance(x, list):  # a query or key norm per head
+        return [_norm_out(op, _normalized(op, ctx, m), gain, bias) for m in x]
     return _norm_out(op, _normalized(op, ctx, x), gain, bias)
+
+
+def _capped(ctx: _Ctx, e: Any, cap: float) -> Any:
+    if e is _NEG_INF:
+        return e
+    c = _exact(cap)
+    return c * ctx.fn("tanh", e / c)
+
+
+@register("softcap")
+def _softcap(op: OpNode, ctx: _Ctx, x: sympy.Matrix) -> sympy.Matrix:
+    return x.applyfunc(lambda e: _capped(ctx, e, op.attr("cap")))
 
 
 def _rows(b: sympy.Matrix, T: int) -> sympy.Matrix:
@@ -230,6 +242,8 @@ def _scores(op: OpNode, ctx: _Ctx, q: list[sympy.Matrix], k: list[sympy.Matrix])
     out = []
     for h, qh in enumerate(q):
         s = sympy.Matrix(qh * k[h // group].T * scale)
+        if op.attr("softcap") is not None:
+            s = s.applyfunc(lambda e: _capped(ctx, e, op.attr("softcap")))
         T = s.rows
         for i in range(T):
             for j in range(T):
@@ -324,6 +338,9 @@ def _fresh_z(op: OpNode, ctx: _Ctx, name: str, T: int, d: int) -> sympy.Matrix:
 def _abstract(op: OpNode, ctx: _Ctx, graph: Graph, ins: Mapping[str, Value], T: int) -> Value:
     """Fresh symbols standing for the (unchanged) output of ``op``."""
     name, axes = op.output, graph.value[op.output].axes
+    if op.kind == "norm" and len(axes) == 4:  # a query or key norm per head
+        zs = [_fresh_z(op, ctx, f"{name}[{h}]", T, axes[-1].size) for h in range(axes[1].size)]
+        return [_norm_out(op, z, ins["gain"], ins.get("bias")) for z in zs]
     if op.kind == "norm":
         z = _fresh_z(op, ctx, name, T, axes[-1].size)
         return _norm_out(op, z, ins["gain"], ins.get("bias"))

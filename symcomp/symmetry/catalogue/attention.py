@@ -78,6 +78,9 @@ def qk_gauge(facts: Facts) -> Iterator[GroupInfo]:
     between the two factors, so ``A`` must commute with every ``R_t`` (A1')."""
     p = _attention_params(facts)
     rope = _has_rope(facts)
+    if _qk_normed(facts):
+        yield from _qk_norm_scaling(facts, rope)
+        return
     acts = {p["W_Q"]: "W_Q A", p["W_K"]: "W_K A^-T"}
     if p["b_Q"]:
         acts[p["b_Q"]] = "b_Q A"
@@ -126,12 +129,52 @@ def _key_shift(facts: Facts, p: dict[str, str | None]) -> dict[str, str] | None:
     return {p["W_K"] or "": moved} if moved else None
 
 
+def _qk_normed(facts: Facts) -> bool:
+    """Whether the queries and keys pass through norms (QK-norm) before the scores."""
+    return "layers.0.attn.q_norm.gain" in facts.graph.param
+
+
+def _qk_norm_scaling(facts: Facts, rope: bool) -> Iterator[GroupInfo]:
+    """A1 under QK-norm: a norm hands on ``n(y) diag(gain)``, and ``n(y A) = n(y) A`` only for
+    orthogonal ``A``, which a generic gain does not commute with: what is left of A1 is the
+    diagonal part, moved onto the norms' gains, ``q_gain s`` against ``k_gain s^-1`` (commuting
+    with RoPE: one factor per rotated pair). One query gain of head_width shared by the heads
+    (per head) gives one copy per layer; gains over all heads (full width) one per kv head."""
+    per_head = (
+        facts.graph.param["layers.0.attn.q_norm.gain"].shape[0] == facts.graph.sizes.head_width
+    )
+    acts = {
+        "layers.*.attn.q_norm.gain": "gain diag(s)",
+        "layers.*.attn.k_norm.gain": "gain diag(s)^-1",
+    }
+    per = "layer" if per_head else "kv_head"
+    group = _custom(
+        "qk_gauge", "scaling", per, "head_width", acts, commutes_with=["rope"] if rope else []
+    )
+    dim = (r / 2 + (k - r)) if rope else k
+    yield GroupInfo(
+        "qk_gauge",
+        "A1''",
+        group,
+        "q_norm.gain, k_norm.gain",
+        "layer" if per_head else "kv head",
+        dim,
+        L if per_head else L * g,
+        "q_gain * k_gain per feature (one product per rotated pair)",
+        "the larger k_norm gain of each rotated pair (each other feature) made 1",
+        "closed form per coordinate",
+    )
+
+
 def key_bias_shift(facts: Facts) -> Iterator[GroupInfo]:
     """A2: ``q (k + t)^T = q k^T + q t^T`` adds the same number to every logit of one query, and
     softmax ignores it. A rotated dim would turn ``t`` with the key's position: only the ``k - r``
     fixed dims shift. Without ``b_K``, a LayerNorm's bias read through ``W_K`` is the key bias
     (:func:`_norm_bias_shift`)."""
     p = _attention_params(facts)
+    capped = any(op.kind == "scores" and op.attr("softcap") for op in facts.graph.ops)
+    if capped or _qk_normed(facts):
+        return  # a soft-cap (tanh) or a key norm does not pass a per-query constant on
     acts = _key_shift(facts, p)
     if acts is None:
         return

@@ -59,6 +59,8 @@ def embedding_translation(facts: Facts) -> Iterator[GroupInfo]:
 def unembedding_shift(facts: Facts) -> Iterator[GroupInfo]:
     """log-softmax ignores a constant added to every logit of a position."""
     unembed = next(op for op in facts.graph.ops if op.kind == "unembed")
+    if not facts.feeds_only(unembed.output, frozenset({"log_softmax"})):
+        return  # a soft-cap (tanh) on the logits does not pass a per-position constant on
     W, b = facts.param(unembed, "W") or "", facts.param(unembed, "b")
     if not facts.tied(W):
         yield _shift("unembedding_shift", {W: "W_U + t^T ones(vocab)"}, "width", d, W)

@@ -52,12 +52,14 @@ def _writers(facts: Facts, value: str) -> Iterator[OpNode]:
 
 
 def _stream_values(facts: Facts) -> list[str]:
-    """Values read only by norms (through adds): the points of the residual stream."""
+    """Values read only by norms (through adds): the points of the residual stream (queries
+    and keys read only by their QK-norms are not)."""
     only_norms = frozenset({"norm"})
     return [
         v
         for v in facts.graph.value
-        if facts.feeds_only(v, only_norms)
+        if facts.graph.value[v].axes[-1].kind == "resid"
+        and facts.feeds_only(v, only_norms)
         and facts.producer.get(v) is not None
         and facts.producer[v].kind not in ("add", "scale")
     ]
