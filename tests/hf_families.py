@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,43 @@ def rope(fraction: float = 1.0) -> dict[str, Any]:
 
 
 # --- section: mixture of experts --------------------------------------------------------------
+
+
+@family("mixtral")
+def _mixtral() -> transformers.PretrainedConfig:
+    # 4 experts, top 2: with 3 x 6 tokens every expert is chosen by some tokens and not by
+    # others (check_routing); 2 query heads on 1 key/value head
+    return config(
+        "mixtral",
+        hidden_size=D,
+        intermediate_size=F,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        rms_norm_eps=EPS,
+        rope_parameters=rope(),
+        tie_word_embeddings=False,
+    )
+
+
+def float64_router_(model: nn.Module) -> None:
+    """MixtralTopKRouter's softmax, top-k and renormalization in float64 (stock: float32)."""
+
+    def forward(self, hidden_states):
+        hidden_states = hidden_states.reshape(-1, self.hidden_dim)
+        router_logits = nn.functional.linear(hidden_states, self.weight)
+        probs = torch.softmax(router_logits, dim=-1)
+        top, index = torch.topk(probs, self.top_k, dim=-1)
+        top = top / top.sum(dim=-1, keepdim=True)
+        return router_logits, top, index
+
+    for module in model.modules():
+        if type(module).__name__.endswith("TopKRouter"):
+            module.forward = types.MethodType(forward, module)
+
+
+PATCHES.append(float64_router_)
 
 
 # --- the check -----------------------------------------------------------------------------

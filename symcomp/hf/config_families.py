@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from symcomp.hf.config_moe import MIXTRAL_IGNORED, _mixtral
 from symcomp.hf.config_pieces import (
     ACTIVATIONS,
     _activation,
@@ -354,4 +355,5 @@ FAMILIES: dict[str, Family] = {
     # layerdrop skips layers during training only.
     "opt": Family(_opt, _CAUSAL | {"layerdrop"}),
     "gemma": Family(_gemma, _CAUSAL),
+    "mixtral": Family(_mixtral, _CAUSAL | MIXTRAL_IGNORED),
 }

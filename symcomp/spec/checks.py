@@ -75,6 +75,18 @@ def gated_shorthand_consistent(spec: Spec, source: Source) -> Iterator[Problem]:
         )
 
 
+def experts_top_k_fits(spec: Spec, source: Source) -> Iterator[Problem]:
+    experts = spec.architecture.mlp.experts
+    if experts is not None and experts.top_k > experts.count:
+        yield _problem(
+            source,
+            "top_k cannot exceed the number of experts",
+            (*ARCH, "mlp", "experts", "top_k"),
+            found=f"top_k {experts.top_k}, count {experts.count}",
+            accepted=f"1 .. {experts.count}",
+        )
+
+
 def embedding_scale_valid(spec: Spec, source: Source) -> Iterator[Problem]:
     from symcomp.lang import ExprError
     from symcomp.spec.params import evaluate_size_expression
@@ -102,6 +114,7 @@ ARCHITECTURE_RULES: tuple[Rule, ...] = (
     kv_heads_divide_heads,
     rotated_width_even,
     gated_shorthand_consistent,
+    experts_top_k_fits,
 )
 # Rules that evaluate expressions over the sizes; they run on the normalized spec.
 EXPRESSION_RULES: tuple[Rule, ...] = (embedding_scale_valid, symmetries_valid)
