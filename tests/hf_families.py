@@ -129,6 +129,12 @@ PATCHES.append(float64_router_)
 # --- the check -----------------------------------------------------------------------------
 
 
+# SDPA attention (see hf_tiny); the experts of a mixture run as a loop over the experts
+# ("eager"): the default grouped_mm takes float32, bfloat16 and float16 only. Dense models
+# ignore the experts setting.
+IMPLEMENTATIONS: dict[str, str] = {"attn_implementation": "sdpa", "experts_implementation": "eager"}
+
+
 def patch_float64_(model: nn.Module) -> nn.Module:
     for patch in PATCHES:
         patch(model)
@@ -138,14 +144,14 @@ def patch_float64_(model: nn.Module) -> nn.Module:
 def build(cfg: transformers.PretrainedConfig, seed: int = 0) -> nn.Module:
     """The float64 model of ``cfg`` (SDPA), every parameter drawn at random."""
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    model = transformers.AutoModelForCausalLM.from_config(cfg, **IMPLEMENTATIONS)
     model = model.to(torch.float64).eval()
     randomize_(model, torch.Generator().manual_seed(seed))
     return model
 
 
 def load(folder: Path) -> nn.Module:
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa")
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, **IMPLEMENTATIONS)
     return model.to(torch.float64).eval()
 
 
