@@ -82,7 +82,7 @@ def test_interpreter_matches_transformers_and_routing_is_generic(saved):
     """The reference interpreter reproduces the (float64-patched) transformers model, and on
     the very inputs of the family's nullity measurement every expert is selected by some
     positions and not by others (a dead expert would add null directions of that draw only)."""
-    folder, model, spec = saved
+    folder, _, spec = saved
     hf = hf_families.patch_float64_(hf_families.load(folder))
     graph = build_graph(spec)
     params = from_hf_state_dict(spec, hf.state_dict(), "mixtral")

@@ -382,11 +382,12 @@ def _mlp(b: _Builder, i: int, x: str) -> str:
     if experts is None:
         return _dense_mlp(b, i, x, f"layers.{i}.mlp", f"L{i}.mlp", f"L{i}.mlp_out", (i,))
     P, L, E = f"layers.{i}.mlp", f"L{i}.mlp", experts.count
+    router = (b.values[x].axes[-1], Axis("experts", E, (i,), "router"))
     weights = b.op(
         "route",
         f"{L}.weights",
         (BATCH, SEQ, Axis("experts", E, (i,), "weights")),
-        {"x": x, "W": (f"{P}.W_router", (b.values[x].axes[-1], Axis("experts", E, (i,), "router")))},
+        {"x": x, "W": (f"{P}.W_router", router)},
         top_k=experts.top_k,
         normalize=experts.normalize,
     )

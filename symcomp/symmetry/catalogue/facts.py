@@ -11,7 +11,6 @@ import sympy
 from symcomp.ir.graph import Graph, OpNode
 from symcomp.symmetry.catalogue.base import _SLICED, T, _pattern, _short, _size_text
 
-
 # ops that pass a stream value on: a residual add, a constant scale, and an expert's output
 # times its routing weight (a per-token scalar: rotations and shifts along 1 pass through)
 PASS_THROUGH = frozenset({"add", "scale", "expert_weight"})
