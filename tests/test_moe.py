@@ -129,3 +129,36 @@ def test_import_refuses_more_experts_per_token_than_experts(tmp_path, run_cli):
     code, _, stderr = run_cli("import-hf", str(folder))
     assert code == 2
     assert "num_experts_per_tok" in stderr and "Traceback" not in stderr
+
+
+def test_router_shift_and_expert_permutation_leave_transformers_unchanged(saved):
+    """C4 (the router's shift, a continuous group) is a null direction of transformers'
+    Jacobian, and permuting the experts together with the router's rows (discrete, so not
+    counted) changes nothing."""
+    folder, _, _ = saved
+    hf = hf_families.patch_float64_(hf_families.load(folder))
+    ids = sample_inputs(hf_families.V, hf_families.T, 8, torch.Generator().manual_seed(3))
+    names = dict(hf.named_parameters())
+    router = names["model.layers.0.mlp.gate.weight"]  # (E, d)
+
+    def log_probs(W: torch.Tensor) -> torch.Tensor:
+        out = torch.func.functional_call(hf, {"model.layers.0.mlp.gate.weight": W}, (ids,))
+        return torch.log_softmax(out.logits, dim=-1)
+
+    with torch.no_grad():
+        base = log_probs(router)
+        v = torch.randn(router.shape[1], dtype=torch.float64)
+        shift = v.expand_as(router).clone()  # the same vector on every expert's row
+        _, along = torch.func.jvp(log_probs, (router.detach(),), (shift,))
+        _, other = torch.func.jvp(log_probs, (router.detach(),), (torch.randn_like(router),))
+        assert float(along.abs().max()) < 1e-12
+        assert float(other.abs().max()) > 1e-3
+        perm = torch.tensor([2, 0, 3, 1])
+        experts = hf.model.layers[0].mlp.experts
+        state = {
+            "model.layers.0.mlp.gate.weight": router[perm],
+            "model.layers.0.mlp.experts.gate_up_proj": experts.gate_up_proj[perm],
+            "model.layers.0.mlp.experts.down_proj": experts.down_proj[perm],
+        }
+        permuted = torch.func.functional_call(hf, state, (ids,)).logits
+        assert torch.allclose(torch.log_softmax(permuted, dim=-1), base, atol=1e-12, rtol=0)
