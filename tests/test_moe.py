@@ -162,3 +162,10 @@ def test_router_shift_and_expert_permutation_leave_transformers_unchanged(saved)
         }
         permuted = torch.func.functional_call(hf, state, (ids,)).logits
         assert torch.allclose(torch.log_softmax(permuted, dim=-1), base, atol=1e-12, rtol=0)
+
+
+def test_import_refuses_a_top_1_renormalized_router(tmp_path, run_cli):
+    folder = _config(tmp_path, num_experts_per_tok=1)
+    code, _, stderr = run_cli("import-hf", str(folder))
+    assert code == 2
+    assert "top_k" in stderr and "argmax" in stderr and "Traceback" not in stderr
