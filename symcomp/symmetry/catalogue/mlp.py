@@ -152,4 +152,7 @@ WORKED = (
     # GELU without a gate: no continuous scale, only the discrete permutations
     Worked(mlp_scaling, "gpt2-small", "0", 0),
     Worked(neuron_permutation, "gpt2-small", "0", 0),
+    # a mixture of 8 SwiGLU experts: C2 in each expert; C4, one width-vector per router
+    Worked(mlp_scaling, "moe/mixtral-8x7b", "8*L*f", 3_670_016),
+    Worked(router_shift, "moe/mixtral-8x7b", "L*d", 131_072),
 )
