@@ -89,14 +89,18 @@ def rope(fraction: float = 1.0) -> dict[str, Any]:
 # --- section: mixture of experts --------------------------------------------------------------
 
 
+MIXTRAL_F = 6
+
+
 @family("mixtral")
 def _mixtral() -> transformers.PretrainedConfig:
-    # 4 experts, top 2: with 3 x 6 tokens every expert is chosen by some tokens and not by
-    # others (check_routing); 2 query heads on 1 key/value head
+    # 4 experts, top 2: on the nullity draw every expert is chosen by some positions and not
+    # by others (tests/test_moe.py checks it); 2 query heads on 1 key/value head; experts of
+    # 6 neurons (the Jacobian's cost grows with the square of the parameters)
     return config(
         "mixtral",
         hidden_size=D,
-        intermediate_size=F,
+        intermediate_size=MIXTRAL_F,
         num_attention_heads=2,
         num_key_value_heads=1,
         num_local_experts=4,
@@ -130,8 +134,9 @@ PATCHES.append(float64_router_)
 
 
 # SDPA attention (see hf_tiny); the experts of a mixture run as a loop over the experts
-# ("eager"): the default grouped_mm takes float32, bfloat16 and float16 only. Dense models
-# ignore the experts setting.
+# ("eager"): the default grouped_mm takes float32, bfloat16 and float16 only, and the Jacobian
+# of "batched_mm" (which vmaps) is slower here than a loop of JVPs through "eager". Dense
+# models ignore the experts setting.
 IMPLEMENTATIONS: dict[str, str] = {"attn_implementation": "sdpa", "experts_implementation": "eager"}
 
 
