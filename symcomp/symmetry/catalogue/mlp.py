@@ -35,11 +35,12 @@ def _experts(facts: Facts) -> int:
     return experts.count if experts is not None else 0
 
 
-def _merged(infos: list[GroupInfo], facts: Facts) -> Iterator[GroupInfo]:
+def _merged(infos: list[GroupInfo]) -> Iterator[GroupInfo]:
     """One line for the copies of a group in a mixture's experts (units: experts x layers)."""
     if len(infos) > 1:
         yield replace(
             infos[0],
+            acts_on=f"{infos[0].acts_on}, in each of the {len(infos)} experts",
             per="layer, expert",
             units=sympy.Integer(len(infos)) * L,
             instances=tuple(i.group for i in infos[1:]),
@@ -57,7 +58,7 @@ def _expert_tag(param: str) -> str:
 def mlp_scaling(facts: Facts) -> Iterator[GroupInfo]:
     """A positively homogeneous activation (ReLU) or the linear branch of a gate passes a
     per-neuron scale through to W_down (in each expert of a mixture)."""
-    yield from _merged(list(_mlp_scalings(facts)), facts)
+    yield from _merged(list(_mlp_scalings(facts)))
 
 
 def _mlp_scalings(facts: Facts) -> Iterator[GroupInfo]:
@@ -97,7 +98,7 @@ def neuron_permutation(facts: Facts) -> Iterator[GroupInfo]:
     """MLP neurons permute with their rows of W_down (C3, discrete), in each expert."""
     E = _experts(facts)
     prefixes = [f"mlp.experts.{e}." for e in range(E)] if E else ["mlp."]
-    yield from _merged([_neuron_permutation(facts, p) for p in prefixes], facts)
+    yield from _merged([_neuron_permutation(facts, p) for p in prefixes])
 
 
 def _neuron_permutation(facts: Facts, prefix: str) -> GroupInfo:
