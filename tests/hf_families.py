@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -245,7 +246,55 @@ PATCHES.append(float64_gemma2_)
 # --- section: mixture of experts --------------------------------------------------------------
 
 
+MIXTRAL_F = 6
+
+
+@family("mixtral")
+def _mixtral() -> transformers.PretrainedConfig:
+    # 4 experts, top 2: on the nullity draw every expert is chosen by some positions and not
+    # by others (tests/test_moe.py checks it); 2 query heads on 1 key/value head; experts of
+    # 6 neurons (the Jacobian's cost grows with the square of the parameters)
+    return config(
+        "mixtral",
+        hidden_size=D,
+        intermediate_size=MIXTRAL_F,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        rms_norm_eps=EPS,
+        rope_parameters=rope(),
+        tie_word_embeddings=False,
+    )
+
+
+def float64_router_(model: nn.Module) -> None:
+    """MixtralTopKRouter's softmax, top-k and renormalization in float64 (stock: float32)."""
+
+    def forward(self, hidden_states):
+        hidden_states = hidden_states.reshape(-1, self.hidden_dim)
+        router_logits = nn.functional.linear(hidden_states, self.weight)
+        probs = torch.softmax(router_logits, dim=-1)
+        top, index = torch.topk(probs, self.top_k, dim=-1)
+        top = top / top.sum(dim=-1, keepdim=True)
+        return router_logits, top, index
+
+    for module in model.modules():
+        if type(module).__name__.endswith("TopKRouter"):
+            module.forward = types.MethodType(forward, module)
+
+
+PATCHES.append(float64_router_)
+
+
 # --- the check -----------------------------------------------------------------------------
+
+
+# SDPA attention (see hf_tiny); the experts of a mixture run as a loop over the experts
+# ("eager"): the default grouped_mm takes float32, bfloat16 and float16 only, and the Jacobian
+# of "batched_mm" (which vmaps) is slower here than a loop of JVPs through "eager". Dense
+# models ignore the experts setting.
+IMPLEMENTATIONS: dict[str, str] = {"attn_implementation": "sdpa", "experts_implementation": "eager"}
 
 
 def patch_float64_(model: nn.Module) -> nn.Module:
@@ -258,7 +307,9 @@ def build(cfg: transformers.PretrainedConfig, seed: int = 0) -> nn.Module:
     """The float64 model of ``cfg`` (SDPA), every parameter drawn at random."""
     torch.manual_seed(seed)
     attention = ATTENTION.get(cfg.model_type, "sdpa")
-    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation=attention)
+    model = transformers.AutoModelForCausalLM.from_config(
+        cfg, **{**IMPLEMENTATIONS, "attn_implementation": attention}
+    )
     model = model.to(torch.float64).eval()
     randomize_(model, torch.Generator().manual_seed(seed))
     return model
@@ -266,7 +317,9 @@ def build(cfg: transformers.PretrainedConfig, seed: int = 0) -> nn.Module:
 
 def load(folder: Path) -> nn.Module:
     attention = ATTENTION.get(transformers.AutoConfig.from_pretrained(folder).model_type, "sdpa")
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attention)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, **{**IMPLEMENTATIONS, "attn_implementation": attention}
+    )
     return model.to(torch.float64).eval()
 
 

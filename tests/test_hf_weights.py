@@ -253,4 +253,6 @@ def test_name_tables() -> None:
                 "qkv_cols",
                 "qkv_per_head",
                 "qkv_per_head_T",
+                "experts_gate_up",
+                "experts_down",
             }

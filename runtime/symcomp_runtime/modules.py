@@ -122,6 +122,17 @@ def rope(
     return torch.cat((rot, rest), dim=-1)
 
 
+def route(x: Tensor, W_router: Tensor, *, top_k: int, normalize: bool) -> Tensor:
+    """A mixture of experts' routing weights (B, T, experts): softmax(x W_router) over the
+    experts, its top_k largest kept (divided by their sum when ``normalize``), the others 0, as
+    transformers' Mixtral router computes them (there in float32)."""
+    probs = torch.softmax(x @ W_router, dim=-1)
+    top, index = torch.topk(probs, top_k, dim=-1)
+    if normalize:
+        top = top / top.sum(dim=-1, keepdim=True)
+    return torch.zeros_like(probs).scatter(-1, index, top)
+
+
 def alibi_slopes(heads: int) -> list[float]:
     """ALiBi's per-head slopes, as transformers' BLOOM computes them.
 

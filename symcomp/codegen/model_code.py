@@ -58,6 +58,7 @@ RUNTIME_MODULES = (
     "merge_heads",
     "ones",
     "rope",
+    "route",
     "sizes_of",
     "split_heads",
     "weight",
@@ -206,7 +207,25 @@ def _mlp_doc(graph: Graph) -> list[str]:
     mlp = graph.arch.mlp
     what = "act(x W_gate) * (x W_up)" if mlp.gated else "act(x W_up)"
     bias = ", each with its bias" if mlp.bias else ""
-    return [f"The MLP: {what}, then W_down{bias}; act is {mlp.activation}."]
+    if mlp.experts is None:
+        return [f"The MLP: {what}, then W_down{bias}; act is {mlp.activation}."]
+    e = mlp.experts
+    norm = ", renormalized to sum 1" if e.normalize else ""
+    return [
+        f"A mixture of {e.count} experts: the router's softmax(x W_router) over the experts, "
+        f"its {e.top_k} largest kept{norm}, the others 0; the output is the sum of each "
+        f"expert's output times its weight. Each expert: {what}, then W_down{bias}; act is "
+        f"{mlp.activation}. Every expert runs on every token (weight 0 where unselected).",
+    ]
+
+
+def _expert_class(graph: Graph) -> ModuleClass:
+    return _container(
+        graph,
+        "layers.0.mlp.experts.0",
+        "Expert",
+        "One expert of the mixture (parameters only: MLP.forward reads them).",
+    )
 
 
 def _uses_sizes(lines: Sequence[str]) -> bool:
@@ -223,6 +242,10 @@ def _sublayer_class(graph: Graph, part: str, ops: list[OpNode]) -> ModuleClass:
     attrs = _param_attrs(graph, path)
     if part == "attn" and _window_layers(graph):  # set per layer by Model (windowed)
         attrs += (Assign("window", "None"),)
+    experts = graph.arch.mlp.experts
+    if part == "mlp" and experts is not None:
+        count = f"range({experts.count})"
+        attrs += (Assign("experts", f"nn.ModuleList(Expert(s, **factory) for _ in {count})"),)
     return ModuleClass(
         CLASS_NAMES[part],
         _docstring(doc, 4),
@@ -245,6 +268,8 @@ def _block_class(graph: Graph) -> tuple[ModuleClass, list[ModuleClass]]:
         if part == "block":
             statements.extend(_statements(scope, run))
             continue
+        if part == "mlp" and graph.arch.mlp.experts is not None:
+            sublayers.append(_expert_class(graph))
         sublayers.append(_sublayer_class(graph, part, run))
         arg = scope.value(_external_input(run, graph))
         out = scope.value(run[-1].output)

@@ -15,6 +15,8 @@ HF_TRANSFORM_NOTES = {
     "qkv_cols": "{part} columns of the fused [q | k | v]",
     "qkv_per_head": "{part} rows of the fused per-head [q, k, v]",
     "qkv_per_head_T": "{part} rows of the fused per-head [q, k, v], transposed",
+    "experts_gate_up": "{part} (half.expert) of the fused experts' gate_up_proj, transposed",
+    "experts_down": "expert of the fused experts' down_proj ({part}), transposed",
 }
 
 
@@ -40,7 +42,8 @@ def hf_table(spec: Spec, model_type: str) -> HFTable:
     top = [name for name in parameter_shapes(arch) if not name.startswith("layers.")]
     ours = set(top) | {f"layers.{{i}}.{name}" for name in layer_parameter_shapes(arch)}
     rows: list[HFRow] = []
-    for hf, name, transform in hf_name_table(model_type):
+    experts = arch.mlp.experts
+    for hf, name, transform in hf_name_table(model_type, experts.count if experts else None):
         if name not in ours or any(r.ours == name for r in rows):
             continue  # a parameter the spec lacks (a tied unembedding), or a second copy
         kind, _, part = transform.partition(".")

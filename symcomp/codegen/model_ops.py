@@ -51,7 +51,8 @@ class _Scope:
 
     def param(self, name: str) -> str:
         assert name.startswith(self.param_prefix), f"{name} outside {self.param_prefix!r}"
-        return "self." + name.removeprefix(self.param_prefix)
+        # an indexed child (a mixture's experts.3.W_up) is an item of an nn.ModuleList
+        return "self." + re.sub(r"\.(\d+)\.", r"[\1].", name.removeprefix(self.param_prefix))
 
     def module(self, param: str) -> str:
         """The submodule that holds ``param`` (a norm's gain -> ``self.attn_norm``)."""
@@ -138,6 +139,19 @@ def _emit_activation(scope: _Scope, op: OpNode) -> Statement:
 def _emit_gate(scope: _Scope, op: OpNode) -> Statement:
     act = ACTIVATIONS[op.attr("fn")].format(scope.read(op, "a"))
     return _assign(scope, op, f"{act} * {scope.read(op, 'b')}")
+
+
+def _emit_route(scope: _Scope, op: OpNode) -> Statement:
+    args = [scope.read(op, "x"), scope.read(op, "W")]
+    args += [f"top_k={op.attr('top_k')}", f"normalize={op.attr('normalize')}"]
+    comment = "(B, T, experts): softmax, top k, the rest 0"
+    lines = _call(scope.value(op.output), "route", args)
+    return Statement(tuple(lines), comment)
+
+
+def _emit_expert_weight(scope: _Scope, op: OpNode) -> Statement:
+    e = op.attr("expert")
+    return _assign(scope, op, f"{scope.read(op, 'x')} * {scope.read(op, 'w')}[..., {e} : {e + 1}]")
 
 
 def _emit_unembed(scope: _Scope, op: OpNode) -> Statement:
@@ -243,6 +257,8 @@ EMITTERS: dict[str, Callable[[_Scope, OpNode], Statement]] = {
     "rope": _emit_rope,
     "activation": _emit_activation,
     "gate": _emit_gate,
+    "route": _emit_route,
+    "expert_weight": _emit_expert_weight,
     "unembed": _emit_unembed,
 }
 

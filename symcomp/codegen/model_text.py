@@ -97,7 +97,7 @@ def _axis_size(axis: Axis, sizes: Sizes) -> str:
         offset = axis.size - sizes.positions  # type: ignore[operator]
         code = "s.positions" + (f" + {offset}" if offset else "")
         value = sizes.positions + offset
-    elif axis.kind == "token_types":  # a constant of the spec, not a size
+    elif axis.kind in ("token_types", "experts"):  # a constant of the spec, not a size
         code, value = str(axis.size), axis.size
     elif axis.kind in ("qk", "v") and axis.point in ("q", "merged", "q_norm"):
         code, value = heads, sizes.heads * sizes.head_width

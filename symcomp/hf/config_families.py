@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from symcomp.hf import config_norms
+from symcomp.hf.config_moe import MIXTRAL_IGNORED, _mixtral
 from symcomp.hf.config_pieces import (
     ACTIVATIONS,
     _activation,
@@ -361,4 +362,5 @@ FAMILIES: dict[str, Family] = {
     "olmo2": Family(config_norms.BUILDERS["olmo2"], _CAUSAL),
     "cohere": Family(config_norms.BUILDERS["cohere"], _CAUSAL),
     "gemma2": Family(config_norms.BUILDERS["gemma2"], _CAUSAL),
+    "mixtral": Family(_mixtral, _CAUSAL | MIXTRAL_IGNORED),
 }

@@ -148,6 +148,8 @@ _ORIGINS: dict[tuple[str, ...], tuple[KeyPath, ...]] = {
     ("positions", "scaling"): (("rope_parameters", "factor"), ("rope_scaling", "factor")),
     ("norm", "eps"): (("layer_norm_eps",), ("layer_norm_epsilon",), ("rms_norm_eps",)),
     ("mlp", "hidden"): (("intermediate_size",), ("n_inner",), ("ffn_dim",)),
+    ("mlp", "experts", "count"): (("num_local_experts",),),
+    ("mlp", "experts", "top_k"): (("num_experts_per_tok",),),
     ("embeddings", "token_types"): (("type_vocab_size",),),
 }
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from symcomp.errors import SpecError
-from symcomp.hf import weights_norms
+from symcomp.hf import weights_moe, weights_norms
 from symcomp.spec.model import Spec
 from symcomp.spec.params import parameter_shapes, sizes_of
 
@@ -131,6 +131,7 @@ NAME_TABLES: dict[str, list[Row]] = {
     ],
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
+    "mixtral": weights_moe.mixtral_table(_LLAMA_LIKE),
     "qwen2": _LLAMA_LIKE,
     "gemma": _LLAMA_LIKE,
     "gpt_neox": [
@@ -247,6 +248,7 @@ BUFFERS: dict[str, list[str]] = {
     "opt": [],
     "llama": [],
     "mistral": [],
+    "mixtral": [],
     "qwen2": [],
     "phi": [],
     "gemma": [r"model\.embed_tokens\.embed_scale"],
@@ -262,6 +264,7 @@ BASE_PREFIX: dict[str, str] = {
     "bert": "bert.",
     "llama": "model.",
     "mistral": "model.",
+    "mixtral": "model.",
     "qwen2": "model.",
     "gemma": "model.",
     "gpt_neox": "gpt_neox.",
@@ -276,10 +279,21 @@ def model_types() -> list[str]:
     return list(NAME_TABLES)
 
 
-def hf_name_table(model_type: str) -> list[Row]:
+def hf_name_table(model_type: str, experts: int | None = None) -> list[Row]:
     """The name table of ``model_type``: rows (transformers pattern, our pattern, transform),
-    ``{i}`` standing for the layer index."""
-    return list(_table(model_type))
+    ``{i}`` standing for the layer index and ``{e}`` for the expert index of a mixture of
+    experts (expanded for ``experts`` experts when given)."""
+    rows = list(_table(model_type))
+    return rows if experts is None else weights_moe.expand_experts(rows, experts)
+
+
+def _spec_table(spec: Spec, model_type: str, *, reading: bool = False) -> list[Row]:
+    """The rows for ``spec`` (experts expanded), with the read-only rows when ``reading``."""
+    rows = list(_table(model_type))
+    if reading:
+        rows += weights_moe.READ_ONLY_TABLES.get(model_type, [])
+    experts = spec.architecture.mlp.experts
+    return weights_moe.expand_experts(rows, experts.count if experts else 0)
 
 
 def _table(model_type: str) -> list[Row]:
@@ -321,6 +335,8 @@ def _to_ours(transform: str, hf: Tensor, fused: _Fused) -> Tensor:
         return hf
     if kind == "transpose":
         return hf.T
+    if weights_moe.is_experts(kind):
+        return weights_moe.to_ours(kind, part, hf)
     j = _PARTS.index(part)
     if kind == "qkv_cols":  # last axis [q | k | v]
         widths = fused.widths()
@@ -341,6 +357,8 @@ def _to_hf(transform: str, parts: Mapping[str, Tensor], fused: _Fused) -> Tensor
         return parts[""]
     if kind == "transpose":
         return parts[""].T
+    if weights_moe.is_experts(kind):
+        return weights_moe.to_hf(kind, parts)
     q, k, v = (parts[p] for p in _PARTS)
     if kind == "qkv_cols":
         return torch.cat([q, k, v], dim=-1)
@@ -398,7 +416,7 @@ def from_hf_state_dict(
     """
     arch = spec.architecture
     shapes = parameter_shapes(arch)
-    table = _table(model_type)
+    table = _spec_table(spec, model_type, reading=True)
     compiled = [(_regex(hf), ours, transform) for hf, ours, transform in table]
     buffers = [re.compile(p + r"\Z") for p in _COMMON_BUFFERS + BUFFERS.get(model_type, [])]
     fused = _fused(spec)
@@ -520,7 +538,7 @@ def to_hf_state_dict(
 
     # group the rows by transformers name: a fused tensor has one row per part
     groups: dict[str, list[tuple[str, str]]] = {}
-    for hf, ours, transform in _expanded_rows(_table(model_type), arch.layers):
+    for hf, ours, transform in _expanded_rows(_spec_table(spec, model_type), arch.layers):
         groups.setdefault(hf, []).append((ours, transform))
 
     built: dict[str, Tensor] = {}

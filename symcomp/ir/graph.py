@@ -406,11 +406,36 @@ def _window(arch: Architecture, layer: int) -> int | None:
 
 
 def _mlp(b: _Builder, i: int, x: str) -> str:
+    experts = b.arch.mlp.experts
+    if experts is None:
+        return _dense_mlp(b, i, x, f"layers.{i}.mlp", f"L{i}.mlp", f"L{i}.mlp_out", (i,))
+    P, L, E = f"layers.{i}.mlp", f"L{i}.mlp", experts.count
+    router = (b.values[x].axes[-1], Axis("experts", E, (i,), "router"))
+    weights = b.op(
+        "route",
+        f"{L}.weights",
+        (BATCH, SEQ, Axis("experts", E, (i,), "weights")),
+        {"x": x, "W": (f"{P}.W_router", router)},
+        top_k=experts.top_k,
+        normalize=experts.normalize,
+    )
+    total = ""
+    for e in range(E):
+        y = _dense_mlp(b, i, x, f"{P}.experts.{e}", f"{L}.expert{e}", f"{L}.expert{e}.out", (i, e))
+        axes = (BATCH, SEQ, b.resid(f"{L}.expert{e}.weighted"))
+        y = b.op("expert_weight", f"{L}.expert{e}.weighted", axes, {"x": y, "w": weights}, expert=e)
+        out = f"L{i}.mlp_out" if e == E - 1 else f"{L}.sum{e}"
+        total = b.add(total, y, out) if total else y
+    return total
+
+
+def _dense_mlp(b: _Builder, i: int, x: str, P: str, L: str, out: str, index: tuple) -> str:
+    """One MLP (the layer's, or expert ``index[1]`` of its mixture): parameters under ``P``,
+    values under ``L``, the output ``out``."""
     mlp, f = b.arch.mlp, b.sizes.hidden
-    P, L = f"layers.{i}.mlp", f"L{i}.mlp"
 
     def axis(point: str) -> Axis:
-        return Axis("mlp", f, (i,), point=point)
+        return Axis("mlp", f, index, point=point)
 
     up = b.linear(x, f"{P}.W_up", f"{P}.b_up", f"{L}.up", axis("up"))
     hidden = (BATCH, SEQ, axis("hidden"))
@@ -419,7 +444,7 @@ def _mlp(b: _Builder, i: int, x: str) -> str:
         h = b.op("gate", f"{L}.hidden", hidden, {"a": gate, "b": up}, fn=mlp.activation)
     else:
         h = b.op("activation", f"{L}.hidden", hidden, {"x": up}, fn=mlp.activation)
-    return b.linear(h, f"{P}.W_down", f"{P}.b_down", f"L{i}.mlp_out", b.resid(f"L{i}.mlp_out"))
+    return b.linear(h, f"{P}.W_down", f"{P}.b_down", out, b.resid(out))
 
 
 def _block_pre_norm(b: _Builder, i: int, x: str) -> str:

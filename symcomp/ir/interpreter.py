@@ -168,6 +168,27 @@ def _gate(op: OpNode, a: Tensor, b: Tensor) -> Tensor:
     return ACTIVATIONS[op.attr("fn")](a) * b
 
 
+def route_weights(logits: Tensor, top_k: int, normalize: bool) -> Tensor:
+    """(B, T, E) routing weights from router logits, as transformers' Mixtral router: softmax
+    over all experts, the top_k largest kept (renormalized to sum 1 when ``normalize``)."""
+    probs = torch.softmax(logits, dim=-1)
+    top, index = torch.topk(probs, top_k, dim=-1)
+    if normalize:
+        top = top / top.sum(dim=-1, keepdim=True)
+    return torch.zeros_like(probs).scatter(-1, index, top)
+
+
+@register("route")
+def _route(op: OpNode, x: Tensor, W: Tensor) -> Tensor:
+    return route_weights(x @ W, op.attr("top_k"), op.attr("normalize"))
+
+
+@register("expert_weight")
+def _expert_weight(op: OpNode, x: Tensor, w: Tensor) -> Tensor:
+    e = op.attr("expert")
+    return x * w[..., e : e + 1]
+
+
 @register("unembed")
 def _unembed(op: OpNode, x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     logits = x @ (W.T if op.attr("transpose") else W)  # (B, T, V)

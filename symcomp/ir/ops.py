@@ -119,6 +119,20 @@ register_op(
 )
 register_op("gate", ("a", "b"), attrs=("fn",), doc="act(a) * b: a gated MLP's hidden layer.")
 register_op(
+    "route",
+    ("x", "W"),
+    attrs=("top_k", "normalize"),
+    doc="A mixture of experts' router: p = softmax(x W) over the E experts, the top_k largest "
+    "kept (divided by their sum when normalize) and the others set to 0: (B, T, E) weights.",
+)
+register_op(
+    "expert_weight",
+    ("x", "w"),
+    attrs=("expert",),
+    doc="x * w[..., expert]: one expert's output times its routing weight (0 where the token "
+    "did not select it).",
+)
+register_op(
     "unembed",
     ("x", "W"),
     ("b",),

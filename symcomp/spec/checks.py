@@ -75,6 +75,29 @@ def gated_shorthand_consistent(spec: Spec, source: Source) -> Iterator[Problem]:
         )
 
 
+def experts_top_k_fits(spec: Spec, source: Source) -> Iterator[Problem]:
+    experts = spec.architecture.mlp.experts
+    if experts is not None and experts.top_k > experts.count:
+        yield _problem(
+            source,
+            "top_k cannot exceed the number of experts",
+            (*ARCH, "mlp", "experts", "top_k"),
+            found=f"top_k {experts.top_k}, count {experts.count}",
+            accepted=f"1 .. {experts.count}",
+        )
+    elif experts is not None and experts.top_k == 1 and experts.normalize and experts.count > 1:
+        # one weight renormalized is 1: the router acts only through its argmax, a piecewise
+        # constant function whose every small move looks like a symmetry to the Jacobian
+        yield _problem(
+            source,
+            "a router with top_k 1 and normalize is read only through its argmax, which is "
+            "not differentiable: symcomp does not count the symmetries of such a router",
+            (*ARCH, "mlp", "experts", "top_k"),
+            found="top_k 1, normalize true",
+            accepted="top_k of 2 or more, or normalize: false (the weight is the probability)",
+        )
+
+
 def embedding_scale_valid(spec: Spec, source: Source) -> Iterator[Problem]:
     from symcomp.lang import ExprError
     from symcomp.spec.params import evaluate_size_expression
@@ -141,6 +164,7 @@ ARCHITECTURE_RULES: tuple[Rule, ...] = (
     gated_shorthand_consistent,
     qk_norm_without_bias,
     sliding_layers_valid,
+    experts_top_k_fits,
 )
 # Rules that evaluate expressions over the sizes; they run on the normalized spec.
 EXPRESSION_RULES: tuple[Rule, ...] = (embedding_scale_valid, symmetries_valid)

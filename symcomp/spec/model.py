@@ -186,6 +186,26 @@ Positions = Annotated[
 ]
 
 
+class Experts(_Frozen):
+    """A mixture of experts in place of the one MLP (Mixtral): a router and ``count`` experts,
+    each an MLP of the enclosing block's form (hidden, activation, gated, bias)."""
+
+    count: PositiveInt = Field(
+        description="Number of experts E. The router is a bias-free linear map x W_router "
+        "(width -> E) giving one logit per expert."
+    )
+    top_k: PositiveInt = Field(
+        description="Experts each token uses: the k largest softmax probabilities of the router "
+        "logits (softmax over all E, then top-k)."
+    )
+    normalize: bool = Field(
+        default=True,
+        description="Divide the k selected probabilities by their sum (Mixtral); false: use "
+        "them as they are. The block's output is the sum over the selected experts of weight "
+        "times expert output.",
+    )
+
+
 class MLP(_Frozen):
     """The feed-forward block."""
 
@@ -200,6 +220,11 @@ class MLP(_Frozen):
         description="Gated MLP: act(x W_gate) * (x W_up), then W_down (SwiGLU, GeGLU).",
     )
     bias: bool = Field(description="Whether the MLP's linear maps carry biases.")
+    experts: Experts | None = Field(
+        default=None,
+        description="A mixture of experts: count experts of this MLP's form and a top_k "
+        "router (Mixtral); null for one dense MLP.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -313,6 +338,7 @@ CATALOGUE_GROUPS: dict[str, str] = {
     "unembedding_shift": "B7: per-position constant added to the logits",
     "mlp_scaling": "C1/C2: per-neuron scaling of ReLU or gated MLPs",
     "neuron_permutation": "C3: permutation of MLP neurons (discrete)",
+    "router_shift": "C4: one vector added to every expert's router column (mixture of experts)",
     "unread_parameters": "parameters that the function never reads (OPT's offset rows)",
 }
 
@@ -420,6 +446,8 @@ HFModelType = Literal[
     "granite",
     "gemma2",
     "cohere",
+    # section moe
+    "mixtral",
 ]
 
 

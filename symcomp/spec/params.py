@@ -110,14 +110,27 @@ def layer_parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
     out["attn.W_O"] = (h * k, d)
     if bias.o:
         out["attn.b_O"] = (d,)
+    experts = arch.mlp.experts
+    if experts is None:
+        out.update(_mlp_shapes(arch, "mlp.", d, f))
+        return out
+    out["mlp.W_router"] = (d, experts.count)
+    for e in range(experts.count):
+        out.update(_mlp_shapes(arch, f"mlp.experts.{e}.", d, f))
+    return out
+
+
+def _mlp_shapes(arch: Architecture, prefix: str, d: int, f: int) -> dict[str, tuple[int, ...]]:
+    """One MLP's parameters (the dense MLP, or one expert of a mixture), by local name."""
+    out: dict[str, tuple[int, ...]] = {}
     branches = ("up", "gate") if arch.mlp.gated else ("up",)
     for branch in branches:
-        out[f"mlp.W_{branch}"] = (d, f)
+        out[f"{prefix}W_{branch}"] = (d, f)
         if arch.mlp.bias:
-            out[f"mlp.b_{branch}"] = (f,)
-    out["mlp.W_down"] = (f, d)
+            out[f"{prefix}b_{branch}"] = (f,)
+    out[f"{prefix}W_down"] = (f, d)
     if arch.mlp.bias:
-        out["mlp.b_down"] = (d,)
+        out[f"{prefix}b_down"] = (d,)
     return out
 
 

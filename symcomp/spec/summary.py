@@ -90,7 +90,13 @@ def summarize(spec: Spec) -> SpecSummary:
         (
             "mlp",
             f"{'gated ' if mlp.gated else ''}{mlp.activation}, "
-            f"{'with' if mlp.bias else 'no'} biases",
+            f"{'with' if mlp.bias else 'no'} biases"
+            + (
+                f"; {mlp.experts.count} experts, top {mlp.experts.top_k}"
+                + (" renormalized" if mlp.experts.normalize else "")
+                if mlp.experts
+                else ""
+            ),
         ),
         ("embeddings", _embeddings(spec)),
     )

@@ -133,7 +133,7 @@ def tolerances(graph: Graph, env: dict[str, Tensor]) -> dict[str, Tensor]:
             centring = op.kind == "norm" and op.attr("type") == "layernorm" and slot == "x"
             if op.kind == "log_softmax" or centring:
                 passed = torch.ones(1, width, dtype=torch.float64) / width**0.5
-            elif op.kind in ("add", "scale"):
+            elif op.kind in ("add", "scale") or (op.kind == "expert_weight" and slot == "x"):
                 passed = T.get(op.output, full[:0])
             elif op.kind in ("linear", "unembed") and slot == "x":
                 W = env[op.input("W").node]
@@ -173,7 +173,7 @@ class System:
             self.layout.add(f"p:{p.name}", tuple(env[p.name].shape))
         frozen = {graph.input, graph.output}
         for op in graph.ops:
-            if op.kind in ("scores", "softmax"):
+            if op.kind in ("scores", "softmax", "route"):
                 frozen.add(op.output)
         for op in graph.ops:
             v = op.output
@@ -324,6 +324,7 @@ def _jvp_rule(sys: System, op: OpNode) -> Tensor | None:
     "weighted_sum",
     "activation",
     "gate",
+    "expert_weight",
     "unembed",
 )
 def _equivariance(sys: System, op: OpNode) -> None:
@@ -336,8 +337,9 @@ def _equivariance(sys: System, op: OpNode) -> None:
     sys.add_equations(op, residual)
 
 
-@rule("log_softmax")
+@rule("log_softmax", "route")
 def _log_softmax(sys: System, op: OpNode) -> None:
+    """The model's output, and a router's weights (which select the experts), must not move."""
     res = _jvp_rule(sys, op)
     sys.add_equations(op, lambda z: res(z)[0])  # the model's output must not move
 

@@ -6,6 +6,11 @@ the same sign on every input the model sees acts linearly (or not at all) there,
 directions of that point only. :func:`generic_point` centres each ReLU neuron's bias on the
 median of its pre-activation over a probe sample (plus noise, to stay generic), and redraws until
 every ReLU neuron is active on some, but not all, of the probe's positions.
+
+A mixture of experts has the same hazard: an expert that no position of the sample selects is
+never read there (all of its parameters are null directions of that point only), and one that
+every position selects has a router that sees no choice. The draw is redrawn until every expert
+is selected on some, but not all, of the probe's positions (:func:`experts_mixed`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from symcomp.verify.nullity import randomize_, sample_inputs
 
 
 class NotGenericError(VerificationError):
-    """No draw gave a generic point (every ReLU neuron sometimes on, sometimes off)."""
+    """No draw gave a generic point (every ReLU neuron sometimes on, sometimes off; every
+    expert sometimes selected, sometimes not)."""
 
 
 def relu_inputs(graph: Graph) -> list[str]:
@@ -49,6 +55,26 @@ def relu_neurons_mixed(
         pre = env[name]
         active = (pre > 0).double().reshape(-1, pre.shape[-1]).mean(0)
         if bool(((active < low) | (active > 1 - low)).any()):
+            return False
+    return True
+
+
+def experts_mixed(
+    graph: Graph,
+    params: Mapping[str, Tensor],
+    probe: Tensor,
+    low: float = 0.05,
+    env: Mapping[str, Tensor] | None = None,
+) -> bool:
+    """Whether every expert of every mixture is selected on at least ``low`` and at most
+    ``1 - low`` of the probe's positions."""
+    routes = [op.output for op in graph.ops if op.kind == "route"]
+    if not routes:
+        return True
+    env = env if env is not None else evaluate(graph, params, probe)
+    for name in routes:
+        selected = (env[name] > 0).double().reshape(-1, env[name].shape[-1]).mean(0)
+        if bool(((selected < low) | (selected > 1 - low)).any()):
             return False
     return True
 
@@ -80,6 +106,6 @@ def generic_point(graph: Graph, seed: int, *, attempts: int = 100) -> dict[str, 
         params = {n: torch.zeros(s, dtype=torch.float64) for n, s in shapes.items()}
         randomize_(params, generator)
         centre_relu_biases_(graph, params, probe, generator)
-        if relu_neurons_mixed(graph, params, probe):
+        if relu_neurons_mixed(graph, params, probe) and experts_mixed(graph, params, probe):
             return params
     raise NotGenericError(f"no generic point in {attempts} draws from seed {seed}")

@@ -309,6 +309,45 @@ def _gate(op: OpNode, ctx: _Ctx, a: sympy.Matrix, b: sympy.Matrix) -> sympy.Matr
     return sympy.Matrix(a.rows, a.cols, lambda t, i: _act(op.attr("fn"), ctx, a[t, i]) * b[t, i])
 
 
+@register("route")
+def _route(op: OpNode, ctx: _Ctx, x: sympy.Matrix, W: sympy.Matrix) -> sympy.Matrix:
+    """The routing weights. Numerically: softmax, top k (renormalized), the rest 0. Symbolically
+    each token's weights are atoms of the differences of its logits (what softmax and top-k
+    read), so that equal differences give equal weights."""
+    logits = x * W
+    rows = []
+    for t in range(logits.rows):
+        row = list(logits.row(t))
+        diffs = tuple(ctx.canon(v - row[0]) for v in row)
+        if ctx.numeric is not None:
+            rows.append(_route_numeric(op, [sympy.N(d, _PREC) for d in diffs]))
+            continue
+        out = []
+        for e in range(len(row)):
+            key = (f"route{e}", diffs)
+            if key not in ctx.atoms:
+                ctx.atoms[key] = ctx.fresh(f"route{e}#{len(ctx.atoms)}")
+            out.append(ctx.atoms[key])
+        rows.append(out)
+    return sympy.Matrix(rows)
+
+
+def _route_numeric(op: OpNode, logits: list[Any]) -> list[Any]:
+    top = max(logits)
+    probs = [sympy.exp(v - top) for v in logits]
+    total = sum(probs)
+    probs = [p / total for p in probs]
+    chosen = sorted(range(len(probs)), key=lambda e: -probs[e])[: op.attr("top_k")]
+    norm = sum(probs[e] for e in chosen) if op.attr("normalize") else 1
+    return [probs[e] / norm if e in chosen else sympy.Integer(0) for e in range(len(probs))]
+
+
+@register("expert_weight")
+def _expert_weight(op: OpNode, ctx: _Ctx, x: sympy.Matrix, w: sympy.Matrix) -> sympy.Matrix:
+    e = op.attr("expert")
+    return sympy.Matrix(x.rows, x.cols, lambda t, i: x[t, i] * w[t, e])
+
+
 @register("unembed")
 def _unembed(op, ctx, x, W, b=None):  # type: ignore[no-untyped-def]
     return _linear(op, ctx, x, W, b)

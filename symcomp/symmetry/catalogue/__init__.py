@@ -15,7 +15,8 @@ counts (``WORKED``: declared, checked by tests/test_catalogue.py, never read her
 - :mod:`.norms`: B1-B3, a norm's gain and bias against its readers, LayerNorm reader centring;
 - :mod:`.stream`: B4, B5, B8, the residual stream's writers against its norms;
 - :mod:`.embeddings`: B6, B7, the tables at either end;
-- :mod:`.mlp`: C1-C3, per-neuron scales and permutations;
+- :mod:`.mlp`: C1-C4, per-neuron scales and permutations (per expert of a mixture), the
+  router's shift;
 - :mod:`.unread`: rows no input reads;
 - :mod:`.custom`: groups as a spec declares them, and actions as SymPy expressions.
 
@@ -58,7 +59,7 @@ from symcomp.symmetry.catalogue.base import (
 from symcomp.symmetry.catalogue.custom import action_sympy, custom_group_info, select_groups
 from symcomp.symmetry.catalogue.embeddings import embedding_translation, unembedding_shift
 from symcomp.symmetry.catalogue.facts import Facts
-from symcomp.symmetry.catalogue.mlp import mlp_scaling, neuron_permutation
+from symcomp.symmetry.catalogue.mlp import mlp_scaling, neuron_permutation, router_shift
 from symcomp.symmetry.catalogue.norms import (
     norm_bias_centering,
     norm_bias_fold,
@@ -91,6 +92,7 @@ RULES: list[Rule] = [
     embedding_translation,
     unembedding_shift,
     mlp_scaling,
+    router_shift,
     head_permutation,
     neuron_permutation,
     writer_bias_transfer,
@@ -149,6 +151,7 @@ __all__ = [
     "reader_centering",
     "residual_rotation",
     "rope_pair_commutant_dims",
+    "router_shift",
     "rule",
     "select_groups",
     "unembedding_shift",

@@ -90,6 +90,8 @@ class Worked:
 
 # --- spelling an action ------------------------------------------------------------------------
 
+_E = sympy.Symbol("experts", positive=True, integer=True)
+
 # the shape of each parameter, by its local name: (rows, cols) whole, and under per kv_head /
 # head / neuron
 _SLICED = {
@@ -110,6 +112,8 @@ _SLICED = {
     "W_U": ((d, V), (d, V)),
     "b_U": ((1, V), (1, V)),
     "W_dense": ((d, d), (d, d)),
+    # a mixture of experts' router: one column per expert (a constant of the spec, not a size)
+    "W_router": ((d, _E), (d, _E)),
 }
 
 

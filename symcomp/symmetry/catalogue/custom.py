@@ -126,7 +126,13 @@ def action_sympy(group: CustomGroup) -> dict[str, sympy.Expr]:
         element: sympy.MatrixSymbol(element, n if square else 1, n),
     }
     out = {}
+    done: dict[tuple[str, str, tuple[sympy.Expr, sympy.Expr]], sympy.Expr] = {}
     for path, text in group.acts.items():
+        own = path.rsplit(".", 1)[-1]
+        key = (text, own, _symbolic_shape(path, group.per))
+        if key in done:  # the same action on a parameter of the same shape (each expert's)
+            out[path] = done[key]
+            continue
         expr = parse_expr(text)
         for name in sorted(_names(expr)):
             if name not in symbols:
@@ -134,10 +140,9 @@ def action_sympy(group: CustomGroup) -> dict[str, sympy.Expr]:
                 symbols[name] = sympy.MatrixSymbol(
                     name.replace(".", "_").replace("*", "i"), rows, cols
                 )
-        own = path.rsplit(".", 1)[-1]
         rows, cols = _symbolic_shape(path, group.per)
         symbols[own] = sympy.MatrixSymbol(own, rows, cols)
-        out[path] = to_sympy(expr, symbols)
+        out[path] = done[key] = to_sympy(expr, symbols)
     return out
 
 

@@ -11,6 +11,10 @@ import sympy
 from symcomp.ir.graph import Graph, OpNode
 from symcomp.symmetry.catalogue.base import _SLICED, T, _pattern, _short, _size_text
 
+# ops that pass a stream value on: a residual add, a constant scale, and an expert's output
+# times its routing weight (a per-token scalar: rotations and shifts along 1 pass through)
+PASS_THROUGH = frozenset({"add", "scale", "expert_weight"})
+
 
 class Facts:
     """Questions about one graph that the rules ask, answered once."""
@@ -57,7 +61,7 @@ class Facts:
         if not readers:
             return False
         for op in readers:
-            if op.kind in ("add", "scale"):
+            if op.kind in PASS_THROUGH:
                 if not self.feeds_only(op.output, kinds):
                     return False
             elif op.kind not in kinds:
@@ -73,7 +77,7 @@ class Facts:
             return []
         out: list[OpNode] = []
         for op in self.readers(value):
-            out += self._stream_readers(op.output) if op.kind in ("add", "scale") else [op]
+            out += self._stream_readers(op.output) if op.kind in PASS_THROUGH else [op]
         return out
 
     def param(self, op: OpNode, slot: str) -> str | None:
@@ -91,10 +95,10 @@ def _gain(facts: Facts, norm: OpNode, name: Callable[[str], str] = _pattern) -> 
 
 
 def _linear_readers(facts: Facts, norm: OpNode) -> list[OpNode] | None:
-    """The norm's readers if every one is a linear map (or an unembedding) with its own,
-    untied weight; otherwise None."""
+    """The norm's readers if every one is a linear map (or an unembedding, or a router, which
+    reads x W) with its own, untied weight; otherwise None."""
     readers = facts.readers(norm.output)
-    if not readers or any(op.kind not in ("linear", "unembed") for op in readers):
+    if not readers or any(op.kind not in ("linear", "unembed", "route") for op in readers):
         return None
     if any(facts.tied(facts.param(op, "W") or "") for op in readers):
         return None

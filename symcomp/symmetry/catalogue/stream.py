@@ -28,6 +28,7 @@ from symcomp.symmetry.catalogue.base import (
     d,
 )
 from symcomp.symmetry.catalogue.facts import (
+    PASS_THROUGH,
     Facts,
     _fresh_writers,
     _gain,
@@ -45,7 +46,7 @@ def _writers(facts: Facts, value: str) -> Iterator[OpNode]:
     if op.kind == "add":
         for inp in op.inputs:
             yield from _writers(facts, inp.node)
-    elif op.kind == "scale":
+    elif op.kind in ("scale", "expert_weight"):
         yield from _writers(facts, op.inputs[0].node)
     elif op.kind in ("embed", "linear", "norm"):
         yield op  # a norm writes its output, and its bias, into the stream (an embedding norm)
@@ -61,7 +62,7 @@ def _stream_values(facts: Facts) -> list[str]:
         if facts.graph.value[v].axes[-1].kind == "resid"
         and facts.feeds_only(v, only_norms)
         and facts.producer.get(v) is not None
-        and facts.producer[v].kind not in ("add", "scale")
+        and facts.producer[v].kind not in PASS_THROUGH
     ]
 
 
@@ -130,7 +131,7 @@ def _stream_norms(facts: Facts) -> list[OpNode]:
             return
         seen.add(value)
         for op in facts.readers(value):
-            if op.kind in ("add", "scale"):
+            if op.kind in PASS_THROUGH:
                 walk(op.output)
             elif op.kind == "norm" and op not in reached:
                 reached.append(op)
