@@ -85,6 +85,16 @@ def rope(fraction: float = 1.0) -> dict[str, Any]:
 # --- section: positions, activations and layer types -----------------------------------------
 
 
+@family("nemotron")
+def _nemotron():
+    # relu2 MLP with biases, LayerNorm1P (1 + w) with a bias, partial rotary (k = 4, r = 2)
+    return config(
+        "nemotron", hidden_size=D, intermediate_size=F, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=4, norm_eps=EPS, attention_bias=True, mlp_bias=True,
+        tie_word_embeddings=False, rope_parameters=rope(0.5),
+    )  # fmt: skip
+
+
 # --- section: mixture of experts --------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from symcomp.lang import SizeCodePrinter, parse_expr
 
 ACTIVATIONS = {
     "relu": "F.relu({})",
+    "relu2": "F.relu({}).square()",
     "gelu": "F.gelu({})",
     "gelu_tanh": 'F.gelu({}, approximate="tanh")',
     "silu": "F.silu({})",

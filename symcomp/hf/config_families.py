@@ -318,6 +318,26 @@ def _gemma_activation(c: _Config) -> str:
     return current
 
 
+def _nemotron(c: _Config) -> dict[str, Any]:
+    # NemotronLayerNorm1P: F.layer_norm with weight + 1 and a bias; NemotronMLP: up, act, down
+    # (not gated); NemotronConfig defaults partial_rotary_factor to 0.5; attention_bias covers
+    # q, k, v and o alike.
+    return {
+        "kind": "causal_lm",
+        **_sizes(c),
+        "block": "pre_norm",
+        "norm": {**_layernorm(c, "norm_eps", 1e-5), "gain": "one_plus_w"},
+        "attention": _attention(c, bias=c.flag("attention_bias", False)),
+        "positions": _rope(c, _RopeKeys(default_fraction=0.5)),
+        "mlp": {
+            "hidden": c.integer("intermediate_size"),
+            "activation": _activation(c, "hidden_act", "relu2"),
+            "bias": c.flag("mlp_bias", False),
+        },
+        "embeddings": {"tied": c.flag("tie_word_embeddings", False)},
+    }
+
+
 @dataclass(frozen=True)
 class Family:
     """How to import one model_type: a builder and the family's keys that change nothing."""
@@ -354,4 +374,5 @@ FAMILIES: dict[str, Family] = {
     # layerdrop skips layers during training only.
     "opt": Family(_opt, _CAUSAL | {"layerdrop"}),
     "gemma": Family(_gemma, _CAUSAL),
+    "nemotron": Family(_nemotron, _CAUSAL),
 }

@@ -62,6 +62,14 @@ _LLAMA_LIKE: list[Row] = [
     ("lm_head.weight", "unembed.W_U", "transpose"),
 ]
 
+# Llama's names with LayerNorm biases (Nemotron's LayerNorm1P).
+_LLAMA_LIKE_NORM_BIASES: list[Row] = [
+    *_LLAMA_LIKE,
+    ("model.layers.{i}.input_layernorm.bias", "layers.{i}.attn_norm.bias", "copy"),
+    ("model.layers.{i}.post_attention_layernorm.bias", "layers.{i}.mlp_norm.bias", "copy"),
+    ("model.norm.bias", "final_norm.bias", "copy"),
+]
+
 NAME_TABLES: dict[str, list[Row]] = {
     "gpt2": [
         ("transformer.wte.weight", "embed.W_E", "copy"),
@@ -132,6 +140,7 @@ NAME_TABLES: dict[str, list[Row]] = {
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "gemma": _LLAMA_LIKE,
+    "nemotron": _LLAMA_LIKE_NORM_BIASES,
     "gpt_neox": [
         ("gpt_neox.embed_in.weight", "embed.W_E", "copy"),
         ("gpt_neox.layers.{i}.input_layernorm.weight", "layers.{i}.attn_norm.gain", "copy"),
@@ -248,6 +257,7 @@ BUFFERS: dict[str, list[str]] = {
     "qwen2": [],
     "phi": [],
     "gemma": [r"model\.embed_tokens\.embed_scale"],
+    "nemotron": [],
 }
 
 
@@ -261,6 +271,7 @@ BASE_PREFIX: dict[str, str] = {
     "mistral": "model.",
     "qwen2": "model.",
     "gemma": "model.",
+    "nemotron": "model.",
     "gpt_neox": "gpt_neox.",
     "phi": "model.",
     "opt": "model.",

@@ -114,7 +114,8 @@ register_op(
     "activation",
     ("x",),
     attrs=("fn",),
-    doc="Elementwise relu, gelu (exact erf), gelu_tanh (tanh approximation) or silu.",
+    doc="Elementwise relu, relu2 (relu(x)^2), gelu (exact erf), gelu_tanh (tanh approximation) "
+    "or silu.",
 )
 register_op("gate", ("a", "b"), attrs=("fn",), doc="act(a) * b: a gated MLP's hidden layer.")
 register_op(
@@ -125,6 +126,10 @@ register_op(
     doc="Logits x W_U + b_U, or x W_E^T + b_U (transpose) for a tied unembedding.",
 )
 register_op("log_softmax", ("x",), doc="Log-probabilities over the vocabulary.")
+
+
+HOMOGENEITY: dict[str, int] = {"relu": 1, "relu2": 2}
+"""The positively homogeneous activations and their degree n: act(a z) = a^n act(z) for a > 0."""
 
 
 def alibi_slopes(heads: int) -> tuple[float, ...]:

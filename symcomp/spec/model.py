@@ -22,9 +22,9 @@ class _Frozen(BaseModel):
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 
-Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
+Activation = Literal["relu", "relu2", "gelu", "gelu_tanh", "silu"]
 # What a user may write: the plain activations plus the gated shorthands.
-MLPActivation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"]
+MLPActivation = Literal["relu", "relu2", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"]
 # Gated shorthands: the gate branch goes through the activation, the up branch is linear.
 GATED_SHORTHANDS: dict[str, str] = {"swiglu": "silu", "geglu": "gelu"}
 
@@ -167,8 +167,8 @@ class MLP(_Frozen):
 
     hidden: PositiveInt = Field(description="Hidden width f of the MLP.")
     activation: MLPActivation = Field(
-        description="Elementwise activation: relu, gelu (exact erf), gelu_tanh (tanh "
-        "approximation), silu. The shorthands swiglu and geglu mean silu and gelu with "
+        description="Elementwise activation: relu, relu2 (squared ReLU, relu(x)^2: Nemotron), "
+        "gelu (exact erf), gelu_tanh (tanh approximation), silu. The shorthands swiglu and geglu mean silu and gelu with "
         "gated: true."
     )
     gated: bool = Field(
@@ -356,7 +356,19 @@ SymmetryList = Annotated[
 
 
 HFModelType = Literal[
-    "gpt2", "bert", "llama", "mistral", "qwen2", "gpt_neox", "phi", "opt", "gemma"
+    "gpt2",
+    "bert",
+    "llama",
+    "mistral",
+    "qwen2",
+    "gpt_neox",
+    "phi",
+    "opt",
+    "gemma",
+    "nemotron",
+    "smollm3",
+    "xglm",
+    "roberta",
 ]
 
 

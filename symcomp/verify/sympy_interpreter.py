@@ -275,6 +275,8 @@ def _act(fn: str, ctx: _Ctx, x: Any) -> Any:
         a = sympy.Abs(sympy.factor_terms(sympy.expand(x)))  # positive factors come out
         a = a.replace(lambda e: isinstance(e, sympy.Abs), lambda e: ctx.fn("Abs", e.args[0]))
         return (x + a) / 2
+    if fn == "relu2":
+        return _act("relu", ctx, x) ** 2
     if fn == "gelu":
         return x * (1 + ctx.fn("erf", x / sympy.sqrt(2))) / 2
     if fn == "gelu_tanh":
