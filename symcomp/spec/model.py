@@ -168,8 +168,8 @@ class MLP(_Frozen):
     hidden: PositiveInt = Field(description="Hidden width f of the MLP.")
     activation: MLPActivation = Field(
         description="Elementwise activation: relu, relu2 (squared ReLU, relu(x)^2: Nemotron), "
-        "gelu (exact erf), gelu_tanh (tanh approximation), silu. The shorthands swiglu and geglu mean silu and gelu with "
-        "gated: true."
+        "gelu (exact erf), gelu_tanh (tanh approximation), silu. The shorthands swiglu and "
+        "geglu mean silu and gelu with gated: true."
     )
     gated: bool = Field(
         default=False,
