@@ -49,6 +49,9 @@ COMMON: dict[str, Any] = {
 
 CONFIGS: dict[str, Callable[[], transformers.PretrainedConfig]] = {}
 
+DEFAULT_FLOAT64: set[str] = set()
+"""Families whose transformers code runs in float64 only under torch's default dtype float64."""
+
 Patch = Callable[[nn.Module], None]
 PATCHES: list[Patch] = [hf_tiny.float64_norms_, hf_tiny.float64_rope_]
 """What lifts transformers' float32 islands to float64 (same formulas), applied in order."""
@@ -95,6 +98,34 @@ def _nemotron():
     )  # fmt: skip
 
 
+@family("xglm")
+def _xglm():
+    # fixed sinusoid table (offset 2), embeddings scaled by sqrt(d), pre-LayerNorm, tied
+    return config(
+        "xglm", d_model=D, ffn_dim=F, attention_heads=2, num_layers=1, scale_embedding=True,
+        activation_function="gelu", tie_word_embeddings=True,
+    )  # fmt: skip
+
+
+def float64_sinusoids_(model: nn.Module) -> None:
+    """XGLM builds its sinusoid table in float32: rebuild it in float64 (same formula)."""
+    from symcomp.ir.interpreter import sinusoid_table
+
+    for module in model.modules():
+        if type(module).__name__ == "XGLMSinusoidalPositionalEmbedding":
+            rows, width = module.weights.shape
+            table = sinusoid_table(rows, width, 10000.0, 0)
+            if module.padding_idx is not None:
+                table[module.padding_idx] = 0.0
+            module.weights = table
+
+
+PATCHES.append(float64_sinusoids_)
+# XGLM's eager attention clamps with torch.full((), finfo(float64).min) in torch's default
+# dtype: a float64 XGLM runs only under a float64 default dtype, stock transformers included.
+DEFAULT_FLOAT64.add("xglm")
+
+
 # --- section: mixture of experts --------------------------------------------------------------
 
 
@@ -107,17 +138,34 @@ def patch_float64_(model: nn.Module) -> nn.Module:
     return model
 
 
+def _auto(cfg: transformers.PretrainedConfig) -> tuple[Any, str]:
+    """The LM class of ``cfg`` (masked for an encoder: a model_type with a masked-LM class that
+    is not configured as a decoder) and its attention: SDPA, or eager where it has no SDPA."""
+    from transformers.models.auto import modeling_auto
+
+    masked = cfg.model_type in modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    auto = (
+        transformers.AutoModelForMaskedLM
+        if masked and not cfg.is_decoder
+        else transformers.AutoModelForCausalLM
+    )
+    cls = auto._model_mapping[type(cfg)]
+    return auto, "sdpa" if cls._supports_sdpa else "eager"
+
+
 def build(cfg: transformers.PretrainedConfig, seed: int = 0) -> nn.Module:
-    """The float64 model of ``cfg`` (SDPA), every parameter drawn at random."""
+    """The float64 model of ``cfg`` (SDPA where it has it), every parameter drawn at random."""
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    auto, attn = _auto(cfg)
+    model = auto.from_config(cfg, attn_implementation=attn)
     model = model.to(torch.float64).eval()
     randomize_(model, torch.Generator().manual_seed(seed))
     return model
 
 
 def load(folder: Path) -> nn.Module:
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa")
+    auto, attn = _auto(transformers.AutoConfig.from_pretrained(folder))
+    model = auto.from_pretrained(folder, attn_implementation=attn)
     return model.to(torch.float64).eval()
 
 
@@ -136,6 +184,16 @@ def check_family(name: str, run_cli, tmp: Path) -> int:
     out = tmp / f"reduced_{name.replace('-', '_')}"
     code, stdout, stderr = run_cli("reduce", "--hf", str(folder), "-o", str(out))
     assert code == 0, stderr + stdout
+    default = torch.get_default_dtype()
+    if name in DEFAULT_FLOAT64:
+        torch.set_default_dtype(torch.float64)
+    try:
+        return _check_against_transformers(folder, out)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def _check_against_transformers(folder: Path, out: Path) -> int:
     spec = import_hf_config(folder)
     analysis = analyze(spec)
     pkg = _import(out)

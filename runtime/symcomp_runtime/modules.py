@@ -121,6 +121,22 @@ def rope(
     return torch.cat((rot, rest), dim=-1)
 
 
+def sinusoids(T: int, width: int, *, base: float, offset: int, like: Tensor) -> Tensor:
+    """The fixed (T, width) table of sinusoidal positions, in ``like``'s dtype and device.
+
+    Position p is row n = p + offset: sin(n w_i) for i < width // 2, then cos(n w_i), w_i =
+    base^(-i / (width // 2 - 1)) (tensor2tensor's layout), and a zero last dim for an odd width.
+    Computed in float64.
+    """
+    half = width // 2
+    i = torch.arange(half, dtype=torch.float64, device=like.device)
+    freqs = torch.exp(i * -(math.log(base) / (half - 1)))
+    n = torch.arange(offset, offset + T, dtype=torch.float64, device=like.device)
+    angles = n[:, None] * freqs
+    table = torch.cat((angles.sin(), angles.cos(), angles.new_zeros(T, width - 2 * half)), -1)
+    return table.to(like.dtype)
+
+
 def alibi_slopes(heads: int) -> list[float]:
     """ALiBi's per-head slopes, as transformers' BLOOM computes them.
 

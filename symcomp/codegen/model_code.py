@@ -57,6 +57,7 @@ RUNTIME_MODULES = (
     "merge_heads",
     "ones",
     "rope",
+    "sinusoids",
     "sizes_of",
     "split_heads",
     "weight",

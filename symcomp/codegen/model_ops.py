@@ -95,6 +95,12 @@ def _emit_embed(scope: _Scope, op: OpNode) -> Statement:
     return _assign(scope, op, f"{W}[0]", "(width,): token type 0 (inputs are ids only)")
 
 
+def _emit_sinusoid(scope: _Scope, op: OpNode) -> Statement:
+    like = scope.param("embed.W_E")
+    args = f"base={float(op.attr('base'))!r}, offset={op.attr('offset')}, like={like}"
+    return _assign(scope, op, f"sinusoids(seq_len, s.width, {args})", "(T, width), fixed")
+
+
 def _emit_scale(scope: _Scope, op: OpNode) -> Statement:
     factor = SizeCodePrinter().parenthesize(parse_expr(op.attr("expr")), 3)  # one factor
     return _assign(scope, op, f"{scope.read(op, 'x')} * {factor}", f"times {op.attr('expr')}")
@@ -194,6 +200,7 @@ def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
 
 EMITTERS: dict[str, Callable[[_Scope, OpNode], Statement]] = {
     "embed": _emit_embed,
+    "sinusoid": _emit_sinusoid,
     "norm": _emit_norm,
     "add": _emit_add,
     "linear": _emit_linear,

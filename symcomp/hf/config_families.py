@@ -338,6 +338,47 @@ def _nemotron(c: _Config) -> dict[str, Any]:
     }
 
 
+def _xglm(c: _Config) -> dict[str, Any]:
+    sizes = _sizes(c, ("d_model", "hidden_size"), ("num_layers", "num_hidden_layers"))
+    _xglm_padding_row(c, sizes["max_positions"])
+    return {
+        "kind": "causal_lm",
+        **sizes,
+        "block": "pre_norm",
+        # XGLM builds nn.LayerNorm without an eps argument: PyTorch's 1e-5, with no config key.
+        "norm": {"type": "layernorm", "eps": 1e-5},
+        "attention": {"heads": c.integer("attention_heads", "num_attention_heads"), "bias": True},
+        # XGLMSinusoidalPositionalEmbedding: position p reads row p + 2 of a fixed table.
+        "positions": {"type": "sinusoidal", "base": 10000.0, "offset": _XGLM_OFFSET},
+        "mlp": {
+            "hidden": c.integer("ffn_dim"),
+            "activation": _activation(c, "activation_function", "gelu"),
+            "bias": True,
+        },
+        "embeddings": {
+            "tied": c.flag("tie_word_embeddings", True),
+            # XGLMScaledWordEmbedding multiplies by sqrt(d_model) when scale_embedding is set.
+            "scale": "sqrt(width)" if c.flag("scale_embedding", True) else 1.0,
+        },
+    }
+
+
+_XGLM_OFFSET = 2
+
+
+def _xglm_padding_row(c: _Config, positions: int) -> None:
+    """XGLM zeroes the sinusoid row pad_token_id: an error where a position reads that row."""
+    pad = c.optional_integer("pad_token_id", 1)
+    if pad is not None and _XGLM_OFFSET <= pad < _XGLM_OFFSET + positions:
+        raise c.error(
+            "XGLM zeroes the sinusoid row pad_token_id, which a position reads: a table with "
+            "one zeroed row is not supported",
+            ("pad_token_id",),
+            found=str(pad),
+            accepted=f"null or an id below {_XGLM_OFFSET} or from {_XGLM_OFFSET + positions} on",
+        )
+
+
 @dataclass(frozen=True)
 class Family:
     """How to import one model_type: a builder and the family's keys that change nothing."""
@@ -375,4 +416,6 @@ FAMILIES: dict[str, Family] = {
     "opt": Family(_opt, _CAUSAL | {"layerdrop"}),
     "gemma": Family(_gemma, _CAUSAL),
     "nemotron": Family(_nemotron, _CAUSAL),
+    # layerdrop skips layers during training only; decoder_start_token_id is a token id.
+    "xglm": Family(_xglm, _CAUSAL | {"layerdrop"}),
 }

@@ -44,6 +44,7 @@ from symcomp.spec.model import (
     Architecture,
     LearnedPositions,
     RotaryPositions,
+    SinusoidalPositions,
     Spec,
 )
 from symcomp.spec.params import Sizes, evaluate_size_expression, parameter_shapes, sizes_of
@@ -301,6 +302,17 @@ def _embeddings(b: _Builder) -> str:
             {"x": "input_ids", "W": ("embed.W_P", (rows, axis))},
             index="position",
             offset=offset,
+        )
+        x = b.add(x, pos, "embed.with_positions")
+    if isinstance(arch.positions, SinusoidalPositions):
+        pos = b.op(
+            "sinusoid",
+            "embed.positions",
+            (BATCH, SEQ, b.resid("embed.positions")),
+            {"x": "input_ids"},
+            width=s.width,
+            base=arch.positions.base,
+            offset=arch.positions.offset,
         )
         x = b.add(x, pos, "embed.with_positions")
     if arch.embeddings.token_types:

@@ -6,6 +6,7 @@ the ground truth that generated code and symmetry transformations are checked ag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -61,6 +62,22 @@ def _embed(op: OpNode, x: Tensor, W: Tensor) -> Tensor:
         return W[offset : offset + T].expand(B, T, -1)
     assert index == "token_type", index
     return W[0].expand(B, T, -1)
+
+
+def sinusoid_table(T: int, width: int, base: float, offset: int) -> Tensor:
+    """(T, width) in float64: the rows offset .. offset + T - 1 of the sinusoid table."""
+    half = width // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(base) / (half - 1)))
+    angles = torch.arange(offset, offset + T, dtype=torch.float64)[:, None] * freqs
+    table = torch.cat((angles.sin(), angles.cos(), angles.new_zeros(T, width - 2 * half)), -1)
+    return table
+
+
+@register("sinusoid")
+def _sinusoid(op: OpNode, x: Tensor) -> Tensor:
+    B, T = x.shape
+    table = sinusoid_table(T, op.attr("width"), op.attr("base"), op.attr("offset"))
+    return table.expand(B, T, -1)
 
 
 @register("scale")

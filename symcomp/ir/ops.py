@@ -63,6 +63,14 @@ register_op(
     attrs=("factor", "expr"),
     doc="x * factor, a constant evaluated from the spec's size expression expr (Gemma).",
 )
+register_op(
+    "sinusoid",
+    ("x",),
+    attrs=("width", "base", "offset"),
+    doc="A fixed (T, width) table, no parameters: position p is row n = p + offset, sin(n w_i) "
+    "then cos(n w_i) for i < width // 2, w_i = base^(-i / (width // 2 - 1)), a zero last dim "
+    "for an odd width; x (the token ids) gives only the sequence length.",
+)
 register_op("add", ("x", "y"), doc="x + y: the residual stream x plus a branch y.")
 register_op(
     "norm",

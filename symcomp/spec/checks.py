@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from symcomp.errors import KeyPath, Problem, SpecError
-from symcomp.spec.model import GATED_SHORTHANDS, RotaryPositions, Spec
+from symcomp.spec.model import GATED_SHORTHANDS, RotaryPositions, SinusoidalPositions, Spec
 from symcomp.spec.source import Source
 
 Rule = Callable[[Spec, Source], Iterator[Problem]]
@@ -63,6 +63,18 @@ def rotated_width_even(spec: Spec, source: Source) -> Iterator[Problem]:
         )
 
 
+def sinusoid_width(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    if isinstance(arch.positions, SinusoidalPositions) and arch.width < 4:
+        yield _problem(
+            source,
+            "sinusoidal positions need width // 2 - 1 > 0 (the frequencies divide by it)",
+            (*ARCH, "width"),
+            found=str(arch.width),
+            accepted="a width of at least 4",
+        )
+
+
 def gated_shorthand_consistent(spec: Spec, source: Source) -> Iterator[Problem]:
     mlp = spec.architecture.mlp
     if mlp.activation in GATED_SHORTHANDS:
@@ -101,6 +113,7 @@ ARCHITECTURE_RULES: tuple[Rule, ...] = (
     heads_divide_width,
     kv_heads_divide_heads,
     rotated_width_even,
+    sinusoid_width,
     gated_shorthand_consistent,
 )
 # Rules that evaluate expressions over the sizes; they run on the normalized spec.

@@ -150,6 +150,24 @@ class AlibiPositions(_Frozen):
     type: Literal["alibi"] = Field(description="Attention with linear biases.")
 
 
+class SinusoidalPositions(_Frozen):
+    """A fixed table of sines and cosines added to the token embeddings: no parameters."""
+
+    type: Literal["sinusoidal"] = Field(description="Sinusoidal absolute positions (XGLM).")
+    base: float = Field(
+        default=10000.0,
+        gt=1,
+        description="Position p reads row n = p + offset: sin(n w_i) in the first width // 2 "
+        "dims and cos(n w_i) in the next width // 2, w_i = base^(-i / (width // 2 - 1)) "
+        "(tensor2tensor's layout, as transformers' XGLM); an odd width gets a zero last dim.",
+    )
+    offset: NonNegativeInt = Field(
+        default=0,
+        description="Position p reads row p + offset of the table (XGLM: 2, fairseq's "
+        "padding offset).",
+    )
+
+
 class NoPositions(_Frozen):
     """No position information (NoPE)."""
 
@@ -157,7 +175,7 @@ class NoPositions(_Frozen):
 
 
 Positions = Annotated[
-    LearnedPositions | RotaryPositions | AlibiPositions | NoPositions,
+    LearnedPositions | RotaryPositions | AlibiPositions | SinusoidalPositions | NoPositions,
     Field(discriminator="type"),
 ]
 
@@ -238,7 +256,8 @@ class Architecture(_Frozen):
     )
     attention: Attention = Field(description="The attention layers.")
     positions: Positions = Field(
-        description="Position encoding: learned, rope, alibi or none (selected by 'type')."
+        description="Position encoding: learned, rope, alibi, sinusoidal or none (selected by "
+        "'type')."
     )
     mlp: MLP = Field(description="The MLP layers.")
     embeddings: Embeddings = Field(description="Token embeddings and unembedding.")

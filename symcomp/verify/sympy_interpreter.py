@@ -126,6 +126,14 @@ def _embed(op: OpNode, ctx: _Ctx, x: tuple[int, ...], W: sympy.Matrix) -> sympy.
     return sympy.Matrix.vstack(*[W.row(r) for r in rows])
 
 
+@register("sinusoid")
+def _sinusoid(op: OpNode, ctx: _Ctx, x: tuple[int, ...]) -> sympy.Matrix:
+    from symcomp.ir.interpreter import sinusoid_table
+
+    table = sinusoid_table(len(x), op.attr("width"), op.attr("base"), op.attr("offset"))
+    return sympy.Matrix([[sympy.Float(float(v), 30) for v in row] for row in table.tolist()])
+
+
 @register("scale")
 def _scale(op: OpNode, ctx: _Ctx, x: sympy.Matrix) -> sympy.Matrix:
     return x * ctx.scale_factor(op)  # type: ignore[attr-defined]
