@@ -107,6 +107,16 @@ def _xglm():
     )  # fmt: skip
 
 
+@family("smollm3")
+def _smollm3():
+    # layer 0 rotates, layer 1 is NoPE; biases on q, k, v, o (the key-bias shift on both kinds)
+    return config(
+        "smollm3", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=4, num_hidden_layers=2, no_rope_layers=[1, 0],
+        rms_norm_eps=EPS, attention_bias=True, tie_word_embeddings=False, rope_parameters=rope(),
+    )  # fmt: skip
+
+
 def float64_sinusoids_(model: nn.Module) -> None:
     """XGLM builds its sinusoid table in float32: rebuild it in float64 (same formula)."""
     from symcomp.ir.interpreter import sinusoid_table

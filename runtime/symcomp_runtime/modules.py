@@ -137,6 +137,15 @@ def sinusoids(T: int, width: int, *, base: float, offset: int, like: Tensor) -> 
     return table.to(like.dtype)
 
 
+def without_rope(blocks: list[nn.Module], nope: tuple[int, ...]) -> nn.ModuleList:
+    """The ``blocks`` with rotation switched off (``attn.rotary = False``) on the NoPE layers
+    ``nope`` that exist (an instance may have fewer layers than the spec)."""
+    for i in nope:
+        if i < len(blocks):
+            blocks[i].attn.rotary = False
+    return nn.ModuleList(blocks)
+
+
 def alibi_slopes(heads: int) -> list[float]:
     """ALiBi's per-head slopes, as transformers' BLOOM computes them.
 

@@ -35,6 +35,7 @@ from symcomp.codegen.model_ops import (
     _runs,
     _Scope,
     _statements,
+    _template_ops,
 )
 from symcomp.codegen.model_text import (
     LINE_LENGTH,
@@ -58,6 +59,7 @@ RUNTIME_MODULES = (
     "ones",
     "rope",
     "sinusoids",
+    "without_rope",
     "sizes_of",
     "split_heads",
     "weight",
@@ -210,10 +212,13 @@ def _sublayer_class(graph: Graph, part: str, ops: list[OpNode]) -> ModuleClass:
     body = _returning(_layout(list(_statements(scope, ops))), scope.value(ops[-1].output))
     doc = _attention_doc(graph) if part == "attn" else _mlp_doc(graph)
     what = "attention" if part == "attn" else "MLP"
+    attrs = _param_attrs(graph, path)
+    if part == "attn" and _nope_layers(graph):
+        attrs += (Assign("rotary", "True  # False on the NoPE layers (without_rope)"),)
     return ModuleClass(
         CLASS_NAMES[part],
         _docstring(doc, 4),
-        _param_attrs(graph, path),
+        attrs,
         forward_doc=f"x (B, T, width) -> the {what} output (B, T, width).",
         forward=body,
         uses_sizes=_uses_sizes(body),
@@ -223,7 +228,7 @@ def _sublayer_class(graph: Graph, part: str, ops: list[OpNode]) -> ModuleClass:
 def _block_class(graph: Graph) -> tuple[ModuleClass, list[ModuleClass]]:
     """Block (from the ops of layer 0) and the classes of its sublayers."""
     _check_layers_alike(graph)
-    ops = _layer_ops(graph, 0)
+    ops = _template_ops(graph)
     layer_input = _external_input(ops, graph)  # the output of the layer before
     scope = _Scope(graph, "layers.0.", "L0.", {layer_input: "x"})
     statements: list[Statement] = []
@@ -288,9 +293,10 @@ def _model_parts(graph: Graph) -> tuple[tuple[Assign, ...], tuple[str, ...], lis
     classes: list[ModuleClass] = []
     for child in _submodules(graph, list(graph.param), ""):
         if child == "layers":
-            attrs.append(
-                Assign("layers", "nn.ModuleList(Block(s, **factory) for _ in range(s.layers))")
-            )
+            blocks = "nn.ModuleList(Block(s, **factory) for _ in range(s.layers))"
+            if _nope_layers(graph):
+                blocks = "without_rope([Block(s, **factory) for _ in range(s.layers)], NOPE_LAYERS)"
+            attrs.append(Assign("layers", blocks))
         elif child in norms:
             attrs.append(Assign(child, _norm_constructor(norms[child])))
         else:
@@ -303,6 +309,10 @@ def _model_parts(graph: Graph) -> tuple[tuple[Assign, ...], tuple[str, ...], lis
 
 
 # --- module-level pieces ----------------------------------------------------------------------
+
+
+def _nope_layers(graph: Graph) -> list[int]:
+    return list(getattr(graph.arch.positions, "nope_layers", None) or [])
 
 
 def _norm_info(graph: Graph) -> NormInfo:
@@ -452,7 +462,7 @@ def render_model(
     sizes = graph.sizes
     norm, mask = _norm_info(graph), _mask_info(graph)
     code = [*model_forward, *(ln for c in classes for ln in c.forward)]
-    values = [a.value for c in classes for a in c.attrs]
+    values = [a.value for c in classes for a in c.attrs] + [a.value for a in model_attrs]
     text = render(
         "model.py.j2",
         module_doc=_module_doc(spec),
@@ -463,6 +473,7 @@ def render_model(
         modules_import=_modules_import(rt, norm, mask, code + values),
         norm=norm,
         rope=_rope_info(graph),
+        nope_layers=tuple(_nope_layers(graph)),
         mask=mask,
         uses_math=_uses_math(code),
         hf=hf_table(spec, hf_model_type) if hf_model_type else None,

@@ -18,7 +18,7 @@ from symcomp.codegen.model_text import (
     _module_path,
     _node,
 )
-from symcomp.ir.graph import Graph, OpNode
+from symcomp.ir.graph import Graph, Input, OpNode
 from symcomp.ir.ops import alibi_slopes
 from symcomp.lang import SizeCodePrinter, parse_expr
 
@@ -135,7 +135,13 @@ def _emit_rope(scope: _Scope, op: OpNode) -> Statement:
     args.append(f"pairs={op.attr('pair_layout')!r}".replace("'", '"'))
     if op.attr("position_divisor") != 1.0:
         args.append(f"position_divisor={float(op.attr('position_divisor'))!r}")
-    return Statement(tuple(_call(scope.value(op.output), "rope", args)))
+    out = scope.value(op.output)
+    if not getattr(scope.graph.arch.positions, "nope_layers", None):
+        return Statement(tuple(_call(out, "rope", args)))
+    # NoPE layers among rotated ones: this block rotates only where rotary is set
+    lines = [f"{out} = {scope.read(op, 'x')}", "if self.rotary:"]
+    lines += ["    " + line for line in _call(out, "rope", args)]
+    return Statement(tuple(lines))
 
 
 def _emit_activation(scope: _Scope, op: OpNode) -> Statement:
@@ -273,6 +279,35 @@ def _ops_by_layer(graph: Graph) -> dict[int | None, list[OpNode]]:
     return _BY_LAYER[0][1]
 
 
+def _template_ops(graph: Graph) -> list[OpNode]:
+    """The ops the Block class is written from: layer 0's, or, where layer 0 is a NoPE layer
+    among rotated ones, those of the first rotated layer renamed to layer 0."""
+    ops = _layer_ops(graph, 0)
+    rotated = [
+        i for i in range(graph.sizes.layers) if any(o.kind == "rope" for o in _layer_ops(graph, i))
+    ]
+    if not rotated or rotated[0] == 0:
+        return ops
+    layer, source = rotated[0], _external_input(_layer_ops(graph, rotated[0]), graph)
+    first_source = _external_input(ops, graph)
+
+    def rename(name: str) -> str:
+        if name == source:
+            return first_source
+        return re.sub(rf"^(L|layers\.){layer}\.", r"\g<1>0.", name)
+
+    return [
+        OpNode(
+            rename(op.name),
+            op.kind,
+            op.attrs,
+            tuple(Input(i.slot, rename(i.node), i.axes) for i in op.inputs),
+            rename(op.output),
+        )
+        for op in _layer_ops(graph, layer)
+    ]
+
+
 def _part(op: OpNode) -> str:
     """``attn``, ``mlp`` or ``block``: which class of the layer emits the op."""
     for part in ("attn", "mlp"):
@@ -282,13 +317,16 @@ def _part(op: OpNode) -> str:
 
 
 def _check_layers_alike(graph: Graph) -> None:
-    """Every layer's ops are layer 0's, renamed (one Block class serves them all)."""
+    """Every layer's ops are layer 0's, renamed (one Block class serves them all), but for the
+    rope ops that NoPE layers lack (the Block then rotates only where ``rotary`` is set)."""
 
     def signature(layer: int) -> list[tuple[object, ...]]:
         ops = _layer_ops(graph, layer)
         source = _external_input(ops, graph)  # the output of the layer before
+        skipped = {op.output: _node(op, "x") for op in ops if op.kind == "rope"}
 
         def rename(name: str) -> str:
+            name = skipped.get(name, name)
             return (
                 "<in>" if name == source else re.sub(rf"^(L|layers\.){layer}\.", r"\g<1>0.", name)
             )
@@ -301,6 +339,7 @@ def _check_layers_alike(graph: Graph) -> None:
                 tuple((i.slot, rename(i.node)) for i in op.inputs),
             )
             for op in ops
+            if op.kind != "rope"
         ]
 
     first = signature(0)

@@ -95,6 +95,10 @@ def _bert(c: _Config) -> dict[str, Any]:
     }
 
 
+# Llama, Mistral, Qwen2, Gemma and SmolLM3 rotate the whole head.
+_WHOLE_HEAD = _RopeKeys(partial=False)
+
+
 def _llama_like(
     c: _Config,
     *,
@@ -103,6 +107,7 @@ def _llama_like(
     tied_default: bool = False,
     norm: dict[str, Any] | None = None,
     activation: str | None = None,
+    rope: _RopeKeys = _WHOLE_HEAD,
 ) -> dict[str, Any]:
     """Pre-RMSNorm decoder with a gated MLP: act(x W_gate) * (x W_up), then W_down."""
     return {
@@ -111,7 +116,7 @@ def _llama_like(
         "block": "pre_norm",
         "norm": norm or {"type": "rmsnorm", "eps": c.number("rms_norm_eps", 1e-6)},
         "attention": attention,
-        "positions": _rope(c, _RopeKeys(partial=False)),
+        "positions": _rope(c, rope),
         "mlp": {
             "hidden": c.integer("intermediate_size"),
             "activation": activation or _activation(c, "hidden_act", "silu"),
@@ -379,6 +384,68 @@ def _xglm_padding_row(c: _Config, positions: int) -> None:
         )
 
 
+def _smollm3(c: _Config) -> dict[str, Any]:
+    nope = _smollm3_nope_layers(c, c.integer("num_hidden_layers"))
+    _smollm3_no_window(c, nope)
+    attention = _attention(c, bias=c.flag("attention_bias", False))
+    arch = _llama_like(
+        c,
+        attention=attention,
+        mlp_bias=c.flag("mlp_bias", False),
+        tied_default=True,
+        # SmolLM3Config.default_theta; SmolLM3 rotates the whole head.
+        rope=_RopeKeys(partial=False, default_theta=2000000.0),
+    )
+    arch["positions"]["nope_layers"] = nope
+    return arch
+
+
+def _smollm3_nope_layers(c: _Config, layers: int) -> list[int]:
+    """SmolLM3Attention rotates where no_rope_layers[i] is 1; by default every layer but each
+    no_rope_layer_interval-th (default 4)."""
+    if not c.present("no_rope_layers"):
+        interval = c.integer("no_rope_layer_interval", default=4)
+        return [i for i in range(layers) if (i + 1) % interval == 0]
+    flags = c.get("no_rope_layers")
+    valid = isinstance(flags, list) and all(f in (0, 1) and not isinstance(f, float) for f in flags)
+    if not valid or len(flags) != layers:
+        raise c.error(
+            "no_rope_layers must hold one 0 or 1 per layer (1: the layer uses RoPE)",
+            ("no_rope_layers",),
+            found=_short(flags),
+            accepted=f"a list of {layers} values 0 or 1",
+        )
+    c.get("no_rope_layer_interval")  # read: unused when no_rope_layers is given
+    return [i for i, flag in enumerate(flags) if not flag]
+
+
+def _smollm3_no_window(c: _Config, nope: list[int]) -> None:
+    """SmolLM3 slides its window on the NoPE layers only (with use_sliding_window), or on the
+    layers layer_types names: a window on some layers only is not expressible."""
+    use = c.flag("use_sliding_window", False)
+    window = c.optional_integer("sliding_window", None)
+    types = c.get("layer_types")
+    if types is None:
+        sliding = use and window is not None and bool(nope)
+        key = "use_sliding_window"
+    else:
+        if not isinstance(types, list) or not set(types) <= {"full_attention", "sliding_attention"}:
+            raise c.error(
+                "layer types not supported",
+                ("layer_types",),
+                found=_short(types),
+                accepted="a list of 'full_attention' and 'sliding_attention'",
+            )
+        sliding, key = "sliding_attention" in types, "layer_types"
+    if sliding:
+        raise c.error(
+            "a sliding window on some layers only is not supported (a per-layer attention window)",
+            (key,),
+            found=_short(c.get(key)),
+            accepted="no sliding layers (use_sliding_window false)",
+        )
+
+
 @dataclass(frozen=True)
 class Family:
     """How to import one model_type: a builder and the family's keys that change nothing."""
@@ -418,4 +485,5 @@ FAMILIES: dict[str, Family] = {
     "nemotron": Family(_nemotron, _CAUSAL),
     # layerdrop skips layers during training only; decoder_start_token_id is a token id.
     "xglm": Family(_xglm, _CAUSAL | {"layerdrop"}),
+    "smollm3": Family(_smollm3, _CAUSAL),
 }

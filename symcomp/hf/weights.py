@@ -141,6 +141,7 @@ NAME_TABLES: dict[str, list[Row]] = {
     "qwen2": _LLAMA_LIKE,
     "gemma": _LLAMA_LIKE,
     "nemotron": _LLAMA_LIKE_NORM_BIASES,
+    "smollm3": _LLAMA_LIKE,
     "gpt_neox": [
         ("gpt_neox.embed_in.weight", "embed.W_E", "copy"),
         ("gpt_neox.layers.{i}.input_layernorm.weight", "layers.{i}.attn_norm.gain", "copy"),
@@ -280,6 +281,7 @@ BUFFERS: dict[str, list[str]] = {
     "phi": [],
     "gemma": [r"model\.embed_tokens\.embed_scale"],
     "nemotron": [],
+    "smollm3": [],
     "xglm": [r"model\.embed_positions\.weights"],
 }
 
@@ -295,6 +297,7 @@ BASE_PREFIX: dict[str, str] = {
     "qwen2": "model.",
     "gemma": "model.",
     "nemotron": "model.",
+    "smollm3": "model.",
     "xglm": "model.",
     "gpt_neox": "gpt_neox.",
     "phi": "model.",

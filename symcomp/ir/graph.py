@@ -343,6 +343,8 @@ def _attention(b: _Builder, i: int, x: str) -> str:
     group = h // g
     P, L = f"layers.{i}.attn", f"L{i}.attn"
     serving = [j // group for j in range(h)]  # the kv head that serves each query head
+    pos = arch.positions
+    rotated = isinstance(pos, RotaryPositions) and i not in pos.nope_layers  # NoPE: no rope op
     split = {}
     for name, kind, heads in (("q", "qk", serving), ("k", "qk", range(g)), ("v", "v", range(g))):
         blocks = _head_blocks(kind, i, list(heads), k)
@@ -353,7 +355,7 @@ def _attention(b: _Builder, i: int, x: str) -> str:
         heads_axis = Axis("heads" if name == "q" else "kv_heads", n, (i,), name, blocks)
         axes = (BATCH, heads_axis, SEQ, Axis(kind, k, (i,), "head"))
         y = b.op("split_heads", f"{L}.{name}_heads", axes, {"x": y}, heads=n, head_width=k)
-        if kind == "qk" and isinstance(arch.positions, RotaryPositions):
+        if kind == "qk" and rotated:
             rope = arch.positions
             y = b.op(
                 "rope",

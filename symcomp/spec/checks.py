@@ -63,6 +63,22 @@ def rotated_width_even(spec: Spec, source: Source) -> Iterator[Problem]:
         )
 
 
+def nope_layers_valid(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    pos = arch.positions
+    if not isinstance(pos, RotaryPositions) or not pos.nope_layers:
+        return
+    layers = pos.nope_layers
+    if layers != sorted(set(layers)) or layers[-1] >= arch.layers:
+        yield _problem(
+            source,
+            "nope_layers must be increasing layer indices below layers",
+            (*ARCH, "positions", "nope_layers"),
+            found=str(layers),
+            accepted=f"increasing indices in 0 .. {arch.layers - 1}",
+        )
+
+
 def sinusoid_width(spec: Spec, source: Source) -> Iterator[Problem]:
     arch = spec.architecture
     if isinstance(arch.positions, SinusoidalPositions) and arch.width < 4:
@@ -114,6 +130,7 @@ ARCHITECTURE_RULES: tuple[Rule, ...] = (
     kv_heads_divide_heads,
     rotated_width_even,
     sinusoid_width,
+    nope_layers_valid,
     gated_shorthand_consistent,
 )
 # Rules that evaluate expressions over the sizes; they run on the normalized spec.

@@ -142,6 +142,11 @@ class RotaryPositions(_Frozen):
     scaling: RopeScaling | None = Field(
         default=None, description="Optional linear position scaling; null for none."
     )
+    nope_layers: list[NonNegativeInt] = Field(
+        default_factory=list,
+        description="Layers (0-based, increasing) that rotate nothing: their queries and keys "
+        "carry no position at all (NoPE; SmolLM3's no_rope_layers). Empty: every layer rotates.",
+    )
 
 
 class AlibiPositions(_Frozen):
