@@ -117,6 +117,17 @@ def _smollm3():
     )  # fmt: skip
 
 
+@family("roberta")
+def _roberta():
+    # positions counted over tokens other than pad_token_id 1 (rows 2.., padding reads row 1;
+    # row 0 unread); tied, as RobertaForMaskedLM ties lm_head.bias to lm_head.decoder.bias
+    return config(
+        "roberta", hidden_size=D, intermediate_size=F, num_attention_heads=2,
+        max_position_embeddings=T + 2, pad_token_id=1, type_vocab_size=2, layer_norm_eps=EPS,
+        hidden_act="gelu", tie_word_embeddings=True,
+    )  # fmt: skip
+
+
 def float64_sinusoids_(model: nn.Module) -> None:
     """XGLM builds its sinusoid table in float32: rebuild it in float64 (same formula)."""
     from symcomp.ir.interpreter import sinusoid_table

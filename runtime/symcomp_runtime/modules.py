@@ -137,6 +137,13 @@ def sinusoids(T: int, width: int, *, base: float, offset: int, like: Tensor) -> 
     return table.to(like.dtype)
 
 
+def padded_position_rows(input_ids: Tensor, *, padding: int, offset: int) -> Tensor:
+    """(B, T) rows of the position table when positions count the tokens other than
+    ``padding`` only (RoBERTa): offset - 1 + their count up to t, and offset - 1 for padding."""
+    real = (input_ids != padding).long()
+    return (offset - 1) + torch.cumsum(real, dim=1) * real
+
+
 def without_rope(blocks: list[nn.Module], nope: tuple[int, ...]) -> nn.ModuleList:
     """The ``blocks`` with rotation switched off (``attn.rotary = False``) on the NoPE layers
     ``nope`` that exist (an instance may have fewer layers than the spec)."""

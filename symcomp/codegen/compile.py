@@ -124,6 +124,7 @@ def emit_package(
         "vendored": vendor_runtime,
         "spec_hash": digest,
         "groups": groups,
+        "uses_unit": any("unit(" in a.source for g in groups for a in g.acts),
         "rope": _rope(spec, graph),
         "unread": _unread(graph) if symmetries.unread else "()",
         "tiny": repr(tiny),
@@ -212,8 +213,10 @@ def _unread(graph) -> str:
             continue
         table = next(i.node for i in op.inputs if i.slot == "W")
         rows = graph.param[table].shape[0]
-        if op.attr("index") == "position" and op.attr("offset") > 0:
-            out.append((table, 0, op.attr("offset")))
+        # the leading rows no position reads (padding reads row offset - 1)
+        unread = op.attr("offset") - (op.attr("padding") is not None)
+        if op.attr("index") == "position" and unread > 0:
+            out.append((table, 0, unread))
         elif op.attr("index") == "token_type" and rows > 1:
             out.append((table, 1, rows))
     return repr(tuple(out)).replace("'", '"')

@@ -58,6 +58,7 @@ RUNTIME_MODULES = (
     "merge_heads",
     "ones",
     "rope",
+    "padded_position_rows",
     "sinusoids",
     "without_rope",
     "sizes_of",

@@ -85,6 +85,11 @@ def _emit_embed(scope: _Scope, op: OpNode) -> Statement:
     W, index = scope.read(op, "W"), op.attr("index")
     if index == "token":
         return _assign(scope, op, f"{W}[input_ids]", "(B, T, width)")
+    if index == "position" and op.attr("padding") is not None:
+        offset, pad = op.attr("offset"), op.attr("padding")
+        rows = f"padded_position_rows(input_ids, padding={pad}, offset={offset})"
+        comment = f"(B, T, width): rows counted over tokens other than {pad} (row {offset - 1})"
+        return _assign(scope, op, f"{W}[{rows}]", comment)
     if index == "position":
         offset = op.attr("offset")
         if not offset:

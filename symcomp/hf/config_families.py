@@ -446,6 +446,37 @@ def _smollm3_no_window(c: _Config, nope: list[int]) -> None:
         )
 
 
+def _roberta(c: _Config) -> dict[str, Any]:
+    c.require("is_decoder", False, "RoBERTa as a causal decoder is not supported (masked LM only)")
+    # transformers 4 wrote position_embedding_type; 5 has only absolute positions
+    c.require(
+        "position_embedding_type", "absolute", "relative position embeddings are not supported"
+    )
+    pad = c.optional_integer("pad_token_id", 1)
+    if pad is None:
+        raise c.error(
+            "RoBERTa counts positions from pad_token_id: it needs one",
+            ("pad_token_id",),
+            found="null",
+            accepted="a token id",
+        )
+    # create_position_ids_from_input_ids: position rows from pad + 1 on, padding reads row pad
+    table = c.integer("max_position_embeddings")
+    if table <= pad + 1:
+        raise c.error(
+            "the position table has no row for a token (rows up to pad_token_id + 1 are reserved)",
+            ("max_position_embeddings",),
+            found=str(table),
+            accepted=f"more than {pad + 1}",
+        )
+    arch = _bert(c)
+    arch["max_positions"] = table - (pad + 1)
+    arch["positions"] = {"type": "learned", "offset": pad + 1, "padding_token": pad}
+    # RobertaLMHead: dense, gelu (fixed, not hidden_act), layer_norm, decoder
+    arch["prediction_head"] = {"activation": "gelu"}
+    return arch
+
+
 @dataclass(frozen=True)
 class Family:
     """How to import one model_type: a builder and the family's keys that change nothing."""
@@ -486,4 +517,5 @@ FAMILIES: dict[str, Family] = {
     # layerdrop skips layers during training only; decoder_start_token_id is a token id.
     "xglm": Family(_xglm, _CAUSAL | {"layerdrop"}),
     "smollm3": Family(_smollm3, _CAUSAL),
+    "roberta": Family(_roberta),
 }

@@ -265,6 +265,29 @@ NAME_TABLES: dict[str, list[Row]] = {
 }
 """model_type -> rows (transformers pattern, our pattern, transform)."""
 
+# RoBERTa: BERT's names under roberta., with RobertaLMHead's for the prediction head.
+_ROBERTA_NAMES = (
+    ("bert.", "roberta."),
+    ("cls.predictions.transform.dense.", "lm_head.dense."),
+    ("cls.predictions.transform.LayerNorm.", "lm_head.layer_norm."),
+    ("cls.predictions.decoder.", "lm_head.decoder."),
+    ("cls.predictions.bias", "lm_head.bias"),
+)
+
+
+def _renamed(rows: list[Row], names: tuple[tuple[str, str], ...]) -> list[Row]:
+    out = []
+    for hf, ours, transform in rows:
+        for old, new in names:
+            if hf.startswith(old):
+                hf = new + hf[len(old) :]
+                break
+        out.append((hf, ours, transform))
+    return out
+
+
+NAME_TABLES["roberta"] = _renamed(NAME_TABLES["bert"], _ROBERTA_NAMES)
+
 # Tensors that checkpoints may hold but that are not parameters (regular expressions).
 _COMMON_BUFFERS = [r".*\.rotary_emb\.inv_freq", r".*\.inv_freq", r".*\.original_inv_freq"]
 BUFFERS: dict[str, list[str]] = {
@@ -283,6 +306,7 @@ BUFFERS: dict[str, list[str]] = {
     "nemotron": [],
     "smollm3": [],
     "xglm": [r"model\.embed_positions\.weights"],
+    "roberta": [r"roberta\.embeddings\.position_ids", r"roberta\.embeddings\.token_type_ids"],
 }
 
 
@@ -299,6 +323,7 @@ BASE_PREFIX: dict[str, str] = {
     "nemotron": "model.",
     "smollm3": "model.",
     "xglm": "model.",
+    "roberta": "roberta.",
     "gpt_neox": "gpt_neox.",
     "phi": "model.",
     "opt": "model.",

@@ -285,6 +285,7 @@ def _embeddings(b: _Builder) -> str:
         {"x": "input_ids", "W": ("embed.W_E", (tokens, b.resid("embed.tokens")))},
         index="token",
         offset=0,
+        padding=None,
     )
     scale = arch.embeddings.scale
     factor = evaluate_size_expression(scale, arch)
@@ -302,6 +303,7 @@ def _embeddings(b: _Builder) -> str:
             {"x": "input_ids", "W": ("embed.W_P", (rows, axis))},
             index="position",
             offset=offset,
+            padding=arch.positions.padding_token,
         )
         x = b.add(x, pos, "embed.with_positions")
     if isinstance(arch.positions, SinusoidalPositions):
@@ -325,6 +327,7 @@ def _embeddings(b: _Builder) -> str:
             {"x": "input_ids", "W": ("embed.W_T", (rows, axis))},
             index="token_type",
             offset=0,
+            padding=None,
         )
         x = b.add(x, types, "embed.with_token_types")
     if arch.embedding_norm:

@@ -50,6 +50,12 @@ def evaluate(graph: Graph, params: Mapping[str, Tensor], input_ids: Tensor) -> d
 # --- kernels ----------------------------------------------------------------------------------
 
 
+def padded_position_rows(x: Tensor, padding: int, offset: int) -> Tensor:
+    """(B, T) rows of the position table when positions count the non-padding tokens only."""
+    real = (x != padding).long()
+    return (offset - 1) + torch.cumsum(real, dim=1) * real
+
+
 @register("embed")
 def _embed(op: OpNode, x: Tensor, W: Tensor) -> Tensor:
     B, T = x.shape
@@ -59,6 +65,8 @@ def _embed(op: OpNode, x: Tensor, W: Tensor) -> Tensor:
     if index == "position":
         offset = op.attr("offset")
         assert offset + T <= W.shape[0], f"sequence of {T} is longer than the position table"
+        if op.attr("padding") is not None:
+            return W[padded_position_rows(x, op.attr("padding"), offset)]
         return W[offset : offset + T].expand(B, T, -1)
     assert index == "token_type", index
     return W[0].expand(B, T, -1)

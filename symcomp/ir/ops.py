@@ -53,9 +53,11 @@ def register_op(
 register_op(
     "embed",
     ("x", "W"),
-    attrs=("index", "offset"),
-    doc="Rows of the table W: index='token' reads row x[b, t]; 'position' reads row offset + t; "
-    "'token_type' reads row 0 (the input is token ids only).",
+    attrs=("index", "offset", "padding"),
+    doc="Rows of the table W: index='token' reads row x[b, t]; 'position' reads row offset + t, "
+    "or, with a padding token id, row offset - 1 + (non-padding tokens up to t) for a "
+    "non-padding token and row offset - 1 for padding (RoBERTa); 'token_type' reads row 0 "
+    "(the input is token ids only).",
 )
 register_op(
     "scale",

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from symcomp.errors import KeyPath, Problem, SpecError
-from symcomp.spec.model import GATED_SHORTHANDS, RotaryPositions, SinusoidalPositions, Spec
+from symcomp.spec.model import (
+    GATED_SHORTHANDS,
+    LearnedPositions,
+    RotaryPositions,
+    SinusoidalPositions,
+    Spec,
+)
 from symcomp.spec.source import Source
 
 Rule = Callable[[Spec, Source], Iterator[Problem]]
@@ -79,6 +85,30 @@ def nope_layers_valid(spec: Spec, source: Source) -> Iterator[Problem]:
         )
 
 
+def padding_positions_valid(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    pos = arch.positions
+    if not isinstance(pos, LearnedPositions) or pos.padding_token is None:
+        return
+    if pos.offset < 1:
+        yield _problem(
+            source,
+            "positions counted over non-padding tokens need offset >= 1 (padding reads row "
+            "offset - 1)",
+            (*ARCH, "positions", "offset"),
+            found=str(pos.offset),
+            accepted="an offset of at least 1 (RoBERTa: padding_token + 1)",
+        )
+    if pos.padding_token >= arch.vocab_size:
+        yield _problem(
+            source,
+            "the padding token is not in the vocabulary",
+            (*ARCH, "positions", "padding_token"),
+            found=str(pos.padding_token),
+            accepted=f"a token id below vocab_size {arch.vocab_size}",
+        )
+
+
 def sinusoid_width(spec: Spec, source: Source) -> Iterator[Problem]:
     arch = spec.architecture
     if isinstance(arch.positions, SinusoidalPositions) and arch.width < 4:
@@ -131,6 +161,7 @@ ARCHITECTURE_RULES: tuple[Rule, ...] = (
     rotated_width_even,
     sinusoid_width,
     nope_layers_valid,
+    padding_positions_valid,
     gated_shorthand_consistent,
 )
 # Rules that evaluate expressions over the sizes; they run on the normalized spec.

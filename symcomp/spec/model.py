@@ -113,6 +113,14 @@ class LearnedPositions(_Frozen):
         description="Leading rows of the table that no position reads: position p reads row "
         "p + offset, and the table has max_positions + offset rows (OPT: 2).",
     )
+    padding_token: NonNegativeInt | None = Field(
+        default=None,
+        description="The token id of padding, where position ids count only the other tokens "
+        "(RoBERTa's create_position_ids_from_input_ids): a token that is not padding reads row "
+        "offset + (the number of non-padding tokens before it), a padding token reads row "
+        "offset - 1 (RoBERTa: offset = padding_token + 1). null: position p reads row p + "
+        "offset.",
+    )
 
 
 class RopeScaling(_Frozen):
@@ -285,6 +293,8 @@ CATALOGUE_GROUPS: dict[str, str] = {
     "writer_centering": "B4: writer rows shifted along ones when only LayerNorms read the stream",
     "residual_rotation": "B5: orthogonal rotation of the residual stream",
     "embedding_translation": "B6: translation between embedding and position tables",
+    "padding_translation": "B6': the padding token's row against the position row only it "
+    "reads (positions counted over non-padding tokens, RoBERTa)",
     "unembedding_shift": "B7: per-position constant added to the logits",
     "mlp_scaling": "C1/C2: per-neuron scaling of ReLU or gated MLPs",
     "neuron_permutation": "C3: permutation of MLP neurons (discrete)",

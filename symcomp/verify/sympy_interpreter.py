@@ -119,6 +119,9 @@ def _embed(op: OpNode, ctx: _Ctx, x: tuple[int, ...], W: sympy.Matrix) -> sympy.
     index = op.attr("index")
     if index == "token":
         rows = list(x)
+    elif index == "position" and op.attr("padding") is not None:
+        real = [int(i != op.attr("padding")) for i in x]
+        rows = [op.attr("offset") - 1 + sum(real[: t + 1]) * real[t] for t in range(len(x))]
     elif index == "position":
         rows = [op.attr("offset") + t for t in range(len(x))]
     else:
