@@ -452,7 +452,8 @@ def _roberta(c: _Config) -> dict[str, Any]:
     c.require(
         "position_embedding_type", "absolute", "relative position embeddings are not supported"
     )
-    pad = c.optional_integer("pad_token_id", 1)
+    # RobertaConfig defaults pad_token_id to 1; an explicit null leaves the model without one
+    pad = None if c.raw("pad_token_id", 1) is None else c.integer("pad_token_id", default=1)
     if pad is None:
         raise c.error(
             "RoBERTa counts positions from pad_token_id: it needs one",
