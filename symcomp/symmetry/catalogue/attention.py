@@ -36,10 +36,8 @@ def _position_kinds(facts: Facts) -> list[tuple[bool, list[int] | None]]:
     """(rotated, layers) for each kind of layer the graph holds: the layers whose queries and
     keys pass a rope op, and those where none does (NoPE); ``layers`` None when one kind
     covers every layer."""
-    rotated = sorted(
-        {int(m.group(1)) for op in facts.graph.ops if op.kind == "rope"
-         for m in [re.match(r"L(\d+)\.", op.output)] if m}
-    )  # fmt: skip
+    ropes = [re.match(r"L(\d+)\.", op.output) for op in facts.graph.ops if op.kind == "rope"]
+    rotated = sorted({int(m.group(1)) for m in ropes if m})
     plain = [i for i in range(facts.graph.arch.layers) if i not in rotated]
     if not rotated or not plain:
         return [(bool(rotated), None)]
