@@ -74,6 +74,11 @@ def eye(n: int) -> Tensor:
     return torch.eye(n, **_DTYPE)
 
 
+def unit(n: int, i: int) -> Tensor:
+    """The 1 x n row with a one at index i: one row of a table."""
+    return torch.eye(n, **_DTYPE)[i : i + 1]
+
+
 def as_sizes(sizes: object) -> dict[str, int]:
     """An instance's sizes as a dict (``Model.sizes`` is a dataclass)."""
     return dict(sizes) if isinstance(sizes, Mapping) else dict(vars(sizes))

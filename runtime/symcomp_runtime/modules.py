@@ -133,6 +133,38 @@ def route(x: Tensor, W_router: Tensor, *, top_k: int, normalize: bool) -> Tensor
     return torch.zeros_like(probs).scatter(-1, index, top)
 
 
+def sinusoids(T: int, width: int, *, base: float, offset: int, like: Tensor) -> Tensor:
+    """The fixed (T, width) table of sinusoidal positions, in ``like``'s dtype and device.
+
+    Position p is row n = p + offset: sin(n w_i) for i < width // 2, then cos(n w_i), w_i =
+    base^(-i / (width // 2 - 1)) (tensor2tensor's layout), and a zero last dim for an odd width.
+    Computed in float64.
+    """
+    half = width // 2
+    i = torch.arange(half, dtype=torch.float64, device=like.device)
+    freqs = torch.exp(i * -(math.log(base) / (half - 1)))
+    n = torch.arange(offset, offset + T, dtype=torch.float64, device=like.device)
+    angles = n[:, None] * freqs
+    table = torch.cat((angles.sin(), angles.cos(), angles.new_zeros(T, width - 2 * half)), -1)
+    return table.to(like.dtype)
+
+
+def padded_position_rows(input_ids: Tensor, *, padding: int, offset: int) -> Tensor:
+    """(B, T) rows of the position table when positions count the tokens other than
+    ``padding`` only (RoBERTa): offset - 1 + their count up to t, and offset - 1 for padding."""
+    real = (input_ids != padding).long()
+    return (offset - 1) + torch.cumsum(real, dim=1) * real
+
+
+def without_rope(blocks: list[nn.Module], nope: tuple[int, ...]) -> nn.ModuleList:
+    """The ``blocks`` with rotation switched off (``attn.rotary = False``) on the NoPE layers
+    ``nope`` that exist (an instance may have fewer layers than the spec)."""
+    for i in nope:
+        if i < len(blocks):
+            blocks[i].attn.rotary = False
+    return nn.ModuleList(blocks)
+
+
 def alibi_slopes(heads: int) -> list[float]:
     """ALiBi's per-head slopes, as transformers' BLOOM computes them.
 

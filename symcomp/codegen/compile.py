@@ -68,7 +68,8 @@ def tiny_sizes(spec: Spec, groups: tuple[GroupCode, ...] = ()) -> dict[str, int]
     """TINY_SIZES with the spec's structure kept where it matters: grouped-query heads, even
     rotary widths; layers enough for every group that reaches across layers or lists some (a
     first, a middle and a last layer at least: a post-norm model's first layer reads the
-    embedding norm, its last the head), and all of them when a group names an absolute layer."""
+    embedding norm, its last the head), and all of them when a group names an absolute layer
+    or the layers differ (NoPE layers: the groups count each kind of layer)."""
     att = spec.architecture.attention
     kv = 1 if att.kv_heads < att.heads else 2
     k = TINY_SIZES["head_width"]
@@ -76,6 +77,7 @@ def tiny_sizes(spec: Spec, groups: tuple[GroupCode, ...] = ()) -> dict[str, int]
     while fraction is not None and (int(k * fraction) < 2 or int(k * fraction) % 2):
         k += 2  # a head wide enough for an even number (>= 2) of rotated dims
     concrete = any(re.search(r"layers\.\d+\.", a.target + a.source) for g in groups for a in g.acts)
+    concrete = concrete or bool(getattr(spec.architecture.positions, "nope_layers", None))
     spans = [g.reach[1] - g.reach[0] for g in groups if g.reach != (0, 0) or g.layers is not None]
     layers = spec.architecture.layers if concrete else max(3, *spans, 0) if spans else 1
     layers = min(layers, spec.architecture.layers)
@@ -124,6 +126,7 @@ def emit_package(
         "vendored": vendor_runtime,
         "spec_hash": digest,
         "groups": groups,
+        "uses_unit": any("unit(" in a.source for g in groups for a in g.acts),
         "rope": _rope(spec, graph),
         "unread": _unread(graph) if symmetries.unread else "()",
         "tiny": repr(tiny),
@@ -212,8 +215,10 @@ def _unread(graph) -> str:
             continue
         table = next(i.node for i in op.inputs if i.slot == "W")
         rows = graph.param[table].shape[0]
-        if op.attr("index") == "position" and op.attr("offset") > 0:
-            out.append((table, 0, op.attr("offset")))
+        # the leading rows no position reads (padding reads row offset - 1)
+        unread = op.attr("offset") - (op.attr("padding") is not None)
+        if op.attr("index") == "position" and unread > 0:
+            out.append((table, 0, unread))
         elif op.attr("index") == "token_type" and rows > 1:
             out.append((table, 1, rows))
     return repr(tuple(out)).replace("'", '"')

@@ -35,6 +35,7 @@ from symcomp.codegen.model_ops import (
     _runs,
     _Scope,
     _statements,
+    _template_ops,
 )
 from symcomp.codegen.model_text import (
     LINE_LENGTH,
@@ -59,6 +60,9 @@ RUNTIME_MODULES = (
     "ones",
     "rope",
     "route",
+    "padded_position_rows",
+    "sinusoids",
+    "without_rope",
     "sizes_of",
     "split_heads",
     "weight",
@@ -246,6 +250,8 @@ def _sublayer_class(graph: Graph, part: str, ops: list[OpNode]) -> ModuleClass:
     if part == "mlp" and experts is not None:
         count = f"range({experts.count})"
         attrs += (Assign("experts", f"nn.ModuleList(Expert(s, **factory) for _ in {count})"),)
+    if part == "attn" and _nope_layers(graph):
+        attrs += (Assign("rotary", "True  # False on the NoPE layers (without_rope)"),)
     return ModuleClass(
         CLASS_NAMES[part],
         _docstring(doc, 4),
@@ -259,7 +265,7 @@ def _sublayer_class(graph: Graph, part: str, ops: list[OpNode]) -> ModuleClass:
 def _block_class(graph: Graph) -> tuple[ModuleClass, list[ModuleClass]]:
     """Block (from the ops of layer 0) and the classes of its sublayers."""
     _check_layers_alike(graph)
-    ops = _layer_ops(graph, 0)
+    ops = _template_ops(graph)
     layer_input = _external_input(ops, graph)  # the output of the layer before
     scope = _Scope(graph, "layers.0.", "L0.", {layer_input: "x"})
     statements: list[Statement] = []
@@ -339,6 +345,8 @@ def _model_parts(graph: Graph) -> tuple[tuple[Assign, ...], tuple[str, ...], lis
     for child in _submodules(graph, list(graph.param), ""):
         if child == "layers":
             layers = "nn.ModuleList(Block(s, **factory) for _ in range(s.layers))"
+            if _nope_layers(graph):
+                layers = "without_rope([Block(s, **factory) for _ in range(s.layers)], NOPE_LAYERS)"
             sliding = _window_layers(graph)
             if sliding:
                 window = graph.arch.attention.sliding_window
@@ -357,6 +365,10 @@ def _model_parts(graph: Graph) -> tuple[tuple[Assign, ...], tuple[str, ...], lis
 
 
 # --- module-level pieces ----------------------------------------------------------------------
+
+
+def _nope_layers(graph: Graph) -> list[int]:
+    return list(getattr(graph.arch.positions, "nope_layers", None) or [])
 
 
 def _norm_info(graph: Graph) -> NormInfo:
@@ -519,6 +531,7 @@ def render_model(
         modules_import=_modules_import(rt, norm, mask, code + values),
         norm=norm,
         rope=_rope_info(graph),
+        nope_layers=tuple(_nope_layers(graph)),
         mask=mask,
         uses_math=_uses_math(code),
         hf=hf_table(spec, hf_model_type) if hf_model_type else None,

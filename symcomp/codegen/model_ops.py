@@ -18,12 +18,13 @@ from symcomp.codegen.model_text import (
     _module_path,
     _node,
 )
-from symcomp.ir.graph import Graph, OpNode
+from symcomp.ir.graph import Graph, Input, OpNode
 from symcomp.ir.ops import alibi_slopes
 from symcomp.lang import SizeCodePrinter, parse_expr
 
 ACTIVATIONS = {
     "relu": "F.relu({})",
+    "relu2": "F.relu({}).square()",
     "gelu": "F.gelu({})",
     "gelu_tanh": 'F.gelu({}, approximate="tanh")',
     "silu": "F.silu({})",
@@ -85,6 +86,11 @@ def _emit_embed(scope: _Scope, op: OpNode) -> Statement:
     W, index = scope.read(op, "W"), op.attr("index")
     if index == "token":
         return _assign(scope, op, f"{W}[input_ids]", "(B, T, width)")
+    if index == "position" and op.attr("padding") is not None:
+        offset, pad = op.attr("offset"), op.attr("padding")
+        rows = f"padded_position_rows(input_ids, padding={pad}, offset={offset})"
+        comment = f"(B, T, width): rows counted over tokens other than {pad} (row {offset - 1})"
+        return _assign(scope, op, f"{W}[{rows}]", comment)
     if index == "position":
         offset = op.attr("offset")
         if not offset:
@@ -93,6 +99,12 @@ def _emit_embed(scope: _Scope, op: OpNode) -> Statement:
         return _assign(scope, op, f"{W}[{offset} : {offset} + seq_len]", comment)
     assert index == "token_type", index
     return _assign(scope, op, f"{W}[0]", "(width,): token type 0 (inputs are ids only)")
+
+
+def _emit_sinusoid(scope: _Scope, op: OpNode) -> Statement:
+    like = scope.param("embed.W_E")
+    args = f"base={float(op.attr('base'))!r}, offset={op.attr('offset')}, like={like}"
+    return _assign(scope, op, f"sinusoids(seq_len, s.width, {args})", "(T, width), fixed")
 
 
 def _emit_scale(scope: _Scope, op: OpNode) -> Statement:
@@ -129,7 +141,13 @@ def _emit_rope(scope: _Scope, op: OpNode) -> Statement:
     args.append(f"pairs={op.attr('pair_layout')!r}".replace("'", '"'))
     if op.attr("position_divisor") != 1.0:
         args.append(f"position_divisor={float(op.attr('position_divisor'))!r}")
-    return Statement(tuple(_call(scope.value(op.output), "rope", args)))
+    out = scope.value(op.output)
+    if not getattr(scope.graph.arch.positions, "nope_layers", None):
+        return Statement(tuple(_call(out, "rope", args)))
+    # NoPE layers among rotated ones: this block rotates only where rotary is set
+    lines = [f"{out} = {scope.read(op, 'x')}", "if self.rotary:"]
+    lines += ["    " + line for line in _call(out, "rope", args)]
+    return Statement(tuple(lines))
 
 
 def _emit_activation(scope: _Scope, op: OpNode) -> Statement:
@@ -249,6 +267,7 @@ def _explicit_attention(scope: _Scope, scores: OpNode, mixed: OpNode, window) ->
 EMITTERS: dict[str, Callable[[_Scope, OpNode], Statement]] = {
     "softcap": _emit_softcap,
     "embed": _emit_embed,
+    "sinusoid": _emit_sinusoid,
     "norm": _emit_norm,
     "add": _emit_add,
     "linear": _emit_linear,
@@ -323,6 +342,35 @@ def _ops_by_layer(graph: Graph) -> dict[int | None, list[OpNode]]:
     return _BY_LAYER[0][1]
 
 
+def _template_ops(graph: Graph) -> list[OpNode]:
+    """The ops the Block class is written from: layer 0's, or, where layer 0 is a NoPE layer
+    among rotated ones, those of the first rotated layer renamed to layer 0."""
+    ops = _layer_ops(graph, 0)
+    rotated = [
+        i for i in range(graph.sizes.layers) if any(o.kind == "rope" for o in _layer_ops(graph, i))
+    ]
+    if not rotated or rotated[0] == 0:
+        return ops
+    layer, source = rotated[0], _external_input(_layer_ops(graph, rotated[0]), graph)
+    first_source = _external_input(ops, graph)
+
+    def rename(name: str) -> str:
+        if name == source:
+            return first_source
+        return re.sub(rf"^(L|layers\.){layer}\.", r"\g<1>0.", name)
+
+    return [
+        OpNode(
+            rename(op.name),
+            op.kind,
+            op.attrs,
+            tuple(Input(i.slot, rename(i.node), i.axes) for i in op.inputs),
+            rename(op.output),
+        )
+        for op in _layer_ops(graph, layer)
+    ]
+
+
 def _part(op: OpNode) -> str:
     """``attn``, ``mlp`` or ``block``: which class of the layer emits the op."""
     for part in ("attn", "mlp"):
@@ -332,13 +380,16 @@ def _part(op: OpNode) -> str:
 
 
 def _check_layers_alike(graph: Graph) -> None:
-    """Every layer's ops are layer 0's, renamed (one Block class serves them all)."""
+    """Every layer's ops are layer 0's, renamed (one Block class serves them all), but for the
+    rope ops that NoPE layers lack (the Block then rotates only where ``rotary`` is set)."""
 
     def signature(layer: int) -> list[tuple[object, ...]]:
         ops = _layer_ops(graph, layer)
         source = _external_input(ops, graph)  # the output of the layer before
+        skipped = {op.output: _node(op, "x") for op in ops if op.kind == "rope"}
 
         def rename(name: str) -> str:
+            name = skipped.get(name, name)
             return (
                 "<in>" if name == source else re.sub(rf"^(L|layers\.){layer}\.", r"\g<1>0.", name)
             )
@@ -352,6 +403,7 @@ def _check_layers_alike(graph: Graph) -> None:
                 tuple((i.slot, rename(i.node)) for i in op.inputs),
             )
             for op in ops
+            if op.kind != "rope"
         ]
 
     first = signature(0)

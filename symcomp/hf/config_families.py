@@ -97,6 +97,10 @@ def _bert(c: _Config) -> dict[str, Any]:
     }
 
 
+# Llama, Mistral, Qwen2, Gemma and SmolLM3 rotate the whole head.
+_WHOLE_HEAD = _RopeKeys(partial=False)
+
+
 def _llama_like(
     c: _Config,
     *,
@@ -105,6 +109,7 @@ def _llama_like(
     tied_default: bool = False,
     norm: dict[str, Any] | None = None,
     activation: str | None = None,
+    rope: _RopeKeys = _WHOLE_HEAD,
 ) -> dict[str, Any]:
     """Pre-RMSNorm decoder with a gated MLP: act(x W_gate) * (x W_up), then W_down."""
     return {
@@ -113,7 +118,7 @@ def _llama_like(
         "block": "pre_norm",
         "norm": norm or {"type": "rmsnorm", "eps": c.number("rms_norm_eps", 1e-6)},
         "attention": attention,
-        "positions": _rope(c, _RopeKeys(partial=False)),
+        "positions": _rope(c, rope),
         "mlp": {
             "hidden": c.integer("intermediate_size"),
             "activation": activation or _activation(c, "hidden_act", "silu"),
@@ -320,6 +325,161 @@ def _gemma_activation(c: _Config) -> str:
     return current
 
 
+def _nemotron(c: _Config) -> dict[str, Any]:
+    # NemotronLayerNorm1P: F.layer_norm with weight + 1 and a bias; NemotronMLP: up, act, down
+    # (not gated); NemotronConfig defaults partial_rotary_factor to 0.5; attention_bias covers
+    # q, k, v and o alike.
+    return {
+        "kind": "causal_lm",
+        **_sizes(c),
+        "block": "pre_norm",
+        "norm": {**_layernorm(c, "norm_eps", 1e-5), "gain": "one_plus_w"},
+        "attention": _attention(c, bias=c.flag("attention_bias", False)),
+        "positions": _rope(c, _RopeKeys(default_fraction=0.5)),
+        "mlp": {
+            "hidden": c.integer("intermediate_size"),
+            "activation": _activation(c, "hidden_act", "relu2"),
+            "bias": c.flag("mlp_bias", False),
+        },
+        "embeddings": {"tied": c.flag("tie_word_embeddings", False)},
+    }
+
+
+def _xglm(c: _Config) -> dict[str, Any]:
+    sizes = _sizes(c, ("d_model", "hidden_size"), ("num_layers", "num_hidden_layers"))
+    _xglm_padding_row(c, sizes["max_positions"])
+    return {
+        "kind": "causal_lm",
+        **sizes,
+        "block": "pre_norm",
+        # XGLM builds nn.LayerNorm without an eps argument: PyTorch's 1e-5, with no config key.
+        "norm": {"type": "layernorm", "eps": 1e-5},
+        "attention": {"heads": c.integer("attention_heads", "num_attention_heads"), "bias": True},
+        # XGLMSinusoidalPositionalEmbedding: position p reads row p + 2 of a fixed table.
+        "positions": {"type": "sinusoidal", "base": 10000.0, "offset": _XGLM_OFFSET},
+        "mlp": {
+            "hidden": c.integer("ffn_dim"),
+            "activation": _activation(c, "activation_function", "gelu"),
+            "bias": True,
+        },
+        "embeddings": {
+            "tied": c.flag("tie_word_embeddings", True),
+            # XGLMScaledWordEmbedding multiplies by sqrt(d_model) when scale_embedding is set.
+            "scale": "sqrt(width)" if c.flag("scale_embedding", True) else 1.0,
+        },
+    }
+
+
+_XGLM_OFFSET = 2
+
+
+def _xglm_padding_row(c: _Config, positions: int) -> None:
+    """XGLM zeroes the sinusoid row pad_token_id: an error where a position reads that row."""
+    pad = c.optional_integer("pad_token_id", 1)
+    if pad is not None and _XGLM_OFFSET <= pad < _XGLM_OFFSET + positions:
+        raise c.error(
+            "XGLM zeroes the sinusoid row pad_token_id, which a position reads: a table with "
+            "one zeroed row is not supported",
+            ("pad_token_id",),
+            found=str(pad),
+            accepted=f"null or an id below {_XGLM_OFFSET} or from {_XGLM_OFFSET + positions} on",
+        )
+
+
+def _smollm3(c: _Config) -> dict[str, Any]:
+    nope = _smollm3_nope_layers(c, c.integer("num_hidden_layers"))
+    _smollm3_no_window(c, nope)
+    attention = _attention(c, bias=c.flag("attention_bias", False))
+    arch = _llama_like(
+        c,
+        attention=attention,
+        mlp_bias=c.flag("mlp_bias", False),
+        tied_default=True,
+        # SmolLM3Config.default_theta; SmolLM3 rotates the whole head.
+        rope=_RopeKeys(partial=False, default_theta=2000000.0),
+    )
+    arch["positions"]["nope_layers"] = nope
+    return arch
+
+
+def _smollm3_nope_layers(c: _Config, layers: int) -> list[int]:
+    """SmolLM3Attention rotates where no_rope_layers[i] is 1; by default every layer but each
+    no_rope_layer_interval-th (default 4)."""
+    if not c.present("no_rope_layers"):
+        interval = c.integer("no_rope_layer_interval", default=4)
+        return [i for i in range(layers) if (i + 1) % interval == 0]
+    flags = c.get("no_rope_layers")
+    valid = isinstance(flags, list) and all(f in (0, 1) and not isinstance(f, float) for f in flags)
+    if not valid or len(flags) != layers:
+        raise c.error(
+            "no_rope_layers must hold one 0 or 1 per layer (1: the layer uses RoPE)",
+            ("no_rope_layers",),
+            found=_short(flags),
+            accepted=f"a list of {layers} values 0 or 1",
+        )
+    c.get("no_rope_layer_interval")  # read: unused when no_rope_layers is given
+    return [i for i, flag in enumerate(flags) if not flag]
+
+
+def _smollm3_no_window(c: _Config, nope: list[int]) -> None:
+    """SmolLM3 slides its window on the NoPE layers only (with use_sliding_window), or on the
+    layers layer_types names: a window on some layers only is not expressible."""
+    use = c.flag("use_sliding_window", False)
+    window = c.optional_integer("sliding_window", None)
+    types = c.get("layer_types")
+    if types is None:
+        sliding = use and window is not None and bool(nope)
+        key = "use_sliding_window"
+    else:
+        if not isinstance(types, list) or not set(types) <= {"full_attention", "sliding_attention"}:
+            raise c.error(
+                "layer types not supported",
+                ("layer_types",),
+                found=_short(types),
+                accepted="a list of 'full_attention' and 'sliding_attention'",
+            )
+        sliding, key = "sliding_attention" in types, "layer_types"
+    if sliding:
+        raise c.error(
+            "a sliding window on some layers only is not supported (a per-layer attention window)",
+            (key,),
+            found=_short(c.get(key)),
+            accepted="no sliding layers (use_sliding_window false)",
+        )
+
+
+def _roberta(c: _Config) -> dict[str, Any]:
+    c.require("is_decoder", False, "RoBERTa as a causal decoder is not supported (masked LM only)")
+    # transformers 4 wrote position_embedding_type; 5 has only absolute positions
+    c.require(
+        "position_embedding_type", "absolute", "relative position embeddings are not supported"
+    )
+    # RobertaConfig defaults pad_token_id to 1; an explicit null leaves the model without one
+    pad = None if c.raw("pad_token_id", 1) is None else c.integer("pad_token_id", default=1)
+    if pad is None:
+        raise c.error(
+            "RoBERTa counts positions from pad_token_id: it needs one",
+            ("pad_token_id",),
+            found="null",
+            accepted="a token id",
+        )
+    # create_position_ids_from_input_ids: position rows from pad + 1 on, padding reads row pad
+    table = c.integer("max_position_embeddings")
+    if table <= pad + 1:
+        raise c.error(
+            "the position table has no row for a token (rows up to pad_token_id + 1 are reserved)",
+            ("max_position_embeddings",),
+            found=str(table),
+            accepted=f"more than {pad + 1}",
+        )
+    arch = _bert(c)
+    arch["max_positions"] = table - (pad + 1)
+    arch["positions"] = {"type": "learned", "offset": pad + 1, "padding_token": pad}
+    # RobertaLMHead: dense, gelu (fixed, not hidden_act), layer_norm, decoder
+    arch["prediction_head"] = {"activation": "gelu"}
+    return arch
+
+
 @dataclass(frozen=True)
 class Family:
     """How to import one model_type: a builder and the family's keys that change nothing."""
@@ -363,4 +523,9 @@ FAMILIES: dict[str, Family] = {
     "cohere": Family(config_norms.BUILDERS["cohere"], _CAUSAL),
     "gemma2": Family(config_norms.BUILDERS["gemma2"], _CAUSAL),
     "mixtral": Family(_mixtral, _CAUSAL | MIXTRAL_IGNORED),
+    "nemotron": Family(_nemotron, _CAUSAL),
+    # layerdrop skips layers during training only; decoder_start_token_id is a token id.
+    "xglm": Family(_xglm, _CAUSAL | {"layerdrop"}),
+    "smollm3": Family(_smollm3, _CAUSAL),
+    "roberta": Family(_roberta),
 }

@@ -19,6 +19,7 @@ ACTIVATIONS: dict[str, str] = {
     "gelu_new": "gelu_tanh",
     "gelu_pytorch_tanh": "gelu_tanh",
     "relu": "relu",
+    "relu2": "relu2",
     "silu": "silu",
     "swish": "silu",
 }
@@ -92,6 +93,7 @@ class _RopeKeys:
     theta: tuple[str, ...] = ("rope_theta",)
     fraction: tuple[str, ...] = ("partial_rotary_factor",)
     default_fraction: float = 1.0
+    default_theta: float = 10000.0
     # Llama, Mistral, Qwen2 and Gemma size the rotation from head_dim alone: they ignore
     # partial_rotary_factor (and would break on a value below 1), so only 1 is accepted.
     partial: bool = True
@@ -106,7 +108,7 @@ def _rope(c: _Config, keys: _RopeKeys) -> dict[str, Any]:
     params, where = _rope_dict(c)
     out: dict[str, Any] = {
         "type": "rope",
-        "base": _rope_number(c, params, where, "rope_theta", keys.theta, 10000.0),
+        "base": _rope_number(c, params, where, "rope_theta", keys.theta, keys.default_theta),
         "rotated_fraction": _rope_fraction(c, params, where, keys),
         "pair_layout": "split_half",
     }

@@ -63,6 +63,14 @@ _LLAMA_LIKE: list[Row] = [
     ("lm_head.weight", "unembed.W_U", "transpose"),
 ]
 
+# Llama's names with LayerNorm biases (Nemotron's LayerNorm1P).
+_LLAMA_LIKE_NORM_BIASES: list[Row] = [
+    *_LLAMA_LIKE,
+    ("model.layers.{i}.input_layernorm.bias", "layers.{i}.attn_norm.bias", "copy"),
+    ("model.layers.{i}.post_attention_layernorm.bias", "layers.{i}.mlp_norm.bias", "copy"),
+    ("model.norm.bias", "final_norm.bias", "copy"),
+]
+
 NAME_TABLES: dict[str, list[Row]] = {
     "gpt2": [
         ("transformer.wte.weight", "embed.W_E", "copy"),
@@ -134,6 +142,8 @@ NAME_TABLES: dict[str, list[Row]] = {
     "mixtral": weights_moe.mixtral_table(_LLAMA_LIKE),
     "qwen2": _LLAMA_LIKE,
     "gemma": _LLAMA_LIKE,
+    "nemotron": _LLAMA_LIKE_NORM_BIASES,
+    "smollm3": _LLAMA_LIKE,
     "gpt_neox": [
         ("gpt_neox.embed_in.weight", "embed.W_E", "copy"),
         ("gpt_neox.layers.{i}.input_layernorm.weight", "layers.{i}.attn_norm.gain", "copy"),
@@ -205,6 +215,28 @@ NAME_TABLES: dict[str, list[Row]] = {
         ("lm_head.weight", "unembed.W_U", "transpose"),
         ("lm_head.bias", "unembed.b_U", "copy"),
     ],
+    "xglm": [
+        ("model.embed_tokens.weight", "embed.W_E", "copy"),
+        ("model.layers.{i}.self_attn_layer_norm.weight", "layers.{i}.attn_norm.gain", "copy"),
+        ("model.layers.{i}.self_attn_layer_norm.bias", "layers.{i}.attn_norm.bias", "copy"),
+        ("model.layers.{i}.self_attn.q_proj.weight", "layers.{i}.attn.W_Q", "transpose"),
+        ("model.layers.{i}.self_attn.q_proj.bias", "layers.{i}.attn.b_Q", "copy"),
+        ("model.layers.{i}.self_attn.k_proj.weight", "layers.{i}.attn.W_K", "transpose"),
+        ("model.layers.{i}.self_attn.k_proj.bias", "layers.{i}.attn.b_K", "copy"),
+        ("model.layers.{i}.self_attn.v_proj.weight", "layers.{i}.attn.W_V", "transpose"),
+        ("model.layers.{i}.self_attn.v_proj.bias", "layers.{i}.attn.b_V", "copy"),
+        ("model.layers.{i}.self_attn.out_proj.weight", "layers.{i}.attn.W_O", "transpose"),
+        ("model.layers.{i}.self_attn.out_proj.bias", "layers.{i}.attn.b_O", "copy"),
+        ("model.layers.{i}.final_layer_norm.weight", "layers.{i}.mlp_norm.gain", "copy"),
+        ("model.layers.{i}.final_layer_norm.bias", "layers.{i}.mlp_norm.bias", "copy"),
+        ("model.layers.{i}.fc1.weight", "layers.{i}.mlp.W_up", "transpose"),
+        ("model.layers.{i}.fc1.bias", "layers.{i}.mlp.b_up", "copy"),
+        ("model.layers.{i}.fc2.weight", "layers.{i}.mlp.W_down", "transpose"),
+        ("model.layers.{i}.fc2.bias", "layers.{i}.mlp.b_down", "copy"),
+        ("model.layer_norm.weight", "final_norm.gain", "copy"),
+        ("model.layer_norm.bias", "final_norm.bias", "copy"),
+        ("lm_head.weight", "unembed.W_U", "transpose"),
+    ],
     "opt": [
         ("model.decoder.embed_tokens.weight", "embed.W_E", "copy"),
         ("model.decoder.embed_positions.weight", "embed.W_P", "copy"),
@@ -236,6 +268,29 @@ NAME_TABLES: dict[str, list[Row]] = {
 """model_type -> rows (transformers pattern, our pattern, transform)."""
 NAME_TABLES.update(weights_norms.name_tables(_LLAMA_LIKE))
 
+# RoBERTa: BERT's names under roberta., with RobertaLMHead's for the prediction head.
+_ROBERTA_NAMES = (
+    ("bert.", "roberta."),
+    ("cls.predictions.transform.dense.", "lm_head.dense."),
+    ("cls.predictions.transform.LayerNorm.", "lm_head.layer_norm."),
+    ("cls.predictions.decoder.", "lm_head.decoder."),
+    ("cls.predictions.bias", "lm_head.bias"),
+)
+
+
+def _renamed(rows: list[Row], names: tuple[tuple[str, str], ...]) -> list[Row]:
+    out = []
+    for hf, ours, transform in rows:
+        for old, new in names:
+            if hf.startswith(old):
+                hf = new + hf[len(old) :]
+                break
+        out.append((hf, ours, transform))
+    return out
+
+
+NAME_TABLES["roberta"] = _renamed(NAME_TABLES["bert"], _ROBERTA_NAMES)
+
 # Tensors that checkpoints may hold but that are not parameters (regular expressions).
 _COMMON_BUFFERS = [r".*\.rotary_emb\.inv_freq", r".*\.inv_freq", r".*\.original_inv_freq"]
 BUFFERS: dict[str, list[str]] = {
@@ -253,6 +308,10 @@ BUFFERS: dict[str, list[str]] = {
     "phi": [],
     "gemma": [r"model\.embed_tokens\.embed_scale"],
     **weights_norms.BUFFERS,
+    "nemotron": [],
+    "smollm3": [],
+    "xglm": [r"model\.embed_positions\.weights"],
+    "roberta": [r"roberta\.embeddings\.position_ids", r"roberta\.embeddings\.token_type_ids"],
 }
 
 
@@ -267,6 +326,10 @@ BASE_PREFIX: dict[str, str] = {
     "mixtral": "model.",
     "qwen2": "model.",
     "gemma": "model.",
+    "nemotron": "model.",
+    "smollm3": "model.",
+    "xglm": "model.",
+    "roberta": "roberta.",
     "gpt_neox": "gpt_neox.",
     "phi": "model.",
     "opt": "model.",

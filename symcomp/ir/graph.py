@@ -44,6 +44,7 @@ from symcomp.spec.model import (
     Architecture,
     LearnedPositions,
     RotaryPositions,
+    SinusoidalPositions,
     Spec,
 )
 from symcomp.spec.params import Sizes, evaluate_size_expression, parameter_shapes, sizes_of
@@ -299,6 +300,7 @@ def _embeddings(b: _Builder) -> str:
         {"x": "input_ids", "W": ("embed.W_E", (tokens, b.resid("embed.tokens")))},
         index="token",
         offset=0,
+        padding=None,
     )
     scale = arch.embeddings.scale
     factor = evaluate_size_expression(scale, arch)
@@ -316,6 +318,18 @@ def _embeddings(b: _Builder) -> str:
             {"x": "input_ids", "W": ("embed.W_P", (rows, axis))},
             index="position",
             offset=offset,
+            padding=arch.positions.padding_token,
+        )
+        x = b.add(x, pos, "embed.with_positions")
+    if isinstance(arch.positions, SinusoidalPositions):
+        pos = b.op(
+            "sinusoid",
+            "embed.positions",
+            (BATCH, SEQ, b.resid("embed.positions")),
+            {"x": "input_ids"},
+            width=s.width,
+            base=arch.positions.base,
+            offset=arch.positions.offset,
         )
         x = b.add(x, pos, "embed.with_positions")
     if arch.embeddings.token_types:
@@ -328,6 +342,7 @@ def _embeddings(b: _Builder) -> str:
             {"x": "input_ids", "W": ("embed.W_T", (rows, axis))},
             index="token_type",
             offset=0,
+            padding=None,
         )
         x = b.add(x, types, "embed.with_token_types")
     if arch.embedding_norm:
@@ -346,6 +361,8 @@ def _attention(b: _Builder, i: int, x: str) -> str:
     group = h // g
     P, L = f"layers.{i}.attn", f"L{i}.attn"
     serving = [j // group for j in range(h)]  # the kv head that serves each query head
+    pos = arch.positions
+    rotated = isinstance(pos, RotaryPositions) and i not in pos.nope_layers  # NoPE: no rope op
     split = {}
     for name, kind, heads in (("q", "qk", serving), ("k", "qk", range(g)), ("v", "v", range(g))):
         blocks = _head_blocks(kind, i, list(heads), k)
@@ -362,7 +379,7 @@ def _attention(b: _Builder, i: int, x: str) -> str:
         y = b.op("split_heads", f"{L}.{name}_heads", axes, {"x": y}, heads=n, head_width=k)
         if qk_norm == "per_head":
             y = b.qk_norm(f"{P}.{name}_norm", y, f"{L}.{name}_norm", axes[-1], axes)
-        if kind == "qk" and isinstance(arch.positions, RotaryPositions):
+        if kind == "qk" and rotated:
             rope = arch.positions
             y = b.op(
                 "rope",

@@ -6,6 +6,7 @@ the ground truth that generated code and symmetry transformations are checked ag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -49,6 +50,12 @@ def evaluate(graph: Graph, params: Mapping[str, Tensor], input_ids: Tensor) -> d
 # --- kernels ----------------------------------------------------------------------------------
 
 
+def padded_position_rows(x: Tensor, padding: int, offset: int) -> Tensor:
+    """(B, T) rows of the position table when positions count the non-padding tokens only."""
+    real = (x != padding).long()
+    return (offset - 1) + torch.cumsum(real, dim=1) * real
+
+
 @register("embed")
 def _embed(op: OpNode, x: Tensor, W: Tensor) -> Tensor:
     B, T = x.shape
@@ -58,9 +65,27 @@ def _embed(op: OpNode, x: Tensor, W: Tensor) -> Tensor:
     if index == "position":
         offset = op.attr("offset")
         assert offset + T <= W.shape[0], f"sequence of {T} is longer than the position table"
+        if op.attr("padding") is not None:
+            return W[padded_position_rows(x, op.attr("padding"), offset)]
         return W[offset : offset + T].expand(B, T, -1)
     assert index == "token_type", index
     return W[0].expand(B, T, -1)
+
+
+def sinusoid_table(T: int, width: int, base: float, offset: int) -> Tensor:
+    """(T, width) in float64: the rows offset .. offset + T - 1 of the sinusoid table."""
+    half = width // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(base) / (half - 1)))
+    angles = torch.arange(offset, offset + T, dtype=torch.float64)[:, None] * freqs
+    table = torch.cat((angles.sin(), angles.cos(), angles.new_zeros(T, width - 2 * half)), -1)
+    return table
+
+
+@register("sinusoid")
+def _sinusoid(op: OpNode, x: Tensor) -> Tensor:
+    B, T = x.shape
+    table = sinusoid_table(T, op.attr("width"), op.attr("base"), op.attr("offset"))
+    return table.expand(B, T, -1)
 
 
 @register("scale")
@@ -152,6 +177,7 @@ def _weighted_sum(op: OpNode, p: Tensor, v: Tensor) -> Tensor:
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
+    "relu2": lambda x: F.relu(x).square(),
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "silu": F.silu,

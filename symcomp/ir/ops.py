@@ -53,15 +53,25 @@ def register_op(
 register_op(
     "embed",
     ("x", "W"),
-    attrs=("index", "offset"),
-    doc="Rows of the table W: index='token' reads row x[b, t]; 'position' reads row offset + t; "
-    "'token_type' reads row 0 (the input is token ids only).",
+    attrs=("index", "offset", "padding"),
+    doc="Rows of the table W: index='token' reads row x[b, t]; 'position' reads row offset + t, "
+    "or, with a padding token id, row offset - 1 + (non-padding tokens up to t) for a "
+    "non-padding token and row offset - 1 for padding (RoBERTa); 'token_type' reads row 0 "
+    "(the input is token ids only).",
 )
 register_op(
     "scale",
     ("x",),
     attrs=("factor", "expr"),
     doc="x * factor, a constant evaluated from the spec's size expression expr (Gemma).",
+)
+register_op(
+    "sinusoid",
+    ("x",),
+    attrs=("width", "base", "offset"),
+    doc="A fixed (T, width) table, no parameters: position p is row n = p + offset, sin(n w_i) "
+    "then cos(n w_i) for i < width // 2, w_i = base^(-i / (width // 2 - 1)), a zero last dim "
+    "for an odd width; x (the token ids) gives only the sequence length.",
 )
 register_op("add", ("x", "y"), doc="x + y: the residual stream x plus a branch y.")
 register_op(
@@ -115,7 +125,8 @@ register_op(
     "activation",
     ("x",),
     attrs=("fn",),
-    doc="Elementwise relu, gelu (exact erf), gelu_tanh (tanh approximation) or silu.",
+    doc="Elementwise relu, relu2 (relu(x)^2), gelu (exact erf), gelu_tanh (tanh approximation) "
+    "or silu.",
 )
 register_op("gate", ("a", "b"), attrs=("fn",), doc="act(a) * b: a gated MLP's hidden layer.")
 register_op(
@@ -143,6 +154,10 @@ register_op(
     "softcap", ("x",), attrs=("cap",), doc="cap * tanh(x / cap): soft-capped logits (Gemma2)."
 )
 register_op("log_softmax", ("x",), doc="Log-probabilities over the vocabulary.")
+
+
+HOMOGENEITY: dict[str, int] = {"relu": 1, "relu2": 2}
+"""The positively homogeneous activations and their degree n: act(a z) = a^n act(z) for a > 0."""
 
 
 def alibi_slopes(heads: int) -> tuple[float, ...]:

@@ -21,8 +21,9 @@ juxtaposition are the matrix product (with a 1 x 1 operand: scaling); ``^T`` tra
 
 Functions: ``diag(v)`` (vector -> diagonal matrix), ``ones(n)`` (1 x n row of ones), ``eye(n)``
 (n x n identity), ``kron(A, B)`` (Kronecker product), ``sqrt(x)`` (elementwise square root),
-``sum(x)`` (the sum of all entries of x, a 1 x 1 scalar). ``n`` in ``ones``/``eye`` is a size
-expression: numbers and size names only.
+``sum(x)`` (the sum of all entries of x, a 1 x 1 scalar), ``unit(n, i)`` (1 x n row, one at
+index i counted from 0, zeros elsewhere: one row of a table). ``n`` in ``ones``/``eye``/``unit``
+and ``i`` are size expressions: numbers and size names only.
 """
 
 from symcomp.lang.code_printer import SizeCodePrinter, TorchSourcePrinter

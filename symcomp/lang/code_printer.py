@@ -57,9 +57,10 @@ class TorchSourcePrinter(Printer):
         return f"({a} {node.op} {b})"
 
     def _print_Call(self, node: Call) -> str:
-        if node.func in ("ones", "eye"):
+        if node.func in ("ones", "eye", "unit"):
             size = TorchSourcePrinter({"size_names": self._settings["size_names"]})
-            return f"{node.func}(int({size.doprint(node.args[0])}))"
+            args = ", ".join(f"int({size.doprint(a)})" for a in node.args)
+            return f"{node.func}({args})"
         args = ", ".join(self._print(a) for a in node.args)
         return f"{'total' if node.func == 'sum' else node.func}({args})"
 

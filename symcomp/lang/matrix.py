@@ -106,6 +106,11 @@ class MatrixEvaluator(Printer):
         if node.func in ("ones", "eye"):
             n = evaluate_size_int(node.args[0], self.sizes)
             return self._ones(n) if node.func == "ones" else self._eye(n)
+        if node.func == "unit":
+            n, i = (evaluate_size_int(a, self.sizes, zero=True) for a in node.args)
+            if i >= n:
+                raise ExprError(f"unit({n}, {i}): index beyond the row", node.pos)
+            return self._eye(n)[i : i + 1, :]
         function = getattr(self, f"_call_{node.func}", None)
         if function is None:
             raise ExprError(f"unknown function {node.func!r}", node.pos)

@@ -25,7 +25,9 @@ from symcomp_runtime.errors import SymcompError
 from symcomp.lang.nodes import BinOp, Call, Expr, Inverse, Name, Neg, Number, Power, Transpose
 
 # name -> number of arguments
-FUNCTIONS: dict[str, int] = {"diag": 1, "ones": 1, "eye": 1, "kron": 2, "sqrt": 1, "sum": 1}
+FUNCTIONS: dict[str, int] = {
+    "diag": 1, "ones": 1, "eye": 1, "kron": 2, "sqrt": 1, "sum": 1, "unit": 2,
+}  # fmt: skip
 
 
 class ExprError(SymcompError):

@@ -78,9 +78,12 @@ def evaluate_scalar(expr: Expr, env: Mapping[str, float]) -> float:
     return ScalarEvaluator(env).doprint(expr)
 
 
-def evaluate_size_int(expr: Expr, sizes: Mapping[str, float]) -> int:
-    """A size expression that must be a positive integer (group sizes, ones(n), eye(n))."""
+def evaluate_size_int(expr: Expr, sizes: Mapping[str, float], *, zero: bool = False) -> int:
+    """A size expression that must be a positive integer (group sizes, ones(n), eye(n)), or
+    with ``zero`` a non-negative one (an index)."""
     value = evaluate_scalar(expr, sizes)
-    if not (math.isfinite(value) and value >= 1 and abs(value - round(value)) < 1e-9):
-        raise ExprError(f"{expr} is {value:g}, not a positive integer", None, "a positive integer")
+    low = 0 if zero else 1
+    if not (math.isfinite(value) and value >= low and abs(value - round(value)) < 1e-9):
+        what = "a non-negative integer" if zero else "a positive integer"
+        raise ExprError(f"{expr} is {value:g}, not {what}", None, what)
     return round(value)

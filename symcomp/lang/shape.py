@@ -85,6 +85,8 @@ class ShapePrinter(Printer):
                 pos = node.pos if exc.offset is None else exc.offset
                 raise ExprError(f"{node.func}: {exc.message}", pos, exc.accepted) from None
             return (1, n) if node.func == "ones" else (n, n)
+        if node.func == "unit":
+            return (1, evaluate_size_int(node.args[0], self.sizes))
         args = [self._print(a) for a in node.args]
         if node.func == "diag":
             rows, cols = args[0]

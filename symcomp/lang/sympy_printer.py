@@ -112,6 +112,8 @@ class SympyPrinter(Printer):
             return sympy.OneMatrix(1, x)
         if node.func == "eye":
             return sympy.Identity(x)
+        if node.func == "unit":  # one row of the identity, named by its index
+            return sympy.MatrixSymbol(f"e_{args[1]}", 1, x)
         if node.func == "kron":
             a, b = args
             if _is_matrix(a) and _is_matrix(b):

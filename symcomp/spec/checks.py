@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from symcomp.errors import KeyPath, Problem, SpecError
-from symcomp.spec.model import GATED_SHORTHANDS, RotaryPositions, Spec
+from symcomp.spec.model import (
+    GATED_SHORTHANDS,
+    LearnedPositions,
+    RotaryPositions,
+    SinusoidalPositions,
+    Spec,
+)
 from symcomp.spec.source import Source
 
 Rule = Callable[[Spec, Source], Iterator[Problem]]
@@ -60,6 +66,58 @@ def rotated_width_even(spec: Spec, source: Source) -> Iterator[Problem]:
             (*ARCH, "positions", "rotated_fraction"),
             found=f"head_width {k} * {pos.rotated_fraction} -> {r}",
             accepted="a fraction giving an even number of rotated dims",
+        )
+
+
+def nope_layers_valid(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    pos = arch.positions
+    if not isinstance(pos, RotaryPositions) or not pos.nope_layers:
+        return
+    layers = pos.nope_layers
+    if layers != sorted(set(layers)) or layers[-1] >= arch.layers:
+        yield _problem(
+            source,
+            "nope_layers must be increasing layer indices below layers",
+            (*ARCH, "positions", "nope_layers"),
+            found=str(layers),
+            accepted=f"increasing indices in 0 .. {arch.layers - 1}",
+        )
+
+
+def padding_positions_valid(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    pos = arch.positions
+    if not isinstance(pos, LearnedPositions) or pos.padding_token is None:
+        return
+    if pos.offset < 1:
+        yield _problem(
+            source,
+            "positions counted over non-padding tokens need offset >= 1 (padding reads row "
+            "offset - 1)",
+            (*ARCH, "positions", "offset"),
+            found=str(pos.offset),
+            accepted="an offset of at least 1 (RoBERTa: padding_token + 1)",
+        )
+    if pos.padding_token >= arch.vocab_size:
+        yield _problem(
+            source,
+            "the padding token is not in the vocabulary",
+            (*ARCH, "positions", "padding_token"),
+            found=str(pos.padding_token),
+            accepted=f"a token id below vocab_size {arch.vocab_size}",
+        )
+
+
+def sinusoid_width(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    if isinstance(arch.positions, SinusoidalPositions) and arch.width < 4:
+        yield _problem(
+            source,
+            "sinusoidal positions need width // 2 - 1 > 0 (the frequencies divide by it)",
+            (*ARCH, "width"),
+            found=str(arch.width),
+            accepted="a width of at least 4",
         )
 
 
@@ -161,6 +219,9 @@ ARCHITECTURE_RULES: tuple[Rule, ...] = (
     heads_divide_width,
     kv_heads_divide_heads,
     rotated_width_even,
+    sinusoid_width,
+    nope_layers_valid,
+    padding_positions_valid,
     gated_shorthand_consistent,
     qk_norm_without_bias,
     sliding_layers_valid,

@@ -22,9 +22,9 @@ class _Frozen(BaseModel):
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 
-Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
+Activation = Literal["relu", "relu2", "gelu", "gelu_tanh", "silu"]
 # What a user may write: the plain activations plus the gated shorthands.
-MLPActivation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"]
+MLPActivation = Literal["relu", "relu2", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"]
 # Gated shorthands: the gate branch goes through the activation, the up branch is linear.
 GATED_SHORTHANDS: dict[str, str] = {"swiglu": "silu", "geglu": "gelu"}
 
@@ -137,6 +137,14 @@ class LearnedPositions(_Frozen):
         description="Leading rows of the table that no position reads: position p reads row "
         "p + offset, and the table has max_positions + offset rows (OPT: 2).",
     )
+    padding_token: NonNegativeInt | None = Field(
+        default=None,
+        description="The token id of padding, where position ids count only the other tokens "
+        "(RoBERTa's create_position_ids_from_input_ids): a token that is not padding reads row "
+        "offset + (the number of non-padding tokens before it), a padding token reads row "
+        "offset - 1 (RoBERTa: offset = padding_token + 1). null: position p reads row p + "
+        "offset.",
+    )
 
 
 class RopeScaling(_Frozen):
@@ -166,12 +174,35 @@ class RotaryPositions(_Frozen):
     scaling: RopeScaling | None = Field(
         default=None, description="Optional linear position scaling; null for none."
     )
+    nope_layers: list[NonNegativeInt] = Field(
+        default_factory=list,
+        description="Layers (0-based, increasing) that rotate nothing: their queries and keys "
+        "carry no position at all (NoPE; SmolLM3's no_rope_layers). Empty: every layer rotates.",
+    )
 
 
 class AlibiPositions(_Frozen):
     """ALiBi: a per-head linear bias on the attention logits, no position parameters."""
 
     type: Literal["alibi"] = Field(description="Attention with linear biases.")
+
+
+class SinusoidalPositions(_Frozen):
+    """A fixed table of sines and cosines added to the token embeddings: no parameters."""
+
+    type: Literal["sinusoidal"] = Field(description="Sinusoidal absolute positions (XGLM).")
+    base: float = Field(
+        default=10000.0,
+        gt=1,
+        description="Position p reads row n = p + offset: sin(n w_i) in the first width // 2 "
+        "dims and cos(n w_i) in the next width // 2, w_i = base^(-i / (width // 2 - 1)) "
+        "(tensor2tensor's layout, as transformers' XGLM); an odd width gets a zero last dim.",
+    )
+    offset: NonNegativeInt = Field(
+        default=0,
+        description="Position p reads row p + offset of the table (XGLM: 2, fairseq's "
+        "padding offset).",
+    )
 
 
 class NoPositions(_Frozen):
@@ -181,7 +212,7 @@ class NoPositions(_Frozen):
 
 
 Positions = Annotated[
-    LearnedPositions | RotaryPositions | AlibiPositions | NoPositions,
+    LearnedPositions | RotaryPositions | AlibiPositions | SinusoidalPositions | NoPositions,
     Field(discriminator="type"),
 ]
 
@@ -211,9 +242,9 @@ class MLP(_Frozen):
 
     hidden: PositiveInt = Field(description="Hidden width f of the MLP.")
     activation: MLPActivation = Field(
-        description="Elementwise activation: relu, gelu (exact erf), gelu_tanh (tanh "
-        "approximation), silu. The shorthands swiglu and geglu mean silu and gelu with "
-        "gated: true."
+        description="Elementwise activation: relu, relu2 (squared ReLU, relu(x)^2: Nemotron), "
+        "gelu (exact erf), gelu_tanh (tanh approximation), silu. The shorthands swiglu and "
+        "geglu mean silu and gelu with gated: true."
     )
     gated: bool = Field(
         default=False,
@@ -312,7 +343,8 @@ class Architecture(_Frozen):
     )
     attention: Attention = Field(description="The attention layers.")
     positions: Positions = Field(
-        description="Position encoding: learned, rope, alibi or none (selected by 'type')."
+        description="Position encoding: learned, rope, alibi, sinusoidal or none (selected by "
+        "'type')."
     )
     mlp: MLP = Field(description="The MLP layers.")
     embeddings: Embeddings = Field(description="Token embeddings and unembedding.")
@@ -335,6 +367,8 @@ CATALOGUE_GROUPS: dict[str, str] = {
     "writer_centering": "B4: writer rows shifted along ones when only LayerNorms read the stream",
     "residual_rotation": "B5: orthogonal rotation of the residual stream",
     "embedding_translation": "B6: translation between embedding and position tables",
+    "padding_translation": "B6': the padding token's row against the position row only it "
+    "reads (positions counted over non-padding tokens, RoBERTa)",
     "unembedding_shift": "B7: per-position constant added to the logits",
     "mlp_scaling": "C1/C2: per-neuron scaling of ReLU or gated MLPs",
     "neuron_permutation": "C3: permutation of MLP neurons (discrete)",
@@ -448,6 +482,11 @@ HFModelType = Literal[
     "cohere",
     # section moe
     "mixtral",
+    # section positions
+    "nemotron",
+    "smollm3",
+    "xglm",
+    "roberta",
 ]
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from symcomp.spec.model import CustomGroup, LearnedPositions, RotaryPositions, Spec
+from symcomp.spec.model import (
+    CustomGroup,
+    LearnedPositions,
+    RotaryPositions,
+    SinusoidalPositions,
+    Spec,
+)
 from symcomp.spec.params import parameter_count, sizes_of
 
 
@@ -27,6 +33,10 @@ def _positions(spec: Spec) -> str:
         k = spec.architecture.attention.head_width
         text = f"RoPE base {pos.base:g}, {pos.pair_layout}, {r} of {k} dims rotated"
         return text + (f", linear scaling x{pos.scaling.factor:g}" if pos.scaling else "")
+    if isinstance(pos, SinusoidalPositions):
+        return f"sinusoidal (fixed), base {pos.base:g}" + (
+            f", offset {pos.offset}" if pos.offset else ""
+        )
     return pos.type
 
 

@@ -173,7 +173,7 @@ class System:
             self.layout.add(f"p:{p.name}", tuple(env[p.name].shape))
         frozen = {graph.input, graph.output}
         for op in graph.ops:
-            if op.kind in ("scores", "softmax", "route"):
+            if op.kind in ("scores", "softmax", "route", "sinusoid"):  # a fixed table never moves
                 frozen.add(op.output)
         for op in graph.ops:
             v = op.output
@@ -347,6 +347,11 @@ def _log_softmax(sys: System, op: OpNode) -> None:
 @rule("softmax")
 def _softmax(sys: System, op: OpNode) -> None:
     pass  # its input does not move (the scores rule makes sure), so neither does its output
+
+
+@rule("sinusoid")
+def _constant(sys: System, op: OpNode) -> None:
+    pass  # a fixed table: no parameters, no moving input, its output frozen
 
 
 @rule("scores")

@@ -23,6 +23,7 @@ from torch import Tensor
 from symcomp.errors import VerificationError
 from symcomp.ir.graph import Graph
 from symcomp.ir.interpreter import evaluate
+from symcomp.ir.ops import HOMOGENEITY
 from symcomp.spec.params import parameter_shapes
 from symcomp.verify.nullity import randomize_, sample_inputs
 
@@ -33,12 +34,12 @@ class NotGenericError(VerificationError):
 
 
 def relu_inputs(graph: Graph) -> list[str]:
-    """The values that go through a ReLU (the derivation's positively homogeneous op)."""
+    """The values that go through a ReLU or squared ReLU (the positively homogeneous ops)."""
     slots = {"activation": "x", "gate": "a"}
     return [
         op.input(slots[op.kind]).node
         for op in graph.ops
-        if op.kind in slots and op.attr("fn") == "relu"
+        if op.kind in slots and op.attr("fn") in HOMOGENEITY
     ]
 
 

@@ -119,11 +119,22 @@ def _embed(op: OpNode, ctx: _Ctx, x: tuple[int, ...], W: sympy.Matrix) -> sympy.
     index = op.attr("index")
     if index == "token":
         rows = list(x)
+    elif index == "position" and op.attr("padding") is not None:
+        real = [int(i != op.attr("padding")) for i in x]
+        rows = [op.attr("offset") - 1 + sum(real[: t + 1]) * real[t] for t in range(len(x))]
     elif index == "position":
         rows = [op.attr("offset") + t for t in range(len(x))]
     else:
         rows = [0] * len(x)
     return sympy.Matrix.vstack(*[W.row(r) for r in rows])
+
+
+@register("sinusoid")
+def _sinusoid(op: OpNode, ctx: _Ctx, x: tuple[int, ...]) -> sympy.Matrix:
+    from symcomp.ir.interpreter import sinusoid_table
+
+    table = sinusoid_table(len(x), op.attr("width"), op.attr("base"), op.attr("offset"))
+    return sympy.Matrix([[sympy.Float(float(v), 30) for v in row] for row in table.tolist()])
 
 
 @register("scale")
@@ -289,6 +300,8 @@ def _act(fn: str, ctx: _Ctx, x: Any) -> Any:
         a = sympy.Abs(sympy.factor_terms(sympy.expand(x)))  # positive factors come out
         a = a.replace(lambda e: isinstance(e, sympy.Abs), lambda e: ctx.fn("Abs", e.args[0]))
         return (x + a) / 2
+    if fn == "relu2":
+        return _act("relu", ctx, x) ** 2
     if fn == "gelu":
         return x * (1 + ctx.fn("erf", x / sympy.sqrt(2))) / 2
     if fn == "gelu_tanh":

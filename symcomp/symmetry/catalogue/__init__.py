@@ -57,7 +57,11 @@ from symcomp.symmetry.catalogue.base import (
     r,
 )
 from symcomp.symmetry.catalogue.custom import action_sympy, custom_group_info, select_groups
-from symcomp.symmetry.catalogue.embeddings import embedding_translation, unembedding_shift
+from symcomp.symmetry.catalogue.embeddings import (
+    embedding_translation,
+    padding_translation,
+    unembedding_shift,
+)
 from symcomp.symmetry.catalogue.facts import Facts
 from symcomp.symmetry.catalogue.mlp import mlp_scaling, neuron_permutation, router_shift
 from symcomp.symmetry.catalogue.norms import (
@@ -90,6 +94,7 @@ RULES: list[Rule] = [
     writer_centering,
     residual_rotation,
     embedding_translation,
+    padding_translation,
     unembedding_shift,
     mlp_scaling,
     router_shift,
@@ -145,6 +150,7 @@ __all__ = [
     "norm_bias_fold",
     "norm_bias_shift_through_writers",
     "norm_gain_scaling",
+    "padding_translation",
     "qk_dimension",
     "qk_gauge",
     "r",

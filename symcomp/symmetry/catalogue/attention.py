@@ -15,12 +15,14 @@ Attention reads its projections only through two products per query head ``i`` s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from functools import cache
 
 import sympy
 
 from symcomp.ir.graph import OpNode
+from symcomp.spec.model import CustomGroup
 from symcomp.symmetry.catalogue.base import GroupInfo, L, Worked, _custom, _pattern, _short, g, k, r
 from symcomp.symmetry.catalogue.facts import Facts, _fresh_writers, _gain
 
@@ -31,8 +33,25 @@ def _attention_params(facts: Facts) -> dict[str, str | None]:
     return {n: (f"layers.*.attn.{n}" if f"layers.0.attn.{n}" in params else None) for n in names}
 
 
-def _has_rope(facts: Facts) -> bool:
-    return any(op.kind == "rope" for op in facts.graph.ops)
+def _position_kinds(facts: Facts) -> list[tuple[bool, list[int] | None]]:
+    """(rotated, layers) for each kind of layer the graph holds: the layers whose queries and
+    keys pass a rope op, and those where none does (NoPE); ``layers`` None when one kind
+    covers every layer."""
+    ropes = [re.match(r"L(\d+)\.", op.output) for op in facts.graph.ops if op.kind == "rope"]
+    rotated = sorted({int(m.group(1)) for m in ropes if m})
+    plain = [i for i in range(facts.graph.arch.layers) if i not in rotated]
+    if not rotated or not plain:
+        return [(bool(rotated), None)]
+    return [(True, rotated), (False, plain)]
+
+
+def _units(layers: list[int] | None) -> sympy.Expr:
+    """Key/value heads of every layer, or of the listed ones."""
+    return L * g if layers is None else len(layers) * g
+
+
+def _named(name: str, rope: bool, layers: list[int] | None) -> str:
+    return name if layers is None or rope else f"{name}_nope"
 
 
 @cache
@@ -75,28 +94,35 @@ def qk_dimension(rope: bool) -> sympy.Expr:
 def qk_gauge(facts: Facts) -> Iterator[GroupInfo]:
     """A1: ``(x W_Q A)(x W_K A^-T)^T = (x W_Q)(x W_K)^T`` for any ``A`` in GL(k) per kv head, the
     same ``A`` on every query head the kv head serves. Under RoPE the rotation ``R_t`` sits
-    between the two factors, so ``A`` must commute with every ``R_t`` (A1')."""
-    p = _attention_params(facts)
-    rope = _has_rope(facts)
+    between the two factors, so ``A`` must commute with every ``R_t`` (A1'). A model whose
+    layers differ (NoPE layers among rotated ones) gets one group per kind of layer: full GL(k)
+    where nothing rotates. Under QK-norm only a scaling of the norms' gains is left."""
     if _qk_normed(facts):
-        yield from _qk_norm_scaling(facts, rope)
+        yield from _qk_norm_scaling(facts, any(rope for rope, _ in _position_kinds(facts)))
         return
+    for rope, layers in _position_kinds(facts):
+        yield _qk_gauge(facts, rope, layers)
+
+
+def _qk_gauge(facts: Facts, rope: bool, layers: list[int] | None) -> GroupInfo:
+    p = _attention_params(facts)
     acts = {p["W_Q"]: "W_Q A", p["W_K"]: "W_K A^-T"}
     if p["b_Q"]:
         acts[p["b_Q"]] = "b_Q A"
     if p["b_K"]:
         acts[p["b_K"]] = "b_K A^-T"
-    group = _custom(
-        "qk_gauge", "GL", "kv_head", "head_width", acts, commutes_with=["rope"] if rope else []
-    )
-    yield GroupInfo(
+    restrict = {} if layers is None else {"layers": layers}
+    commutes = ["rope"] if rope else []
+    name = _named("qk_gauge", rope, layers)
+    group = _custom(name, "GL", "kv_head", "head_width", acts, commutes_with=commutes, **restrict)
+    return GroupInfo(
         "qk_gauge",
         "A1'" if rope else "A1",
         group,
         "W_Q, W_K" + (", b_Q" if p["b_Q"] else "") + (", b_K" if p["b_K"] else ""),
         "kv head",
         qk_dimension(rope),
-        L * g,
+        _units(layers),
         "W_Q^i W_K^T per query head i (kept factored)",
         "k pivot rows of W_K made the identity (QR with column pivoting on an orthonormal basis)",
         "Sylvester: W_Q^T W_Q xi + xi W_K^T W_K = W_Q^T G_Q - G_K^T W_K",
@@ -169,8 +195,8 @@ def _qk_norm_scaling(facts: Facts, rope: bool) -> Iterator[GroupInfo]:
 def key_bias_shift(facts: Facts) -> Iterator[GroupInfo]:
     """A2: ``q (k + t)^T = q k^T + q t^T`` adds the same number to every logit of one query, and
     softmax ignores it. A rotated dim would turn ``t`` with the key's position: only the ``k - r``
-    fixed dims shift. Without ``b_K``, a LayerNorm's bias read through ``W_K`` is the key bias
-    (:func:`_norm_bias_shift`)."""
+    fixed dims shift; on a NoPE layer every dim does. Without ``b_K``, a LayerNorm's bias read
+    through ``W_K`` is the key bias (:func:`_norm_bias_shift`)."""
     p = _attention_params(facts)
     capped = any(op.kind == "scores" and op.attr("softcap") for op in facts.graph.ops)
     if capped or _qk_normed(facts):
@@ -178,23 +204,31 @@ def key_bias_shift(facts: Facts) -> Iterator[GroupInfo]:
     acts = _key_shift(facts, p)
     if acts is None:
         return
-    rope = _has_rope(facts)
-    group = _custom(
-        "key_bias_shift",
-        "translation",
-        "kv_head",
-        "head_width",
-        acts,
-        commutes_with=["rope"] if rope else [],
-    )
-    yield GroupInfo(
+    for rope, layers in _position_kinds(facts):
+        restrict = {} if layers is None else {"layers": layers}
+        group = _custom(
+            _named("key_bias_shift", rope, layers),
+            "translation",
+            "kv_head",
+            "head_width",
+            acts,
+            commutes_with=["rope"] if rope else [],
+            **restrict,
+        )
+        yield _key_bias_info(group, rope, layers, ", ".join(acts))
+
+
+def _key_bias_info(
+    group: CustomGroup, rope: bool, layers: list[int] | None, acts_on: str
+) -> GroupInfo:
+    return GroupInfo(
         "key_bias_shift",
         "A2",
         group,
-        ", ".join(acts),
+        acts_on,
         "kv head",
         k - r if rope else k,
-        L * g,
+        _units(layers),
         "q . k up to a per-query constant",
         "b_K set to zero on the non-rotated dims",
         "remove the mean-free part: the b_K component along the fixed dims",

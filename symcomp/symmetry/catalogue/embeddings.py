@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import sympy
 
 from symcomp.ir.graph import OpNode
-from symcomp.symmetry.catalogue.base import GroupInfo, Worked, _custom, _short, d
-from symcomp.symmetry.catalogue.facts import Facts, _rows
+from symcomp.symmetry.catalogue.base import GroupInfo, Worked, _custom, _keep, _short, d
+from symcomp.symmetry.catalogue.facts import Facts, _gain, _rows
 
 
 def _tables(facts: Facts) -> list[tuple[OpNode, float | str]]:
@@ -68,6 +68,74 @@ def unembedding_shift(facts: Facts) -> Iterator[GroupInfo]:
         yield _shift("unembedding_bias_shift", {b: "b_U + t ones(vocab)"}, "1", 1, b)
 
 
+def padding_translation(facts: Facts) -> Iterator[GroupInfo]:
+    """Where positions count only the non-padding tokens (RoBERTa), the padding token always
+    reads the position row offset - 1, and only it does: the two rows are read only as
+    ``W_E[pad] + W_P[offset - 1]``, so ``W_E[pad] + t`` against ``W_P[offset - 1] - t``. Where
+    a tied unembedding reads the token row too, only the ``t`` that its logit ignores up to a
+    constant remain: along diag(gain)^-1 1 when a LayerNorm feeds it (B3), b_U[pad] taking
+    the constant."""
+    tables = _tables(facts)
+    if not tables:
+        return
+    (first, scale), rest = tables[0], tables[1:]
+    E = facts.param(first, "W") or ""
+    if first.attr("index") != "token":
+        return
+    other = [op for op, _ in facts.graph.uses(E) if op is not first]
+    direction = _tied_direction(facts, other)
+    if direction is None:
+        return
+    row_t, size, dim, extra = direction
+    for op, _ in rest:
+        pad = op.attr("padding")
+        if op.attr("index") != "position" or pad is None:
+            continue
+        P = facts.param(op, "W") or ""
+        rows, _ = _rows(facts, P)
+        t = f"{row_t} / {scale}" if scale else row_t
+        row = op.attr("offset") - 1
+        acts = {
+            E: f"W_E + unit(vocab, {pad})^T {t}",
+            P: f"{_short(P)} - unit({rows}, {row})^T {row_t}",
+            **{k: v.format(pad=pad) for k, v in extra.items()},
+        }
+        yield GroupInfo(
+            "padding_translation",
+            "B6'",
+            _custom("padding_translation", "translation", "model", size, acts),
+            f"{E} row {pad}, {P} row {row}",
+            "model",
+            dim,
+            sympy.Integer(1),
+            f"W_E[{pad}] + W_P[{row}]: the padding token and the row only it reads",
+            f"{_short(P)}[{row}] set to zero",
+            "closed form: the row moved into W_E",
+        )
+
+
+def _tied_direction(
+    facts: Facts, other: list[OpNode]
+) -> tuple[str, str, sympy.Expr, dict[str, str]] | None:
+    """The translations of one token row that its other readers allow: (the row as an
+    expression in t, the size of t, its dimension, the compensating actions with {pad})."""
+    if not other:
+        return "t", "width", d, {}
+    if len(other) > 1 or other[0].kind != "unembed":
+        return None
+    unembed = other[0]
+    norm = facts.producer.get(unembed.input("x").node)
+    if norm is None or norm.kind != "norm" or norm.attr("type") != "layernorm":
+        return None
+    gain = _gain(facts, norm, _keep)
+    a = f"ones(width) diag({gain})^-1"
+    bias, b_U = facts.param(norm, "bias"), facts.param(unembed, "b")
+    if bias is not None and b_U is None:
+        return None
+    extra = {b_U: f"b_U - t {bias} ({a})^T unit(vocab, {{pad}})"} if bias and b_U else {}
+    return f"t {a}", "1", sympy.Integer(1), extra
+
+
 def _shift(name: str, acts: dict[str, str], size: str, dim: sympy.Expr | int, param: str):
     return GroupInfo(
         "unembedding_shift",
@@ -93,4 +161,7 @@ WORKED = (
     Worked(unembedding_shift, "phi-2", "d + 1", 2_561),
     # the unembedding is tied to W_E: only b_U shifts
     Worked(unembedding_shift, "bert-base", "1", 1),
+    # BERT's positions do not skip padding: no row only the padding token reads (RoBERTa's
+    # tiny family in tests/hf_families.py checks the group against transformers: 1 when tied)
+    Worked(padding_translation, "bert-base", "0", 0),
 )

@@ -3,7 +3,8 @@
 A neuron ``i`` reaches the stream as ``act(x W_up[:, i] + b_up[i]) W_down[i, :]``:
 
 - C1 ``mlp_scaling`` (ReLU): ``relu(a z) = a relu(z)`` for ``a > 0``, so ``a`` on the neuron's
-  column of ``W_up`` (and ``b_up``) against ``1 / a`` on its row of ``W_down``;
+  column of ``W_up`` (and ``b_up``) against ``1 / a`` on its row of ``W_down``; an activation
+  positively homogeneous of degree n (``relu2 = relu^2``: n = 2) takes ``a^-n`` on ``W_down``;
 - C2 ``mlp_scaling`` (gated): ``act(x W_gate) * (x W_up)`` is linear in the up branch, so any
   ``a != 0`` passes through (SwiGLU, GeGLU). GELU and SiLU without a gate have no such scale;
 - C3 ``neuron_permutation``: neurons are summed into the stream, so relabelling them changes
@@ -25,6 +26,7 @@ from dataclasses import replace
 
 import sympy
 
+from symcomp.ir.ops import HOMOGENEITY
 from symcomp.symmetry.catalogue.base import GroupInfo, L, Worked, _custom, _pattern, _short, d, f
 from symcomp.symmetry.catalogue.facts import Facts
 
@@ -56,8 +58,9 @@ def _expert_tag(param: str) -> str:
 
 
 def mlp_scaling(facts: Facts) -> Iterator[GroupInfo]:
-    """A positively homogeneous activation (ReLU) or the linear branch of a gate passes a
-    per-neuron scale through to W_down (in each expert of a mixture)."""
+    """A positively homogeneous activation (ReLU, degree 1; squared ReLU, degree 2: the degree
+    is read from :data:`HOMOGENEITY`) or the linear branch of a gate passes a per-neuron scale
+    through to W_down (in each expert of a mixture)."""
     yield from _merged(list(_mlp_scalings(facts)))
 
 
@@ -65,17 +68,20 @@ def _mlp_scalings(facts: Facts) -> Iterator[GroupInfo]:
     for op in facts.graph.ops:
         if not op.name.startswith("L0."):
             continue
-        if op.kind == "activation" and op.attr("fn") == "relu":
+        if op.kind == "activation" and op.attr("fn") in HOMOGENEITY:
             branch, positive = facts.producer[op.input("x").node], True
+            degree = HOMOGENEITY[op.attr("fn")]
         elif op.kind == "gate":
-            branch, positive = facts.producer[op.input("b").node], False
+            branch, positive, degree = facts.producer[op.input("b").node], False, 1
         else:
             continue
         down = next(c for c in facts.readers(op.output) if c.kind == "linear")
         W_up, b_up = facts.param(branch, "W") or "", facts.param(branch, "b")
         acts = {
             _pattern(W_up): f"{_short(W_up)} diag(s)",
-            _pattern(facts.param(down, "W") or ""): "diag(s)^-1 W_down",
+            _pattern(facts.param(down, "W") or ""): (
+                "diag(s)^-1 W_down" if degree == 1 else f"diag(s^-{degree}) W_down"
+            ),
         }
         if b_up:
             acts[_pattern(b_up)] = f"{_short(b_up)} diag(s)"

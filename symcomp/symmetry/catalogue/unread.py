@@ -25,7 +25,9 @@ def unread_rows(facts: Facts) -> Iterator[UnreadRows]:
         W = facts.param(op, "W") or ""
         rows = facts.graph.param[W].shape[0]
         index = op.attr("index")
-        read = {"token": rows, "position": facts.graph.arch.max_positions, "token_type": 1}[index]
+        # positions counted over non-padding tokens also read row offset - 1 (for padding)
+        positions = facts.graph.arch.max_positions + (op.attr("padding") is not None)
+        read = {"token": rows, "position": positions, "token_type": 1}[index]
         if rows > read:
             yield UnreadRows(W, rows - read, sympy.Integer(rows - read) * d)
 
