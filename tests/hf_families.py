@@ -79,6 +79,25 @@ def rope(fraction: float = 1.0) -> dict[str, Any]:
 # --- section: plain families (importer and checkpoint layouts) ------------------------------
 
 
+@family("starcoder2")
+def _starcoder2() -> transformers.PretrainedConfig:
+    return config(
+        "starcoder2", hidden_size=D, intermediate_size=F, num_attention_heads=2,
+        num_key_value_heads=1, hidden_act="gelu_pytorch_tanh", norm_epsilon=EPS, use_bias=True,
+        sliding_window=4, tie_word_embeddings=False, rope_parameters=rope(),
+    )  # fmt: skip
+
+
+@family("gpt_bigcode")
+def _gpt_bigcode() -> transformers.PretrainedConfig:
+    # multi_query: one key/value head
+    return config(
+        "gpt_bigcode", n_embd=D, n_layer=1, n_head=2, n_inner=F, n_positions=T,
+        activation_function="gelu_pytorch_tanh", layer_norm_epsilon=EPS, multi_query=True,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+
+
 # --- section: norms, caps and multipliers ----------------------------------------------------
 
 

@@ -15,6 +15,12 @@ HF_TRANSFORM_NOTES = {
     "qkv_cols": "{part} columns of the fused [q | k | v]",
     "qkv_per_head": "{part} rows of the fused per-head [q, k, v]",
     "qkv_per_head_T": "{part} rows of the fused per-head [q, k, v], transposed",
+    "qkv_rows": "{part} rows of the fused [q | k | v]",
+    "qkv_rows_T": "{part} rows of the fused [q | k | v], transposed",
+    "qkv_grouped": "{part} rows of the fused per-kv-head [q.., k, v]",
+    "qkv_grouped_T": "{part} rows of the fused per-kv-head [q.., k, v], transposed",
+    "gate_up": "{part} half of the fused [gate | up]",
+    "gate_up_T": "{part} half of the fused [gate | up], transposed",
 }
 
 

@@ -18,6 +18,7 @@ from symcomp.hf.config_pieces import (
     _RopeKeys,
     _sizes,
 )
+from symcomp.hf.config_plain import PLAIN_FAMILIES
 from symcomp.hf.config_reader import _Config, _short
 
 # --- the families ----------------------------------------------------------------------------
@@ -354,4 +355,5 @@ FAMILIES: dict[str, Family] = {
     # layerdrop skips layers during training only.
     "opt": Family(_opt, _CAUSAL | {"layerdrop"}),
     "gemma": Family(_gemma, _CAUSAL),
+    **{name: Family(build, ignored) for name, (build, ignored) in PLAIN_FAMILIES.items()},
 }

@@ -356,7 +356,24 @@ SymmetryList = Annotated[
 
 
 HFModelType = Literal[
-    "gpt2", "bert", "llama", "mistral", "qwen2", "gpt_neox", "phi", "opt", "gemma"
+    "gpt2",
+    "bert",
+    "llama",
+    "mistral",
+    "qwen2",
+    "gpt_neox",
+    "phi",
+    "opt",
+    "gemma",
+    # plain families
+    "starcoder2",
+    "gpt_bigcode",
+    "phi3",
+    "stablelm",
+    "gptj",
+    "falcon",
+    "mpt",
+    "bloom",
 ]
 
 

@@ -1,0 +1,89 @@
+"""Builders of StarCoder2, GPTBigCode, Phi-3, StableLM, GPT-J, Falcon, MPT and BLOOM (see
+:mod:`.config_families`): each maps the family's keys onto the spec, with the defaults of the
+transformers 5 configuration and modeling code, and refuses, naming the key and the missing
+feature, any value whose function a spec cannot express."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from symcomp.hf.config_pieces import _activation, _attention, _layernorm, _rope, _RopeKeys, _sizes
+from symcomp.hf.config_reader import _Config
+
+# --- StarCoder2 ------------------------------------------------------------------------------
+
+
+def _starcoder2(c: _Config) -> dict[str, Any]:
+    # use_bias switches the biases of q, k, v, o, c_fc and c_proj; the LayerNorms keep theirs.
+    bias = c.flag("use_bias", True)
+    # Starcoder2Attention sizes heads from hidden_size / num_attention_heads (no head_dim key).
+    attention = _attention(
+        c, bias=bias, kv_default=2, sliding_window=c.optional_integer("sliding_window", None)
+    )
+    return {
+        "kind": "causal_lm",
+        **_sizes(c),
+        "block": "pre_norm",
+        "norm": _layernorm(c, "norm_epsilon", 1e-5),
+        "attention": attention,
+        "positions": _rope(c, _RopeKeys(partial=False)),
+        "mlp": {
+            "hidden": c.integer("intermediate_size"),
+            "activation": _activation(c, "hidden_act", "gelu_pytorch_tanh"),
+            "bias": bias,
+        },
+        "embeddings": {"tied": c.flag("tie_word_embeddings", True)},
+    }
+
+
+# --- GPTBigCode ------------------------------------------------------------------------------
+
+
+def _gpt_bigcode(c: _Config) -> dict[str, Any]:
+    c.require(
+        "scale_attn_weights",
+        True,
+        "attention without the 1/sqrt(head width) scale is not supported",
+    )
+    sizes = _sizes(c, ("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"), _NPOS)
+    heads = c.integer("n_head", "num_attention_heads")
+    # multi_query: one key/value head shared by every query head (MQA).
+    multi_query = c.flag("multi_query", True)
+    return {
+        "kind": "causal_lm",
+        **sizes,
+        "block": "pre_norm",
+        "norm": _layernorm(c, "layer_norm_epsilon", 1e-5),
+        "attention": {"heads": heads, "kv_heads": 1 if multi_query else heads, "bias": True},
+        "positions": {"type": "learned"},
+        "mlp": {
+            # GPTBigCodeBlock: inner_dim = n_inner if set, else 4 * width.
+            "hidden": c.integer("n_inner", default=4 * sizes["width"]),
+            "activation": _activation(c, "activation_function", "gelu_pytorch_tanh"),
+            "bias": True,
+        },
+        "embeddings": {"tied": c.flag("tie_word_embeddings", True)},
+    }
+
+
+_NPOS = ("n_positions", "max_position_embeddings")
+
+# --- the registry ----------------------------------------------------------------------------
+
+_CAUSAL = frozenset({"is_decoder"})
+
+PLAIN_FAMILIES: dict[str, tuple[Any, frozenset[str]]] = {
+    "starcoder2": (_starcoder2, _CAUSAL),
+    # attention_softmax_in_fp32 / scale_attention_softmax_in_fp32: the eager softmax's precision
+    # only; num_key_value_heads: GPTBigCodeConfig recomputes it from multi_query.
+    "gpt_bigcode": (
+        _gpt_bigcode,
+        _CAUSAL
+        | {
+            "attention_softmax_in_fp32",
+            "scale_attention_softmax_in_fp32",
+            "num_key_value_heads",
+        },
+    ),
+}
+"""model_type -> (builder, the family's keys that change nothing)."""
