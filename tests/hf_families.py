@@ -98,6 +98,16 @@ def _gpt_bigcode() -> transformers.PretrainedConfig:
     )  # fmt: skip
 
 
+@family("phi3")
+def _phi3() -> transformers.PretrainedConfig:
+    # GQA with a head width of 4 (q wider than d), half of each head rotated
+    return config(
+        "phi3", hidden_size=D, intermediate_size=F, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=4, hidden_act="silu", rms_norm_eps=EPS,
+        sliding_window=4, tie_word_embeddings=False, rope_parameters=rope(0.5),
+    )  # fmt: skip
+
+
 # --- section: norms, caps and multipliers ----------------------------------------------------
 
 
@@ -159,7 +169,9 @@ def check_family(name: str, run_cli, tmp: Path) -> int:
         for model in (standard, reduced):
             got = model.log_probs(ids)
             assert float((got - expected).abs().max()) <= TOL
-            assert float((got - expected_stock).abs().max()) <= STOCK_TOL
+            # float32 rounding is relative: scaled by the log-probs' size (at least 1)
+            scale = max(1.0, float(expected_stock.abs().max()))
+            assert float((got - expected_stock).abs().max()) <= STOCK_TOL * scale
     assert sum(p.numel() for p in reduced.parameters()) == analysis.reduced_parameters
     assert sum(p.numel() for p in standard.parameters()) == sum(p.numel() for p in hf.parameters())
     measurement, _ = measure_nullity(

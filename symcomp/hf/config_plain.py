@@ -68,6 +68,29 @@ def _gpt_bigcode(c: _Config) -> dict[str, Any]:
 
 _NPOS = ("n_positions", "max_position_embeddings")
 
+# --- Phi-3 -----------------------------------------------------------------------------------
+
+
+def _phi3(c: _Config) -> dict[str, Any]:
+    attention = _attention(c, bias=False, sliding_window=c.optional_integer("sliding_window", None))
+    return {
+        "kind": "causal_lm",
+        **_sizes(c),
+        "block": "pre_norm",
+        "norm": {"type": "rmsnorm", "eps": c.number("rms_norm_eps", 1e-5)},
+        "attention": attention,
+        # Phi3RotaryEmbedding rotates int(head_dim * partial_rotary_factor) dims (default 1).
+        "positions": _rope(c, _RopeKeys()),
+        "mlp": {
+            "hidden": c.integer("intermediate_size"),
+            "activation": _activation(c, "hidden_act", "silu"),
+            "gated": True,
+            "bias": False,
+        },
+        "embeddings": {"tied": c.flag("tie_word_embeddings", False)},
+    }
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 _CAUSAL = frozenset({"is_decoder"})
@@ -85,5 +108,7 @@ PLAIN_FAMILIES: dict[str, tuple[Any, frozenset[str]]] = {
             "num_key_value_heads",
         },
     ),
+    # original_max_position_embeddings: read by the longrope scaling only, which is refused.
+    "phi3": (_phi3, _CAUSAL | {"original_max_position_embeddings"}),
 }
 """model_type -> (builder, the family's keys that change nothing)."""

@@ -65,18 +65,34 @@ GPT_BIGCODE: list[Row] = [
     ("lm_head.weight", "unembed.W_U", "transpose"),
 ]
 
+PHI3: list[Row] = [
+    ("model.embed_tokens.weight", "embed.W_E", "copy"),
+    ("model.layers.{i}.input_layernorm.weight", "layers.{i}.attn_norm.gain", "copy"),
+    *_fused_qkv(f"{_L}.self_attn.qkv_proj", "qkv_rows", bias=False),
+    *_linear(f"{_L}.self_attn.o_proj", "layers.{i}.attn.O", bias=False),
+    ("model.layers.{i}.post_attention_layernorm.weight", "layers.{i}.mlp_norm.gain", "copy"),
+    (f"{_L}.mlp.gate_up_proj.weight", "layers.{i}.mlp.W_gate", "gate_up_T.gate"),
+    (f"{_L}.mlp.gate_up_proj.weight", "layers.{i}.mlp.W_up", "gate_up_T.up"),
+    *_linear(f"{_L}.mlp.down_proj", "layers.{i}.mlp.down", bias=False),
+    ("model.norm.weight", "final_norm.gain", "copy"),
+    ("lm_head.weight", "unembed.W_U", "transpose"),
+]
+
 PLAIN_TABLES: dict[str, list[Row]] = {
     "starcoder2": STARCODER2,
     "gpt_bigcode": GPT_BIGCODE,
+    "phi3": PHI3,
 }
 """model_type -> rows (transformers pattern, our pattern, transform)."""
 
 PLAIN_BUFFERS: dict[str, list[str]] = {
     "starcoder2": [],
+    "phi3": [],
     "gpt_bigcode": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
 }
 
 PLAIN_BASE_PREFIX: dict[str, str] = {
     "starcoder2": "model.",
+    "phi3": "model.",
     "gpt_bigcode": "transformer.",
 }
