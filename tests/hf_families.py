@@ -108,6 +108,15 @@ def _phi3() -> transformers.PretrainedConfig:
     )  # fmt: skip
 
 
+@family("stablelm")
+def _stablelm() -> transformers.PretrainedConfig:
+    return config(
+        "stablelm", hidden_size=D, intermediate_size=F, num_attention_heads=2,
+        num_key_value_heads=1, hidden_act="silu", layer_norm_eps=EPS, use_qkv_bias=False,
+        use_parallel_residual=False, tie_word_embeddings=False, rope_parameters=rope(0.5),
+    )  # fmt: skip
+
+
 # --- section: norms, caps and multipliers ----------------------------------------------------
 
 

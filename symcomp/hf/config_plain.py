@@ -91,6 +91,43 @@ def _phi3(c: _Config) -> dict[str, Any]:
     }
 
 
+# --- StableLM --------------------------------------------------------------------------------
+
+
+def _stablelm(c: _Config) -> dict[str, Any]:
+    c.require(
+        "qk_layernorm",
+        False,
+        "StableLM's qk_layernorm (a LayerNorm on each query and key head) needs QK-norm, which "
+        "the spec language does not have yet",
+    )
+    # use_parallel_residual: x + attn(ln(x)) + mlp(ln(x)), one input_layernorm for both.
+    parallel = c.flag("use_parallel_residual", False)
+    # use_qkv_bias: biases on q, k, v; o_proj and the MLP never have one.
+    qkv = c.flag("use_qkv_bias", False)
+    return {
+        "kind": "causal_lm",
+        **_sizes(c),
+        "block": "parallel_one_norm" if parallel else "pre_norm",
+        "norm": _layernorm(c, "layer_norm_eps", 1e-5),
+        # StableLmAttention sizes heads from hidden_size / num_attention_heads.
+        "attention": {
+            "heads": c.integer("num_attention_heads"),
+            "kv_heads": c.integer("num_key_value_heads", default=c.integer("num_attention_heads")),
+            "bias": {"q": qkv, "k": qkv, "v": qkv, "o": False},
+        },
+        # StableLmConfig defaults partial_rotary_factor to 0.25.
+        "positions": _rope(c, _RopeKeys(default_fraction=0.25)),
+        "mlp": {
+            "hidden": c.integer("intermediate_size"),
+            "activation": _activation(c, "hidden_act", "silu"),
+            "gated": True,
+            "bias": False,
+        },
+        "embeddings": {"tied": c.flag("tie_word_embeddings", False)},
+    }
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 _CAUSAL = frozenset({"is_decoder"})
@@ -110,5 +147,6 @@ PLAIN_FAMILIES: dict[str, tuple[Any, frozenset[str]]] = {
     ),
     # original_max_position_embeddings: read by the longrope scaling only, which is refused.
     "phi3": (_phi3, _CAUSAL | {"original_max_position_embeddings"}),
+    "stablelm": (_stablelm, _CAUSAL),
 }
 """model_type -> (builder, the family's keys that change nothing)."""

@@ -78,21 +78,41 @@ PHI3: list[Row] = [
     ("lm_head.weight", "unembed.W_U", "transpose"),
 ]
 
+STABLELM: list[Row] = [
+    ("model.embed_tokens.weight", "embed.W_E", "copy"),
+    # the one norm of a parallel block, or the attention norm of a sequential one
+    *_norm(f"{_L}.input_layernorm", "layers.{i}.norm"),
+    *_norm(f"{_L}.input_layernorm", "layers.{i}.attn_norm"),
+    *_linear(f"{_L}.self_attn.q_proj", "layers.{i}.attn.Q"),
+    *_linear(f"{_L}.self_attn.k_proj", "layers.{i}.attn.K"),
+    *_linear(f"{_L}.self_attn.v_proj", "layers.{i}.attn.V"),
+    *_linear(f"{_L}.self_attn.o_proj", "layers.{i}.attn.O", bias=False),
+    *_norm(f"{_L}.post_attention_layernorm", "layers.{i}.mlp_norm"),
+    *_linear(f"{_L}.mlp.gate_proj", "layers.{i}.mlp.gate", bias=False),
+    *_linear(f"{_L}.mlp.up_proj", "layers.{i}.mlp.up", bias=False),
+    *_linear(f"{_L}.mlp.down_proj", "layers.{i}.mlp.down", bias=False),
+    *_norm("model.norm", "final_norm"),
+    ("lm_head.weight", "unembed.W_U", "transpose"),
+]
+
 PLAIN_TABLES: dict[str, list[Row]] = {
     "starcoder2": STARCODER2,
     "gpt_bigcode": GPT_BIGCODE,
     "phi3": PHI3,
+    "stablelm": STABLELM,
 }
 """model_type -> rows (transformers pattern, our pattern, transform)."""
 
 PLAIN_BUFFERS: dict[str, list[str]] = {
     "starcoder2": [],
     "phi3": [],
+    "stablelm": [],
     "gpt_bigcode": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
 }
 
 PLAIN_BASE_PREFIX: dict[str, str] = {
     "starcoder2": "model.",
     "phi3": "model.",
+    "stablelm": "model.",
     "gpt_bigcode": "transformer.",
 }
