@@ -117,6 +117,28 @@ def _stablelm() -> transformers.PretrainedConfig:
     )  # fmt: skip
 
 
+@family("gptj")
+def _gptj() -> transformers.PretrainedConfig:
+    # rotary_dim 2 of a head width 4: rotated and passed-through dims both exist
+    return config(
+        "gptj", n_embd=D, n_layer=1, n_head=2, n_inner=F, n_positions=T, rotary_dim=2,
+        activation_function="gelu_new", layer_norm_epsilon=EPS, tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+def float64_gptj_positions_(model: nn.Module) -> None:
+    """GPT-J's sin/cos table in float64 (transformers builds it in float32)."""
+    for module in model.modules():
+        if type(module).__name__ == "GPTJRotaryEmbedding":
+            dim, n = module.pos_embd_dim, module.max_positions
+            inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            angles = torch.arange(n, dtype=torch.float64)[:, None] * inv_freq
+            module.embed_positions = torch.cat((angles.sin(), angles.cos()), dim=1)
+
+
+PATCHES.append(float64_gptj_positions_)
+
+
 # --- section: norms, caps and multipliers ----------------------------------------------------
 
 

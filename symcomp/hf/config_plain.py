@@ -128,6 +128,53 @@ def _stablelm(c: _Config) -> dict[str, Any]:
     }
 
 
+# --- GPT-J -----------------------------------------------------------------------------------
+
+
+def _gptj(c: _Config) -> dict[str, Any]:
+    sizes = _sizes(c, ("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"), _NPOS)
+    heads = c.integer("n_head", "num_attention_heads")
+    return {
+        "kind": "causal_lm",
+        **sizes,
+        # GPTJBlock: one ln_1 feeds both attention and MLP.
+        "block": "parallel_one_norm",
+        "norm": _layernorm(c, "layer_norm_epsilon", 1e-5),
+        "attention": {"heads": heads, "bias": False},
+        "positions": _gptj_rope(c, sizes["width"], heads),
+        "mlp": {
+            # GPTJBlock: inner_dim = n_inner if set, else 4 * width.
+            "hidden": c.integer("n_inner", default=4 * sizes["width"]),
+            "activation": _activation(c, "activation_function", "gelu_new"),
+            "bias": True,
+        },
+        # GPTJForCausalLM's lm_head has a bias.
+        "embeddings": {"tied": c.flag("tie_word_embeddings", False), "unembedding_bias": True},
+    }
+
+
+def _gptj_rope(c: _Config, width: int, heads: int) -> dict[str, Any]:
+    """GPT-J rotates the first rotary_dim dims of each head in adjacent pairs (rotate_every_two),
+    base 10000 (fixed in create_sinusoidal_positions)."""
+    head_width = width // heads
+    # rotary_dim null makes transformers build a table as wide as the model, which only fits a
+    # single head: refused with any other value out of range.
+    rotary = c.integer("rotary_dim", default=64)
+    if not 0 < rotary <= head_width or rotary % 2:
+        raise c.error(
+            "rotary_dim must be an even number of dims within one head",
+            ("rotary_dim",),
+            found=str(rotary),
+            accepted=f"an even integer from 2 to {head_width} (n_embd / n_head)",
+        )
+    return {
+        "type": "rope",
+        "base": 10000.0,
+        "rotated_fraction": rotary / head_width,
+        "pair_layout": "adjacent",
+    }
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 _CAUSAL = frozenset({"is_decoder"})
@@ -148,5 +195,6 @@ PLAIN_FAMILIES: dict[str, tuple[Any, frozenset[str]]] = {
     # original_max_position_embeddings: read by the longrope scaling only, which is refused.
     "phi3": (_phi3, _CAUSAL | {"original_max_position_embeddings"}),
     "stablelm": (_stablelm, _CAUSAL),
+    "gptj": (_gptj, _CAUSAL),
 }
 """model_type -> (builder, the family's keys that change nothing)."""

@@ -95,11 +95,26 @@ STABLELM: list[Row] = [
     ("lm_head.weight", "unembed.W_U", "transpose"),
 ]
 
+GPTJ: list[Row] = [
+    ("transformer.wte.weight", "embed.W_E", "copy"),
+    *_norm(f"{_H}.ln_1", "layers.{i}.norm"),
+    *_linear(f"{_H}.attn.q_proj", "layers.{i}.attn.Q", bias=False),
+    *_linear(f"{_H}.attn.k_proj", "layers.{i}.attn.K", bias=False),
+    *_linear(f"{_H}.attn.v_proj", "layers.{i}.attn.V", bias=False),
+    *_linear(f"{_H}.attn.out_proj", "layers.{i}.attn.O", bias=False),
+    *_linear(f"{_H}.mlp.fc_in", "layers.{i}.mlp.up"),
+    *_linear(f"{_H}.mlp.fc_out", "layers.{i}.mlp.down"),
+    *_norm("transformer.ln_f", "final_norm"),
+    ("lm_head.weight", "unembed.W_U", "transpose"),
+    ("lm_head.bias", "unembed.b_U", "copy"),
+]
+
 PLAIN_TABLES: dict[str, list[Row]] = {
     "starcoder2": STARCODER2,
     "gpt_bigcode": GPT_BIGCODE,
     "phi3": PHI3,
     "stablelm": STABLELM,
+    "gptj": GPTJ,
 }
 """model_type -> rows (transformers pattern, our pattern, transform)."""
 
@@ -107,6 +122,7 @@ PLAIN_BUFFERS: dict[str, list[str]] = {
     "starcoder2": [],
     "phi3": [],
     "stablelm": [],
+    "gptj": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
     "gpt_bigcode": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
 }
 
@@ -114,5 +130,6 @@ PLAIN_BASE_PREFIX: dict[str, str] = {
     "starcoder2": "model.",
     "phi3": "model.",
     "stablelm": "model.",
+    "gptj": "transformer.",
     "gpt_bigcode": "transformer.",
 }
