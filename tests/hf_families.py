@@ -139,6 +139,17 @@ def float64_gptj_positions_(model: nn.Module) -> None:
 PATCHES.append(float64_gptj_positions_)
 
 
+@family("falcon")
+def _falcon() -> transformers.PretrainedConfig:
+    # new_decoder_architecture: 2 key/value heads of 2 query heads each, two parallel norms
+    return config(
+        "falcon", hidden_size=D, num_attention_heads=4, num_kv_heads=2,
+        new_decoder_architecture=True, parallel_attn=True, bias=False, ffn_hidden_size=F,
+        activation="gelu", layer_norm_epsilon=EPS, tie_word_embeddings=True,
+        rope_parameters=rope(),
+    )  # fmt: skip
+
+
 # --- section: norms, caps and multipliers ----------------------------------------------------
 
 

@@ -175,6 +175,90 @@ def _gptj_rope(c: _Config, width: int, heads: int) -> dict[str, Any]:
     }
 
 
+# --- Falcon ----------------------------------------------------------------------------------
+
+
+def _falcon(c: _Config) -> dict[str, Any]:
+    if c.flag("alibi", False):
+        raise c.error(
+            "Falcon's ALiBi divides the slopes by sqrt(head width) (and rounds them to "
+            "bfloat16): scaled ALiBi slopes are not supported",
+            ("alibi",),
+            found="true",
+            accepted="false (rotary positions)",
+        )
+    sizes = _sizes(c, ("hidden_size", "n_embed"))
+    heads = c.integer("num_attention_heads")
+    new = c.flag("new_decoder_architecture", False)
+    multi_query = c.flag("multi_query", True)
+    parallel = c.flag("parallel_attn", True)
+    # FalconDecoderLayer: new_decoder_architecture defaults num_ln_in_parallel_attn to 2.
+    norms = c.integer("num_ln_in_parallel_attn", default=2 if new else 1)
+    _falcon_checks(c, new, parallel, norms)
+    if new:
+        kv = c.integer("num_kv_heads", default=heads)
+    else:  # multi_query: one key/value head; otherwise q, k, v interleaved per head
+        kv = 1 if multi_query else heads
+        given = c.integer("num_kv_heads", default=heads)
+        if not multi_query and given != heads:
+            # the per-head [h, 3, k] split makes h key/value heads; transformers would then
+            # repeat them num_heads / num_kv_heads times and fail
+            raise c.error(
+                "num_kv_heads differs from num_attention_heads without "
+                "new_decoder_architecture or multi_query: transformers' Falcon cannot run it",
+                ("num_kv_heads",),
+                found=str(given),
+                accepted=f"{heads} (num_attention_heads) or null",
+            )
+    block = (
+        "pre_norm"
+        if not parallel
+        else ("parallel_two_norms" if norms == 2 else "parallel_one_norm")
+    )
+    bias = c.flag("bias", False)
+    return {
+        "kind": "causal_lm",
+        **sizes,
+        "block": block,
+        "norm": _layernorm(c, "layer_norm_epsilon", 1e-5),
+        # FalconAttention sizes heads from hidden_size / num_attention_heads.
+        "attention": {"heads": heads, "kv_heads": kv, "bias": bias},
+        "positions": _rope(c, _RopeKeys(partial=False)),
+        "mlp": {
+            "hidden": c.integer("ffn_hidden_size", default=4 * sizes["width"]),
+            "activation": _activation(c, "activation", "gelu"),
+            "bias": bias,
+        },
+        "embeddings": {"tied": c.flag("tie_word_embeddings", True)},
+    }
+
+
+def _falcon_checks(c: _Config, new: bool, parallel: bool, norms: int) -> None:
+    """The combinations FalconDecoderLayer builds and runs (the others raise in transformers)."""
+    if norms not in (1, 2):
+        raise c.error(
+            "num_ln_in_parallel_attn not supported",
+            ("num_ln_in_parallel_attn",),
+            found=str(norms),
+            accepted="1 or 2",
+        )
+    if new and not parallel:
+        raise c.error(
+            "new_decoder_architecture without parallel_attn: transformers' Falcon cannot run it",
+            ("parallel_attn",),
+            found="false",
+            accepted="true (or new_decoder_architecture false)",
+        )
+    if not new and parallel and norms == 2:
+        raise c.error(
+            "two parallel norms need new_decoder_architecture: transformers' Falcon cannot run "
+            "this combination",
+            ("num_ln_in_parallel_attn",),
+            found="2",
+            accepted="1 or null (or new_decoder_architecture true)",
+        )
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 _CAUSAL = frozenset({"is_decoder"})
@@ -196,5 +280,7 @@ PLAIN_FAMILIES: dict[str, tuple[Any, frozenset[str]]] = {
     "phi3": (_phi3, _CAUSAL | {"original_max_position_embeddings"}),
     "stablelm": (_stablelm, _CAUSAL),
     "gptj": (_gptj, _CAUSAL),
+    # num_key_value_heads: FalconConfig recomputes it from the keys read here.
+    "falcon": (_falcon, _CAUSAL | {"num_key_value_heads"}),
 }
 """model_type -> (builder, the family's keys that change nothing)."""

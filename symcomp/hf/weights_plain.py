@@ -109,12 +109,31 @@ GPTJ: list[Row] = [
     ("lm_head.bias", "unembed.b_U", "copy"),
 ]
 
+FALCON: list[Row] = [
+    ("transformer.word_embeddings.weight", "embed.W_E", "copy"),
+    # the one norm of a parallel block, or the attention norm of a sequential one
+    *_norm(f"{_H}.input_layernorm", "layers.{i}.norm"),
+    *_norm(f"{_H}.input_layernorm", "layers.{i}.attn_norm"),
+    *_norm(f"{_H}.post_attention_layernorm", "layers.{i}.mlp_norm"),
+    *_norm(f"{_H}.ln_attn", "layers.{i}.attn_norm"),
+    *_norm(f"{_H}.ln_mlp", "layers.{i}.mlp_norm"),
+    # new_decoder_architecture: [g, h / g + 2, k]; multi_query: [q | k | v] (g = 1); otherwise
+    # per head [h, 3, k] (g = h)
+    *_fused_qkv(f"{_H}.self_attention.query_key_value", "qkv_grouped"),
+    *_linear(f"{_H}.self_attention.dense", "layers.{i}.attn.O"),
+    *_linear(f"{_H}.mlp.dense_h_to_4h", "layers.{i}.mlp.up"),
+    *_linear(f"{_H}.mlp.dense_4h_to_h", "layers.{i}.mlp.down"),
+    *_norm("transformer.ln_f", "final_norm"),
+    ("lm_head.weight", "unembed.W_U", "transpose"),
+]
+
 PLAIN_TABLES: dict[str, list[Row]] = {
     "starcoder2": STARCODER2,
     "gpt_bigcode": GPT_BIGCODE,
     "phi3": PHI3,
     "stablelm": STABLELM,
     "gptj": GPTJ,
+    "falcon": FALCON,
 }
 """model_type -> rows (transformers pattern, our pattern, transform)."""
 
@@ -122,6 +141,7 @@ PLAIN_BUFFERS: dict[str, list[str]] = {
     "starcoder2": [],
     "phi3": [],
     "stablelm": [],
+    "falcon": [],
     "gptj": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
     "gpt_bigcode": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
 }
@@ -131,5 +151,6 @@ PLAIN_BASE_PREFIX: dict[str, str] = {
     "phi3": "model.",
     "stablelm": "model.",
     "gptj": "transformer.",
+    "falcon": "transformer.",
     "gpt_bigcode": "transformer.",
 }
