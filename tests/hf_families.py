@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,43 @@ def _falcon() -> transformers.PretrainedConfig:
     )  # fmt: skip
 
 
+@family("mpt")
+def _mpt() -> transformers.PretrainedConfig:
+    # ALiBi over 4 heads; transformers fixes the MLP at 4 * d_model
+    return config(
+        "mpt", d_model=D, n_heads=4, n_layers=1, max_seq_len=T, layer_norm_epsilon=EPS,
+        tie_word_embeddings=False, max_position_embeddings=None,
+    )  # fmt: skip
+
+
+def _mpt_attention_float64(self, hidden_states, position_bias, attention_mask=None, **kwargs):
+    """MptAttention.forward without a cache, its softmax in the input's dtype (not float32)."""
+    batch, length, _ = hidden_states.shape
+    qkv = self.Wqkv(hidden_states)
+    if self.clip_qkv:
+        qkv = qkv.clamp(min=-self.clip_qkv, max=self.clip_qkv)
+    q, k, v = (
+        t.reshape(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+        for t in qkv.chunk(3, dim=2)
+    )
+    scores = q @ k.transpose(-1, -2) * self.softmax_scale
+    scores = scores + position_bias[:, -length:, -length:]
+    if attention_mask is not None:
+        scores = scores.masked_fill(attention_mask, torch.finfo(q.dtype).min)
+    weights = torch.softmax(scores, dim=-1)
+    context = (weights @ v).permute(0, 2, 1, 3).reshape(batch, length, -1)
+    return self.out_proj(context), weights
+
+
+def float64_mpt_attention_(model: nn.Module) -> None:
+    for module in model.modules():
+        if type(module).__name__ == "MptAttention":
+            module.forward = types.MethodType(_mpt_attention_float64, module)
+
+
+PATCHES.append(float64_mpt_attention_)
+
+
 # --- section: norms, caps and multipliers ----------------------------------------------------
 
 
@@ -168,17 +206,27 @@ def patch_float64_(model: nn.Module) -> nn.Module:
     return model
 
 
+def _sdpa(make: Callable[..., nn.Module], source: Any) -> nn.Module:
+    """``make(source)`` with SDPA attention, or eager where the family has no SDPA path (MPT)."""
+    try:
+        return make(source, attn_implementation="sdpa")
+    except ValueError as exc:
+        if "scaled_dot_product_attention" not in str(exc):
+            raise
+        return make(source, attn_implementation="eager")
+
+
 def build(cfg: transformers.PretrainedConfig, seed: int = 0) -> nn.Module:
     """The float64 model of ``cfg`` (SDPA), every parameter drawn at random."""
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    model = _sdpa(transformers.AutoModelForCausalLM.from_config, cfg)
     model = model.to(torch.float64).eval()
     randomize_(model, torch.Generator().manual_seed(seed))
     return model
 
 
 def load(folder: Path) -> nn.Module:
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa")
+    model = _sdpa(transformers.AutoModelForCausalLM.from_pretrained, folder)
     return model.to(torch.float64).eval()
 
 

@@ -5,10 +5,11 @@ feature, any value whose function a spec cannot express."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from symcomp.hf.config_pieces import _activation, _attention, _layernorm, _rope, _RopeKeys, _sizes
-from symcomp.hf.config_reader import _Config
+from symcomp.hf.config_reader import _Config, _never_changes_function, _short
 
 # --- StarCoder2 ------------------------------------------------------------------------------
 
@@ -259,6 +260,99 @@ def _falcon_checks(c: _Config, new: bool, parallel: bool, norms: int) -> None:
         )
 
 
+# --- MPT -------------------------------------------------------------------------------------
+
+
+def _mpt(c: _Config) -> dict[str, Any]:
+    # transformers' MPT always builds: ALiBi (slopes of alibi_bias_max 8), LayerNorms without
+    # bias, no linear biases, an MLP of 4 * d_model with exact GELU. Keys that would ask the
+    # original MPT for anything else are ignored by transformers, so they are refused here.
+    c.require("expansion_ratio", 4, "transformers' MPT always builds an MLP of 4 * d_model")
+    c.require("no_bias", True, "transformers' MPT builds no biases (no_bias false is ignored)")
+    if c.present("logit_scale"):
+        raise c.error(
+            "a logit scale is not supported (and transformers' MPT ignores it)",
+            ("logit_scale",),
+            found=_short(c.data["logit_scale"]),
+            accepted="null",
+        )
+    norm_type = c.text("norm_type", "low_precision_layernorm")
+    if norm_type not in ("low_precision_layernorm", "layernorm"):
+        raise c.error(
+            "norm type not supported (transformers' MPT always builds a LayerNorm)",
+            ("norm_type",),
+            found=_short(norm_type),
+            accepted="low_precision_layernorm, layernorm",
+        )
+    sizes = _sizes(
+        c, ("d_model", "hidden_size"), ("n_layers", "num_hidden_layers"), ("max_seq_len",)
+    )
+    heads = c.integer("n_heads", "num_attention_heads")
+    _mpt_attn_config(c, sizes["width"] // heads)
+    return {
+        "kind": "causal_lm",
+        **sizes,
+        "block": "pre_norm",
+        "norm": {**_layernorm(c, "layer_norm_epsilon", 1e-5), "bias": False},
+        "attention": {"heads": heads, "bias": False},
+        "positions": {"type": "alibi"},
+        "mlp": {"hidden": 4 * sizes["width"], "activation": "gelu", "bias": False},
+        "embeddings": {"tied": c.flag("tie_word_embeddings", True)},
+    }
+
+
+# attn_config keys and the only value whose function transformers' MPT computes (None: any).
+_MPT_ATTN: dict[str, tuple[Any, str]] = {
+    "attn_type": ("multihead_attention", "multi-query MPT attention is not supported"),
+    "clip_qkv": (None, "clipping q, k and v (clip_qkv) is not supported"),
+    "prefix_lm": (False, "prefix-LM attention is not supported"),
+    "qk_ln": (
+        False,
+        "MPT's qk_ln (LayerNorms on queries and keys) needs QK-norm, which the "
+        "spec language does not have yet (and transformers' MPT ignores it)",
+    ),
+    "attn_uses_sequence_id": (False, "attention within sequence ids is not supported"),
+    "alibi": (True, "transformers' MPT always uses ALiBi (alibi false is ignored)"),
+    "alibi_bias_max": (8, "transformers' MPT always uses the ALiBi slopes of alibi_bias_max 8"),
+}
+# attn_config keys that change nothing: the kernel choice, dropout, and the bookkeeping that a
+# saved sub-config carries.
+_MPT_ATTN_IGNORED = frozenset({"attn_impl", "attn_pdrop", "model_type", "is_encoder_decoder"})
+
+
+def _mpt_attn_config(c: _Config, head_width: int) -> None:
+    attn = c.get("attn_config", {})
+    if not isinstance(attn, dict):
+        raise c.error("expected an object", ("attn_config",), found=_short(attn))
+    for key, value in attn.items():
+        path = ("attn_config", key)
+        if value is None or key in _MPT_ATTN_IGNORED or _never_changes_function(key):
+            continue
+        if key == "softmax_scale":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isclose(value, head_width**-0.5, rel_tol=1e-12)
+            ):
+                raise c.error(
+                    "an attention scale other than 1/sqrt(head width) is not supported",
+                    path,
+                    found=_short(value),
+                    accepted=f"null or {head_width**-0.5!r}",
+                )
+            continue
+        if key not in _MPT_ATTN:
+            raise c.error(
+                "attn_config key not known: symcomp cannot tell whether it changes the function",
+                path,
+                found=_short(value),
+                accepted=", ".join(sorted({*_MPT_ATTN, "softmax_scale", *_MPT_ATTN_IGNORED})),
+            )
+        expected, message = _MPT_ATTN[key]
+        if expected is None or type(value) is not type(expected) or value != expected:
+            raise c.error(message, path, found=_short(value), accepted=repr(expected))
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 _CAUSAL = frozenset({"is_decoder"})
@@ -282,5 +376,8 @@ PLAIN_FAMILIES: dict[str, tuple[Any, frozenset[str]]] = {
     "gptj": (_gptj, _CAUSAL),
     # num_key_value_heads: FalconConfig recomputes it from the keys read here.
     "falcon": (_falcon, _CAUSAL | {"num_key_value_heads"}),
+    # learned_pos_emb: transformers' MPT never builds a position table; embedding_fraction
+    # scales gradients only; init_device: where the weights are first allocated.
+    "mpt": (_mpt, _CAUSAL | {"learned_pos_emb", "embedding_fraction", "init_device"}),
 }
 """model_type -> (builder, the family's keys that change nothing)."""

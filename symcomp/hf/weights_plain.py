@@ -127,6 +127,20 @@ FALCON: list[Row] = [
     ("lm_head.weight", "unembed.W_U", "transpose"),
 ]
 
+_B = "transformer.blocks.{i}"
+
+MPT: list[Row] = [
+    ("transformer.wte.weight", "embed.W_E", "copy"),
+    (f"{_B}.norm_1.weight", "layers.{i}.attn_norm.gain", "copy"),
+    *_fused_qkv(f"{_B}.attn.Wqkv", "qkv_rows", bias=False),
+    *_linear(f"{_B}.attn.out_proj", "layers.{i}.attn.O", bias=False),
+    (f"{_B}.norm_2.weight", "layers.{i}.mlp_norm.gain", "copy"),
+    *_linear(f"{_B}.ffn.up_proj", "layers.{i}.mlp.up", bias=False),
+    *_linear(f"{_B}.ffn.down_proj", "layers.{i}.mlp.down", bias=False),
+    ("transformer.norm_f.weight", "final_norm.gain", "copy"),
+    ("lm_head.weight", "unembed.W_U", "transpose"),
+]
+
 PLAIN_TABLES: dict[str, list[Row]] = {
     "starcoder2": STARCODER2,
     "gpt_bigcode": GPT_BIGCODE,
@@ -134,6 +148,7 @@ PLAIN_TABLES: dict[str, list[Row]] = {
     "stablelm": STABLELM,
     "gptj": GPTJ,
     "falcon": FALCON,
+    "mpt": MPT,
 }
 """model_type -> rows (transformers pattern, our pattern, transform)."""
 
@@ -142,6 +157,7 @@ PLAIN_BUFFERS: dict[str, list[str]] = {
     "phi3": [],
     "stablelm": [],
     "falcon": [],
+    "mpt": [],
     "gptj": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
     "gpt_bigcode": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
 }
@@ -152,5 +168,6 @@ PLAIN_BASE_PREFIX: dict[str, str] = {
     "stablelm": "model.",
     "gptj": "transformer.",
     "falcon": "transformer.",
+    "mpt": "transformer.",
     "gpt_bigcode": "transformer.",
 }
