@@ -188,6 +188,49 @@ def float64_mpt_attention_(model: nn.Module) -> None:
 PATCHES.append(float64_mpt_attention_)
 
 
+@family("bloom")
+def _bloom() -> transformers.PretrainedConfig:
+    # ALiBi over 4 heads; transformers fixes the MLP at 4 * hidden_size
+    return config(
+        "bloom", hidden_size=D, n_head=4, n_layer=1, layer_norm_epsilon=EPS, seq_length=T,
+        tie_word_embeddings=True, max_position_embeddings=None,
+    )  # fmt: skip
+
+
+class _Float64Softmax:
+    """A stand-in for torch.nn.functional whose softmax ignores a float32 ``dtype``."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.nn.functional, name)
+
+    @staticmethod
+    def softmax(x: torch.Tensor, dim: int, dtype: Any = None) -> torch.Tensor:
+        return torch.softmax(x, dim=dim)
+
+
+def float64_bloom_(model: nn.Module) -> None:
+    """BLOOM's attention softmax in the input's dtype (transformers takes it in float32), and its
+    GELU as the plain function (its autograd.Function has no forward-mode AD)."""
+    from transformers.models.bloom import modeling_bloom
+
+    for module in model.modules():
+        if type(module).__name__ == "BloomGelu":
+            module.forward = modeling_bloom.bloom_gelu_forward
+        if type(module).__name__ == "BloomAttention":
+
+            def forward(*args: Any, _forward: Any = module.forward, **kw: Any) -> Any:
+                F, modeling_bloom.F = modeling_bloom.F, _Float64Softmax()
+                try:
+                    return _forward(*args, **kw)
+                finally:
+                    modeling_bloom.F = F
+
+            module.forward = forward
+
+
+PATCHES.append(float64_bloom_)
+
+
 # --- section: norms, caps and multipliers ----------------------------------------------------
 
 

@@ -26,6 +26,10 @@ ACTIVATIONS = {
     "relu": "F.relu({})",
     "gelu": "F.gelu({})",
     "gelu_tanh": 'F.gelu({}, approximate="tanh")',
+    # BLOOM's bloom_gelu_forward: sqrt(2/pi) written 0.79788456
+    "gelu_tanh_bloom": (
+        "{0} * 0.5 * (1.0 + torch.tanh(0.79788456 * {0} * (1 + 0.044715 * {0} * {0})))"
+    ),
     "silu": "F.silu({})",
 }
 

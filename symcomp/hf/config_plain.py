@@ -353,6 +353,38 @@ def _mpt_attn_config(c: _Config, head_width: int) -> None:
             raise c.error(message, path, found=_short(value), accepted=repr(expected))
 
 
+# --- BLOOM -----------------------------------------------------------------------------------
+
+
+def _bloom(c: _Config) -> dict[str, Any]:
+    c.require(
+        "apply_residual_connection_post_layernorm",
+        False,
+        "a residual taken after the norm (apply_residual_connection_post_layernorm) is not "
+        "supported",
+    )
+    width = c.integer("hidden_size", "n_embed")
+    return {
+        "kind": "causal_lm",
+        "vocab_size": c.integer("vocab_size"),
+        # ALiBi sets no limit and BloomConfig has no key for one: seq_length where a config
+        # has it, else BLOOM's training context of 2048.
+        "max_positions": c.integer("seq_length", default=2048),
+        "width": width,
+        "layers": c.integer("n_layer", "num_hidden_layers"),
+        "block": "pre_norm",
+        "norm": _layernorm(c, "layer_norm_epsilon", 1e-5),
+        # BloomModel: word_embeddings_layernorm right after the embeddings.
+        "embedding_norm": True,
+        "attention": {"heads": c.integer("n_head", "num_attention_heads"), "bias": True},
+        "positions": {"type": "alibi"},
+        # BloomMLP: 4 * hidden_size, bloom_gelu_forward (the tanh approximation, with sqrt(2/pi)
+        # written 0.79788456).
+        "mlp": {"hidden": 4 * width, "activation": "gelu_tanh_bloom", "bias": True},
+        "embeddings": {"tied": c.flag("tie_word_embeddings", True)},
+    }
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 _CAUSAL = frozenset({"is_decoder"})
@@ -379,5 +411,7 @@ PLAIN_FAMILIES: dict[str, tuple[Any, frozenset[str]]] = {
     # learned_pos_emb: transformers' MPT never builds a position table; embedding_fraction
     # scales gradients only; init_device: where the weights are first allocated.
     "mpt": (_mpt, _CAUSAL | {"learned_pos_emb", "embedding_fraction", "init_device"}),
+    # pretraining_tp / slow_but_exact: the same matmuls sliced as in tensor-parallel training.
+    "bloom": (_bloom, _CAUSAL | {"pretraining_tp", "slow_but_exact"}),
 }
 """model_type -> (builder, the family's keys that change nothing)."""

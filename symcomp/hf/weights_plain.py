@@ -141,6 +141,20 @@ MPT: list[Row] = [
     ("lm_head.weight", "unembed.W_U", "transpose"),
 ]
 
+BLOOM: list[Row] = [
+    ("transformer.word_embeddings.weight", "embed.W_E", "copy"),
+    *_norm("transformer.word_embeddings_layernorm", "embed_norm"),
+    *_norm(f"{_H}.input_layernorm", "layers.{i}.attn_norm"),
+    # per head [h, 3, k]: qkv_grouped with g = h
+    *_fused_qkv(f"{_H}.self_attention.query_key_value", "qkv_grouped"),
+    *_linear(f"{_H}.self_attention.dense", "layers.{i}.attn.O"),
+    *_norm(f"{_H}.post_attention_layernorm", "layers.{i}.mlp_norm"),
+    *_linear(f"{_H}.mlp.dense_h_to_4h", "layers.{i}.mlp.up"),
+    *_linear(f"{_H}.mlp.dense_4h_to_h", "layers.{i}.mlp.down"),
+    *_norm("transformer.ln_f", "final_norm"),
+    ("lm_head.weight", "unembed.W_U", "transpose"),
+]
+
 PLAIN_TABLES: dict[str, list[Row]] = {
     "starcoder2": STARCODER2,
     "gpt_bigcode": GPT_BIGCODE,
@@ -149,6 +163,7 @@ PLAIN_TABLES: dict[str, list[Row]] = {
     "gptj": GPTJ,
     "falcon": FALCON,
     "mpt": MPT,
+    "bloom": BLOOM,
 }
 """model_type -> rows (transformers pattern, our pattern, transform)."""
 
@@ -158,6 +173,7 @@ PLAIN_BUFFERS: dict[str, list[str]] = {
     "stablelm": [],
     "falcon": [],
     "mpt": [],
+    "bloom": [],
     "gptj": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
     "gpt_bigcode": [r"transformer\.h\.\d+\.attn\.bias", r"transformer\.h\.\d+\.attn\.masked_bias"],
 }
@@ -169,5 +185,6 @@ PLAIN_BASE_PREFIX: dict[str, str] = {
     "gptj": "transformer.",
     "falcon": "transformer.",
     "mpt": "transformer.",
+    "bloom": "transformer.",
     "gpt_bigcode": "transformer.",
 }

@@ -22,9 +22,9 @@ class _Frozen(BaseModel):
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 
-Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
+Activation = Literal["relu", "gelu", "gelu_tanh", "gelu_tanh_bloom", "silu"]
 # What a user may write: the plain activations plus the gated shorthands.
-MLPActivation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"]
+MLPActivation = Literal["relu", "gelu", "gelu_tanh", "gelu_tanh_bloom", "silu", "swiglu", "geglu"]
 # Gated shorthands: the gate branch goes through the activation, the up branch is linear.
 GATED_SHORTHANDS: dict[str, str] = {"swiglu": "silu", "geglu": "gelu"}
 
@@ -168,8 +168,9 @@ class MLP(_Frozen):
     hidden: PositiveInt = Field(description="Hidden width f of the MLP.")
     activation: MLPActivation = Field(
         description="Elementwise activation: relu, gelu (exact erf), gelu_tanh (tanh "
-        "approximation), silu. The shorthands swiglu and geglu mean silu and gelu with "
-        "gated: true."
+        "approximation), gelu_tanh_bloom (the tanh approximation with sqrt(2/pi) written as "
+        "0.79788456, BLOOM's bloom_gelu_forward), silu. The shorthands swiglu and geglu mean "
+        "silu and gelu with gated: true."
     )
     gated: bool = Field(
         default=False,
