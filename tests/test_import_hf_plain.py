@@ -93,7 +93,6 @@ def test_keys_become_the_architecture(tmp_path: Path) -> None:
     ("model_type", "kw", "path", "words"),
     [
         ("stablelm", {"qk_layernorm": True}, ("qk_layernorm",), "QK-norm"),
-        ("falcon", {"alibi": True}, ("alibi",), "scaled ALiBi slopes"),
         ("falcon", {"parallel_attn": False}, ("parallel_attn",), "cannot run"),
         ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 10.0}},
          ("rope_parameters", "rope_type"), "RoPE type not supported"),
@@ -143,6 +142,9 @@ LAYOUTS = [
     ("falcon", {"new_decoder_architecture": False, "multi_query": False, "num_kv_heads": 4,
                 "parallel_attn": False, "bias": True, "num_ln_in_parallel_attn": None}),
     ("falcon", {"num_ln_in_parallel_attn": 1}),
+    ("falcon", {"alibi": True, "new_decoder_architecture": False, "multi_query": False,
+                "num_kv_heads": 4, "parallel_attn": False, "bias": True,
+                "num_ln_in_parallel_attn": None}),  # falcon-rw: ALiBi, scaled slopes
     ("mpt", {}),
     ("bloom", {}),
     ("stablelm", {"use_parallel_residual": True, "use_qkv_bias": True}),

@@ -107,6 +107,7 @@ class MaskInfo:
     window: bool
     alibi: bool
     docstring: str
+    scaled: bool = False  # ALiBi's slopes divided by sqrt(head_width) (Falcon)
 
 
 # --- classes ----------------------------------------------------------------------------------
@@ -364,7 +365,10 @@ def _mask_info(graph: Graph) -> MaskInfo | None:
         )
     else:
         doc = f"Which keys j query i attends to (True: attends): {allowed}."
-    return MaskInfo(causal, window, alibi, _docstring([doc], 4))
+    scaled = getattr(graph.arch.positions, "scaled", False) is True
+    if scaled:
+        doc = doc.replace("slope_h (j - i)", "slope_h (j - i) / sqrt(head_width)")
+    return MaskInfo(causal, window, alibi, _docstring([doc], 4), scaled)
 
 
 def _module_doc(spec: Spec) -> str:

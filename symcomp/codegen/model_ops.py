@@ -155,8 +155,15 @@ def _check_scores(graph: Graph, scores: OpNode) -> None:
     if not math.isclose(scores.attr("scale"), k**-0.5, rel_tol=1e-15):
         raise NotImplementedError(f"{scores.name}: scale {scores.attr('scale')} is not k^-0.5")
     slopes = scores.attr("alibi_slopes")
-    if slopes is not None and tuple(slopes) != alibi_slopes(h):
+    expected = alibi_slopes(h)
+    if _alibi_scaled(graph):
+        expected = tuple(s * k**-0.5 for s in expected)
+    if slopes is not None and tuple(slopes) != expected:
         raise NotImplementedError(f"{scores.name}: ALiBi slopes are not those of {h} heads")
+
+
+def _alibi_scaled(graph: Graph) -> bool:
+    return getattr(graph.arch.positions, "scaled", False) is True
 
 
 def _call(target: str, func: str, args: Sequence[str], *, explode: bool = False) -> list[str]:
@@ -182,6 +189,7 @@ def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
         mask_args = [f"{q}.shape[-2]"]
         mask_args += ["s.heads"] * alibi
         mask_args += [f"window={window}"] * (window is not None)
+        mask_args += ["slope_scale=s.head_width**-0.5"] * (alibi and _alibi_scaled(scope.graph))
         mask_args += [f"dtype={q}.dtype"] * alibi
         mask_args.append(f"device={q}.device")
         lines += _call("mask", "attention_mask", mask_args)

@@ -180,14 +180,6 @@ def _gptj_rope(c: _Config, width: int, heads: int) -> dict[str, Any]:
 
 
 def _falcon(c: _Config) -> dict[str, Any]:
-    if c.flag("alibi", False):
-        raise c.error(
-            "Falcon's ALiBi divides the slopes by sqrt(head width) (and rounds them to "
-            "bfloat16): scaled ALiBi slopes are not supported",
-            ("alibi",),
-            found="true",
-            accepted="false (rotary positions)",
-        )
     sizes = _sizes(c, ("hidden_size", "n_embed"))
     heads = c.integer("num_attention_heads")
     new = c.flag("new_decoder_architecture", False)
@@ -224,7 +216,7 @@ def _falcon(c: _Config) -> dict[str, Any]:
         "norm": _layernorm(c, "layer_norm_epsilon", 1e-5),
         # FalconAttention sizes heads from hidden_size / num_attention_heads.
         "attention": {"heads": heads, "kv_heads": kv, "bias": bias},
-        "positions": _rope(c, _RopeKeys(partial=False)),
+        "positions": _falcon_positions(c),
         "mlp": {
             "hidden": c.integer("ffn_hidden_size", default=4 * sizes["width"]),
             "activation": _activation(c, "activation", "gelu"),
@@ -232,6 +224,17 @@ def _falcon(c: _Config) -> dict[str, Any]:
         },
         "embeddings": {"tied": c.flag("tie_word_embeddings", True)},
     }
+
+
+def _falcon_positions(c: _Config) -> dict[str, Any]:
+    if not c.flag("alibi", False):
+        return _rope(c, _RopeKeys(partial=False))
+    # FalconModel adds the ALiBi bias to q k^T before the 1/sqrt(head_dim) scale (so the
+    # slopes are scaled too) and never applies its rotary embedding. (It rounds slope * position
+    # to bfloat16, which is exact for power-of-two head counts: their slopes are powers of 2.)
+    for key in ("rope_parameters", "rope_scaling", "rope_theta"):
+        c.raw(key)
+    return {"type": "alibi", "scaled": True}
 
 
 def _falcon_checks(c: _Config, new: bool, parallel: bool, norms: int) -> None:

@@ -363,7 +363,7 @@ def _attention(b: _Builder, i: int, x: str) -> str:
         group=group,
         causal=arch.kind == "causal_lm",
         window=arch.attention.sliding_window,
-        alibi_slopes=alibi_slopes(h) if isinstance(arch.positions, AlibiPositions) else None,
+        alibi_slopes=_alibi(arch, h, k),
     )
     probs = b.op("softmax", f"{L}.probs", b.values[scores].axes, {"x": scores})
     v_blocks = _head_blocks("v", i, serving, k)
@@ -375,6 +375,14 @@ def _attention(b: _Builder, i: int, x: str) -> str:
     axes = (BATCH, SEQ, Axis("v", h * k, (i,), "merged", v_blocks))
     merged = b.op("merge_heads", f"{L}.merged", axes, {"x": mixed}, heads=h, head_width=k)
     return b.linear(merged, f"{P}.W_O", f"{P}.b_O", f"L{i}.attn_out", b.resid(f"L{i}.attn_out"))
+
+
+def _alibi(arch: Architecture, h: int, k: int) -> tuple[float, ...] | None:
+    """ALiBi's slopes, divided by sqrt(k) when the bias is added before the attention scale."""
+    pos = arch.positions
+    if not isinstance(pos, AlibiPositions):
+        return None
+    return tuple(s * k**-0.5 for s in alibi_slopes(h)) if pos.scaled else alibi_slopes(h)
 
 
 def _mlp(b: _Builder, i: int, x: str) -> str:

@@ -148,6 +148,11 @@ class AlibiPositions(_Frozen):
     """ALiBi: a per-head linear bias on the attention logits, no position parameters."""
 
     type: Literal["alibi"] = Field(description="Attention with linear biases.")
+    scaled: bool = Field(
+        default=False,
+        description="The bias is added to q k^T before the 1/sqrt(head_width) attention scale, "
+        "so the slopes are divided by sqrt(head_width) too (Falcon).",
+    )
 
 
 class NoPositions(_Frozen):
