@@ -134,7 +134,8 @@ def float64_rope_(model: nn.Module) -> None:
     """Compute the RoPE cos/sin tables in float64: transformers builds inv_freq in float32 and
     takes the angles with ``.float()`` even in a float64 model. The rotation itself stays HF's."""
     for module in model.modules():
-        if type(module).__name__.endswith("RotaryEmbedding"):
+        # (GPT-J's has a sin/cos table instead of inv_freq: hf_families patches it)
+        if type(module).__name__.endswith("RotaryEmbedding") and hasattr(module, "inv_freq"):
             dim = 2 * module.inv_freq.numel()
             base = module.config.rope_parameters["rope_theta"]
             inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)

@@ -244,6 +244,7 @@ def test_name_tables() -> None:
         from tests import hf_families
     families = set(hf_tiny.FAMILIES.values())
     assert families <= set(model_types()) <= families | set(hf_families.CONFIGS)
+    assert set(hf_tiny.FAMILIES.values()) <= set(model_types())
     llama = hf_name_table("llama")
     assert ("model.layers.{i}.self_attn.q_proj.weight", "layers.{i}.attn.W_Q", "transpose") in llama
     assert ("transformer.h.{i}.mlp.c_fc.weight", "layers.{i}.mlp.W_up", "copy") in hf_name_table(
@@ -260,4 +261,10 @@ def test_name_tables() -> None:
                 "qkv_per_head_T",
                 "experts_gate_up",
                 "experts_down",
+                "qkv_rows",
+                "qkv_rows_T",
+                "qkv_grouped",
+                "qkv_grouped_T",
+                "gate_up",
+                "gate_up_T",
             }

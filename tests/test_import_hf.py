@@ -379,10 +379,10 @@ def _bad(tmp_path: Path, base: str, **changes: Any) -> SpecError:
 
 
 def test_unsupported_model_type(tmp_path: Path) -> None:
-    error = _bad(tmp_path, "gpt2", model_type="falcon")
+    error = _bad(tmp_path, "gpt2", model_type="t5")
     problem = error.first
     assert problem.key_path == ("model_type",)
-    assert "unsupported model_type" in problem.message and problem.found == "'falcon'"
+    assert "unsupported model_type" in problem.message and problem.found == "'t5'"
     assert problem.accepted is not None
     assert all(family in problem.accepted for family in FAMILIES)
     assert problem.location.file == str(tmp_path / "config.json")

@@ -114,6 +114,7 @@ class MaskInfo:
     alibi: bool
     docstring: str
     per_layer: bool = False  # the window differs between layers (an attribute of each layer)
+    scaled: bool = False  # ALiBi's slopes divided by sqrt(head_width) (Falcon)
 
 
 # --- classes ----------------------------------------------------------------------------------
@@ -433,7 +434,10 @@ def _mask_info(graph: Graph) -> MaskInfo | None:
         doc = f"Which keys j query i attends to (True: attends): {allowed}."
     if per_layer:
         doc = doc.removesuffix(".") + " (the window: where a layer has one)."
-    return MaskInfo(causal, window, alibi, _docstring([doc], 4), per_layer)
+    scaled = getattr(graph.arch.positions, "scaled", False) is True
+    if scaled:
+        doc = doc.replace("slope_h (j - i)", "slope_h (j - i) / sqrt(head_width)")
+    return MaskInfo(causal, window, alibi, _docstring([doc], 4), per_layer, scaled)
 
 
 def _module_doc(spec: Spec) -> str:

@@ -17,6 +17,12 @@ HF_TRANSFORM_NOTES = {
     "qkv_per_head_T": "{part} rows of the fused per-head [q, k, v], transposed",
     "experts_gate_up": "{part} (half.expert) of the fused experts' gate_up_proj, transposed",
     "experts_down": "expert of the fused experts' down_proj ({part}), transposed",
+    "qkv_rows": "{part} rows of the fused [q | k | v]",
+    "qkv_rows_T": "{part} rows of the fused [q | k | v], transposed",
+    "qkv_grouped": "{part} rows of the fused per-kv-head [q.., k, v]",
+    "qkv_grouped_T": "{part} rows of the fused per-kv-head [q.., k, v], transposed",
+    "gate_up": "{part} half of the fused [gate | up]",
+    "gate_up_T": "{part} half of the fused [gate | up], transposed",
 }
 
 

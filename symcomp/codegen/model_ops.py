@@ -27,6 +27,10 @@ ACTIVATIONS = {
     "relu2": "F.relu({}).square()",
     "gelu": "F.gelu({})",
     "gelu_tanh": 'F.gelu({}, approximate="tanh")',
+    # BLOOM's bloom_gelu_forward: sqrt(2/pi) written 0.79788456
+    "gelu_tanh_bloom": (
+        "{0} * 0.5 * (1.0 + torch.tanh(0.79788456 * {0} * (1 + 0.044715 * {0} * {0})))"
+    ),
     "silu": "F.silu({})",
 }
 
@@ -188,10 +192,17 @@ def _scale_code(graph: Graph, scores: OpNode) -> str:
 
 def _check_scores(graph: Graph, scores: OpNode) -> None:
     """The ALiBi slopes must be the size-dependent ones we emit."""
-    h = graph.sizes.heads
+    k, h = graph.sizes.head_width, graph.sizes.heads
     slopes = scores.attr("alibi_slopes")
-    if slopes is not None and tuple(slopes) != alibi_slopes(h):
+    expected = alibi_slopes(h)
+    if _alibi_scaled(graph):
+        expected = tuple(s * k**-0.5 for s in expected)
+    if slopes is not None and tuple(slopes) != expected:
         raise NotImplementedError(f"{scores.name}: ALiBi slopes are not those of {h} heads")
+
+
+def _alibi_scaled(graph: Graph) -> bool:
+    return getattr(graph.arch.positions, "scaled", False) is True
 
 
 def _call(target: str, func: str, args: Sequence[str], *, explode: bool = False) -> list[str]:
@@ -222,6 +233,7 @@ def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
         mask_args = [f"{q}.shape[-2]"]
         mask_args += ["s.heads"] * alibi
         mask_args += [f"window={window}"] * (window is not None)
+        mask_args += ["slope_scale=s.head_width**-0.5"] * (alibi and _alibi_scaled(scope.graph))
         mask_args += [f"dtype={q}.dtype"] * alibi
         mask_args.append(f"device={q}.device")
         lines += _call("mask", "attention_mask", mask_args)

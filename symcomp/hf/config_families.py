@@ -20,6 +20,7 @@ from symcomp.hf.config_pieces import (
     _RopeKeys,
     _sizes,
 )
+from symcomp.hf.config_plain import PLAIN_FAMILIES
 from symcomp.hf.config_reader import _Config, _short
 
 # --- the families ----------------------------------------------------------------------------
@@ -528,4 +529,5 @@ FAMILIES: dict[str, Family] = {
     "xglm": Family(_xglm, _CAUSAL | {"layerdrop"}),
     "smollm3": Family(_smollm3, _CAUSAL),
     "roberta": Family(_roberta),
+    **{name: Family(build, ignored) for name, (build, ignored) in PLAIN_FAMILIES.items()},
 }

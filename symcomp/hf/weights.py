@@ -34,6 +34,8 @@ from torch import Tensor
 
 from symcomp.errors import SpecError
 from symcomp.hf import weights_moe, weights_norms
+from symcomp.hf.fused import fused_to_hf, fused_to_ours, is_fused_index
+from symcomp.hf.weights_plain import PLAIN_BASE_PREFIX, PLAIN_BUFFERS, PLAIN_TABLES
 from symcomp.spec.model import Spec
 from symcomp.spec.params import parameter_shapes, sizes_of
 
@@ -291,6 +293,8 @@ def _renamed(rows: list[Row], names: tuple[tuple[str, str], ...]) -> list[Row]:
 
 NAME_TABLES["roberta"] = _renamed(NAME_TABLES["bert"], _ROBERTA_NAMES)
 
+NAME_TABLES.update(PLAIN_TABLES)
+
 # Tensors that checkpoints may hold but that are not parameters (regular expressions).
 _COMMON_BUFFERS = [r".*\.rotary_emb\.inv_freq", r".*\.inv_freq", r".*\.original_inv_freq"]
 BUFFERS: dict[str, list[str]] = {
@@ -312,6 +316,7 @@ BUFFERS: dict[str, list[str]] = {
     "smollm3": [],
     "xglm": [r"model\.embed_positions\.weights"],
     "roberta": [r"roberta\.embeddings\.position_ids", r"roberta\.embeddings\.token_type_ids"],
+    **PLAIN_BUFFERS,
 }
 
 
@@ -334,6 +339,7 @@ BASE_PREFIX: dict[str, str] = {
     "phi": "model.",
     "opt": "model.",
     **weights_norms.BASE_PREFIX,
+    **PLAIN_BASE_PREFIX,
 }
 
 
@@ -393,6 +399,8 @@ class _Fused:
 
 
 def _to_ours(transform: str, hf: Tensor, fused: _Fused) -> Tensor:
+    if is_fused_index(transform):
+        return fused_to_ours(transform, hf, fused.heads, fused.kv_heads, fused.head_width)
     kind, _, part = transform.partition(".")
     if kind == "copy":
         return hf
@@ -415,6 +423,8 @@ def _to_ours(transform: str, hf: Tensor, fused: _Fused) -> Tensor:
 
 def _to_hf(transform: str, parts: Mapping[str, Tensor], fused: _Fused) -> Tensor:
     """Build one transformers tensor from its parts (keyed 'q', 'k', 'v', or '' if unfused)."""
+    if is_fused_index(transform):
+        return fused_to_hf(transform, parts, fused.heads, fused.kv_heads, fused.head_width)
     kind, _, _ = transform.partition(".")
     if kind == "copy":
         return parts[""]
@@ -506,9 +516,10 @@ def from_hf_state_dict(
             )
         if not rows:  # a buffer, not a parameter
             continue
-        for match, ours_pattern, transform in rows:
-            i = match.groupdict().get("i")
-            ours = ours_pattern.replace("{i}", i) if i is not None else ours_pattern
+        placed = [(_ours(m, pattern), tr) for m, pattern, tr in rows]
+        # alternative places for one tensor (Falcon's input_layernorm): the spec's pick
+        known = [(o, tr) for o, tr in placed if o in shapes or (o == "unembed.W_U" and tied)]
+        for ours, transform in known or placed:
             value = _to_ours(transform, tensor.detach(), fused)
             if ours == "unembed.W_U" and tied:
                 tied_copies.append((name, value))
@@ -549,6 +560,11 @@ def from_hf_state_dict(
                 name,
             )
     return {ours: out[ours] for ours in shapes}
+
+
+def _ours(match: re.Match[str], pattern: str) -> str:
+    i = match.groupdict().get("i")
+    return pattern.replace("{i}", i) if i is not None else pattern
 
 
 def _expanded_rows(table: Iterable[Row], layers: int) -> list[Row]:
@@ -606,8 +622,8 @@ def to_hf_state_dict(
 
     built: dict[str, Tensor] = {}
     for hf, rows in groups.items():
-        parts = {_part(tr): source(ours) for ours, tr in rows}
-        if any(p is None for p in parts.values()):
+        parts = {_part(tr): v for ours, tr in rows if (v := source(ours)) is not None}
+        if set(parts) != {_part(tr) for _, tr in rows}:
             continue  # the spec lacks this parameter (a bias it does not have, ...)
         built[hf] = _to_hf(rows[0][1], parts, fused).contiguous()  # type: ignore[arg-type]
 

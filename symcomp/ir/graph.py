@@ -402,7 +402,7 @@ def _attention(b: _Builder, i: int, x: str) -> str:
         causal=arch.kind == "causal_lm",
         window=_window(arch, i),
         softcap=arch.attention.softcap,
-        alibi_slopes=alibi_slopes(h) if isinstance(arch.positions, AlibiPositions) else None,
+        alibi_slopes=_alibi(arch, h, k),
     )
     probs = b.op("softmax", f"{L}.probs", b.values[scores].axes, {"x": scores})
     v_blocks = _head_blocks("v", i, serving, k)
@@ -420,6 +420,14 @@ def _window(arch: Architecture, layer: int) -> int | None:
     """The sliding window of one layer: every layer's, or only the listed layers'."""
     layers = arch.attention.sliding_layers
     return arch.attention.sliding_window if layers is None or layer in layers else None
+
+
+def _alibi(arch: Architecture, h: int, k: int) -> tuple[float, ...] | None:
+    """ALiBi's slopes, divided by sqrt(k) when the bias is added before the attention scale."""
+    pos = arch.positions
+    if not isinstance(pos, AlibiPositions):
+        return None
+    return tuple(s * k**-0.5 for s in alibi_slopes(h)) if pos.scaled else alibi_slopes(h)
 
 
 def _mlp(b: _Builder, i: int, x: str) -> str:

@@ -175,11 +175,17 @@ def _weighted_sum(op: OpNode, p: Tensor, v: Tensor) -> Tensor:
     return p @ v.repeat_interleave(op.attr("group"), dim=1)  # (B, n, T, k)
 
 
+BLOOM_GELU_C = 0.79788456
+"""BLOOM's sqrt(2/pi), as bloom_gelu_forward writes it (to 8 decimals)."""
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
     "relu2": lambda x: F.relu(x).square(),
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_tanh_bloom": lambda x: (
+        x * 0.5 * (1.0 + torch.tanh(BLOOM_GELU_C * x * (1 + 0.044715 * x * x)))
+    ),
     "silu": F.silu,
 }
 

@@ -125,8 +125,8 @@ register_op(
     "activation",
     ("x",),
     attrs=("fn",),
-    doc="Elementwise relu, relu2 (relu(x)^2), gelu (exact erf), gelu_tanh (tanh approximation) "
-    "or silu.",
+    doc="Elementwise relu, relu2 (relu(x)^2), gelu (exact erf), gelu_tanh (tanh approximation), "
+    "gelu_tanh_bloom (the same with sqrt(2/pi) written 0.79788456) or silu.",
 )
 register_op("gate", ("a", "b"), attrs=("fn",), doc="act(a) * b: a gated MLP's hidden layer.")
 register_op(

@@ -22,9 +22,11 @@ class _Frozen(BaseModel):
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 
-Activation = Literal["relu", "relu2", "gelu", "gelu_tanh", "silu"]
+Activation = Literal["relu", "relu2", "gelu", "gelu_tanh", "gelu_tanh_bloom", "silu"]
 # What a user may write: the plain activations plus the gated shorthands.
-MLPActivation = Literal["relu", "relu2", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"]
+MLPActivation = Literal[
+    "relu", "relu2", "gelu", "gelu_tanh", "gelu_tanh_bloom", "silu", "swiglu", "geglu"
+]
 # Gated shorthands: the gate branch goes through the activation, the up branch is linear.
 GATED_SHORTHANDS: dict[str, str] = {"swiglu": "silu", "geglu": "gelu"}
 
@@ -185,6 +187,11 @@ class AlibiPositions(_Frozen):
     """ALiBi: a per-head linear bias on the attention logits, no position parameters."""
 
     type: Literal["alibi"] = Field(description="Attention with linear biases.")
+    scaled: bool = Field(
+        default=False,
+        description="The bias is added to q k^T before the 1/sqrt(head_width) attention scale, "
+        "so the slopes are divided by sqrt(head_width) too (Falcon).",
+    )
 
 
 class SinusoidalPositions(_Frozen):
@@ -243,8 +250,9 @@ class MLP(_Frozen):
     hidden: PositiveInt = Field(description="Hidden width f of the MLP.")
     activation: MLPActivation = Field(
         description="Elementwise activation: relu, relu2 (squared ReLU, relu(x)^2: Nemotron), "
-        "gelu (exact erf), gelu_tanh (tanh approximation), silu. The shorthands swiglu and "
-        "geglu mean silu and gelu with gated: true."
+        "gelu (exact erf), gelu_tanh (tanh approximation), gelu_tanh_bloom (the tanh "
+        "approximation with sqrt(2/pi) written as 0.79788456, BLOOM's bloom_gelu_forward), silu. "
+        "The shorthands swiglu and geglu mean silu and gelu with gated: true."
     )
     gated: bool = Field(
         default=False,
@@ -487,6 +495,15 @@ HFModelType = Literal[
     "smollm3",
     "xglm",
     "roberta",
+    # plain families
+    "starcoder2",
+    "gpt_bigcode",
+    "phi3",
+    "stablelm",
+    "gptj",
+    "falcon",
+    "mpt",
+    "bloom",
 ]
 
 

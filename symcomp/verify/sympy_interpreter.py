@@ -304,8 +304,8 @@ def _act(fn: str, ctx: _Ctx, x: Any) -> Any:
         return _act("relu", ctx, x) ** 2
     if fn == "gelu":
         return x * (1 + ctx.fn("erf", x / sympy.sqrt(2))) / 2
-    if fn == "gelu_tanh":
-        c = sympy.sqrt(2 / sympy.pi)
+    if fn in ("gelu_tanh", "gelu_tanh_bloom"):
+        c = sympy.sqrt(2 / sympy.pi) if fn == "gelu_tanh" else sympy.Rational(79788456, 10**8)
         return x * (1 + ctx.fn("tanh", c * (x + sympy.Rational(44715, 1000000) * x**3))) / 2
     if fn == "silu":
         return x / (1 + ctx.fn("exp", -x))
