@@ -29,6 +29,7 @@ from symcomp.symmetry.analysis import (
     Count,
     count_redundancy,
     groups_of,
+    layer_pattern,
     measurement_instance,
     measurement_layers,
     tabulate,
@@ -82,24 +83,39 @@ def measure(
     """The closed form ``n`` against the Jacobian nullity of the spec's tiny measurement
     instance, and with ``second`` of another that differs in every free size
     (:mod:`symcomp.verify.witness`); ``discover`` always lists the null directions outside the
-    named groups. Cached by the spec's structure and the formula."""
-    instances = [measurement_instance(spec.architecture, measurement_layers(spec))]
-    if second:
-        instances.append(second_instance(spec.architecture))
-    return tuple(_witness(spec, instance, n, seed, discover) for instance in instances)
+    named groups. Where the layers differ (NoPE or sliding layers among others), an instance
+    holds one layer of each kind (twice over for the second), and the formula checked there is
+    the derivation's own at that depth. Cached by the spec's structure and the formula."""
+    arch, pattern = spec.architecture, layer_pattern(spec.architecture)
+    if pattern is None:
+        instances = [measurement_instance(arch, measurement_layers(spec))]
+        if second:
+            instances.append(second_instance(arch))
+    else:
+        instances = [measurement_instance(pattern, pattern.layers)]
+        if second:
+            twice = layer_pattern(arch, repeat=2) or pattern
+            instances.append(second_instance(twice, layers=twice.layers))
+    return tuple(
+        _witness(spec, instance, n if pattern is None else None, seed, discover)
+        for instance in instances
+    )
 
 
 _witnesses: dict[tuple[str, str, str, int, bool], Witness] = {}
 
 
-def _witness(spec: Spec, instance: Architecture, n: Count, seed: int, discover: bool) -> Witness:
+def _witness(
+    spec: Spec, instance: Architecture, n: Count | None, seed: int, discover: bool
+) -> Witness:
     tiny = spec.model_copy(update={"architecture": instance})
-    key = (instance.model_dump_json(), repr(spec.symmetries), str(n.formula), seed, discover)
+    key = (instance.model_dump_json(), repr(spec.symmetries), str(n and n.formula), seed, discover)
     if key not in _witnesses:
         graph = build(tiny)
         syms, auto = derive(graph, tiny), spec.symmetries == "auto"
+        formula = (n or count(tiny, syms)).formula
         _witnesses[key] = witness(
-            n.formula, instance, syms, auto=auto, seed=seed, discover=discover
+            formula, instance, syms, auto=auto, seed=seed, discover=discover, pattern=n is None
         )
     return _witnesses[key]
 

@@ -113,6 +113,36 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     )
 
 
+def layer_kinds(arch: Architecture) -> list[tuple[bool, bool]]:
+    """What sets each layer apart from the others: (rotates nothing, has the sliding window)."""
+    nope = set(getattr(arch.positions, "nope_layers", None) or ())
+    sliding = arch.attention.sliding_layers
+    return [
+        (i in nope, bool(arch.attention.sliding_window) and (sliding is None or i in sliding))
+        for i in range(arch.layers)
+    ]
+
+
+def layer_pattern(arch: Architecture, repeat: int = 1) -> Architecture | None:
+    """The architecture with one layer of each kind of :func:`layer_kinds` (in order of first
+    appearance, the whole pattern ``repeat`` times), or None when every layer is alike. Its
+    count is the derivation's own at that depth: a formula whose units count the listed layers
+    (NoPE layers, say) holds at the spec's depth only."""
+    kinds = layer_kinds(arch)
+    distinct = list(dict.fromkeys(kinds))
+    if len(distinct) < 2:
+        return None
+    pattern = distinct * repeat
+    update: dict = {"layers": len(pattern)}
+    if isinstance(arch.positions, RotaryPositions) and arch.positions.nope_layers:
+        nope = [i for i, (n, _) in enumerate(pattern) if n]
+        update["positions"] = arch.positions.model_copy(update={"nope_layers": nope})
+    if arch.attention.sliding_layers is not None:
+        sliding = [i for i, (_, w) in enumerate(pattern) if w]
+        update["attention"] = arch.attention.model_copy(update={"sliding_layers": sliding})
+    return arch.model_copy(update=update)
+
+
 def measurement_layers(spec: Spec) -> int:
     """The layers of the measurement instance: one, or two where a listed group reaches across
     layers (``layers.{i+1}.``) or names layers, which one layer could not show."""

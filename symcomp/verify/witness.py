@@ -65,6 +65,9 @@ class Witness:
     """Those directions by the parameters they move: (parameter, rank of the directions there)."""
     not_null: tuple[str, ...]
     """Named groups with directions that change the log-probabilities."""
+    pattern: bool = False
+    """The instance holds one layer of each kind, and ``derived`` is the derivation's formula at
+    that depth (a count of listed layers holds at the spec's depth only)."""
 
     @property
     def verdict(self) -> str:
@@ -93,7 +96,12 @@ class Witness:
         measured = f"Jacobian nullity {self.measured} (spectral gap {self.gap:.1e})"
         verdict = self.verdict
         if verdict == "exact":
-            return [f"measured: {measured} {where} = the formula there: exact"]
+            formula = (
+                "the derivation's formula for this layer pattern"
+                if self.pattern
+                else ("the formula there")
+            )
+            return [f"measured: {measured} {where} = {formula}: exact"]
         if verdict == "partial":
             return [
                 f"measured: declared {self.derived} of measured {self.measured} {where}; "
@@ -130,10 +138,11 @@ def instance_sizes(arch: Architecture) -> tuple[tuple[str, int], ...]:
     return tuple((str(SIZE_SYMBOLS[name]), int(sizes[name])) for name in SIZE_SYMBOLS)
 
 
-def second_instance(arch: Architecture) -> Architecture:
+def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
     """A second tiny instance, differing from :func:`.analysis.measurement_instance` in every
     size the structure leaves free: V, T, d, L, f, the head width (and so the rotated width), and
-    the head counts (one key/value head stays one)."""
+    the head counts (one key/value head stays one); ``layers`` deep (one more than the first
+    instance's unless a layer pattern sets both)."""
     att = arch.attention
     if att.kv_heads == att.heads:
         heads, kv = 3, 3
@@ -151,7 +160,7 @@ def second_instance(arch: Architecture) -> Architecture:
             "vocab_size": 47,
             "max_positions": 7,
             "width": 10,
-            "layers": 2,
+            "layers": layers,
             "attention": att.model_copy(
                 update={
                     "heads": heads,
@@ -256,6 +265,7 @@ def witness(
     auto: bool,
     seed: int = 0,
     discover: bool = False,
+    pattern: bool = False,
 ) -> Witness:
     """``formula`` (the printed closed form) against the Jacobian nullity of ``instance``,
     whose graph's groups ``syms`` are the same named groups at the instance's sizes. The null
@@ -285,4 +295,5 @@ def witness(
         outside=outside,
         uncovered=uncovered,
         not_null=not_null,
+        pattern=pattern,
     )
