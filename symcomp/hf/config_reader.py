@@ -138,6 +138,9 @@ COMMON_IGNORED = frozenset(
         "task_specific_params", "tokenizer_class", "prefix", "tie_encoder_decoder",
         # feed-forward chunking over the sequence computes the same values
         "chunk_size_feed_forward",
+        # remote-code class names (transformers builds its own class unless trusted), and the
+        # tokenizer's length limit
+        "auto_map", "model_max_length",
         # generation settings (PreTrainedConfig of transformers 4 saved them all)
         "max_length", "min_length", "do_sample", "early_stopping", "num_beams",
         "num_beam_groups", "diversity_penalty", "temperature", "top_k", "top_p", "typical_p",
