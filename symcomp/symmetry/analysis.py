@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import sympy
 
+from symcomp.errors import DerivationError
 from symcomp.ir.graph import Graph, build_graph
 from symcomp.spec.model import Architecture, CustomGroup, RotaryPositions, Spec
 from symcomp.spec.params import parameter_count, parameter_shapes, sizes_of
@@ -183,6 +184,12 @@ def vertical_columns(
     for gi in syms.groups:
         for group in gi.all_groups:
             V = vertical_vectors(group, graph.arch, graph, params)
+            if not bool(torch.isfinite(V).all()):
+                raise DerivationError(
+                    f"group {group.name}: its action gives non-finite values at a generic point; "
+                    "'^' is elementwise (diag(s)^-2 divides by the zeros off the diagonal: "
+                    "write diag(s^-2))"
+                )
             columns.append(V)
             ranges.append((gi.name, start, start + V.shape[1]))
             start += V.shape[1]
