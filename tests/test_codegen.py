@@ -201,7 +201,9 @@ def test_compile_cli(run_cli, tmp_path):
     assert "nothing written" in err and not (tmp_path / "g").exists()
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "model.py").write_text("edited")
-    code, _, err = run_cli("compile", str(ROOT / "specs/tiny/llama.yaml"), "-o", str(tmp_path / "g"))
+    code, _, err = run_cli(
+        "compile", str(ROOT / "specs/tiny/llama.yaml"), "-o", str(tmp_path / "g")
+    )
     assert code == 2 and "--force" in err
 
 
