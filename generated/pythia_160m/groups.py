@@ -114,7 +114,7 @@ GROUPS: dict[str, Group] = {
             Act(
                 "layers.*.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - mm(t, v("layers.*.attn.W_O")),
-                "b_O - t W_O",
+                "b_O - t layers.*.attn.W_O",
             ),
         ),
     ),
@@ -396,24 +396,13 @@ GROUPS: dict[str, Group] = {
             ),
         ),
     ),
-    "reader_centering_unembed_W_U": Group(
-        name="reader_centering_unembed_W_U",
+    "norm_bias_centering_final_norm": Group(
+        name="norm_bias_centering_final_norm",
         catalogue_id="B3",
         kind="translation",
         per="model",
         size=lambda S: int(S["width"]),
         acts=(
-            Act(
-                "unembed.W_U",
-                lambda v, t, S: mm(
-                    (
-                        eye(int(S["width"]))
-                        + mm(mm(diag(1.0 / v("final_norm.gain")), T(ones(int(S["width"])))), t)
-                    ),
-                    v("unembed.W_U"),
-                ),
-                "(eye(width) + diag(final_norm.gain)^-1 ones(width)^T t) W_U",
-            ),
             Act(
                 "final_norm.bias",
                 lambda v, t, S: mm(
@@ -424,6 +413,17 @@ GROUPS: dict[str, Group] = {
                     ),
                 ),
                 "bias (eye(width) + diag(final_norm.gain)^-1 ones(width)^T t)^-1",
+            ),
+            Act(
+                "unembed.W_U",
+                lambda v, t, S: mm(
+                    (
+                        eye(int(S["width"]))
+                        + mm(mm(diag(1.0 / v("final_norm.gain")), T(ones(int(S["width"])))), t)
+                    ),
+                    v("unembed.W_U"),
+                ),
+                "(eye(width) + diag(final_norm.gain)^-1 ones(width)^T t) W_U",
             ),
         ),
     ),

@@ -17,7 +17,7 @@ Groups with their own invariants, in the order the chart fixes them:
 ``reader_centering_layers_i_attn_W_V``, ``value_bias_fold``,
 ``reader_centering_layers_i_mlp_W_up``, ``writer_centering_embed_W_E``,
 ``writer_centering_layers_i_attn_W_O``, ``writer_centering_layers_i_mlp_W_down``,
-``residual_rotation``, ``qk_gauge``, ``vo_gauge``, ``reader_centering_unembed_W_U``,
+``residual_rotation``, ``qk_gauge``, ``vo_gauge``, ``norm_bias_centering_final_norm``,
 ``unembedding_shift``, ``writer_centering_layers_i_attn_b_O``,
 ``writer_centering_layers_i_mlp_b_down``, ``writer_bias_transfer_b_down``.
 """

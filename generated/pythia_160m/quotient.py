@@ -10,7 +10,7 @@ The vertical space is spanned by the orbits of ``qk_gauge``, ``key_bias_shift``,
 ``norm_bias_fold_layers_i_attn_norm``, ``norm_bias_fold_layers_i_mlp_norm``,
 ``reader_centering_layers_i_attn_W_Q``, ``reader_centering_layers_i_attn_W_K``,
 ``reader_centering_layers_i_attn_W_V``, ``reader_centering_layers_i_mlp_W_up``,
-``reader_centering_unembed_W_U``, ``writer_centering_embed_W_E``,
+``norm_bias_centering_final_norm``, ``writer_centering_embed_W_E``,
 ``writer_centering_layers_i_attn_W_O``, ``writer_centering_layers_i_attn_b_O``,
 ``writer_centering_layers_i_mlp_W_down``, ``writer_centering_layers_i_mlp_b_down``,
 ``residual_rotation``, ``unembedding_shift``, ``writer_bias_transfer_b_down``.

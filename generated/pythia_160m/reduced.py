@@ -21,7 +21,7 @@ The chart fixes each continuous group's gauge on one anchor parameter, in this o
 15. ``residual_rotation``: rotation on ``embed.W_E``.
 16. ``qk_gauge``: gl on ``layers.*.attn.W_K``.
 17. ``vo_gauge``: gl on ``layers.*.attn.W_V``.
-18. ``reader_centering_unembed_W_U``: rank_one on ``final_norm.bias``.
+18. ``norm_bias_centering_final_norm``: rank_one on ``final_norm.bias``.
 19. ``unembedding_shift``: translation on ``unembed.W_U``.
 20. ``writer_centering_layers_i_attn_b_O``, ``writer_centering_layers_i_mlp_b_down``,
    ``writer_bias_transfer_b_down``: translation on ``layers.*.attn.b_O``, ``layers.*.mlp.b_down``.
@@ -182,7 +182,7 @@ CHART = gauge.Chart(
             offset=0.0,
         ),
         gauge.Step(
-            group="reader_centering_unembed_W_U",
+            group="norm_bias_centering_final_norm",
             kind="rank_one",
             anchor="final_norm.bias",
             side="right",

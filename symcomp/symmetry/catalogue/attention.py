@@ -346,7 +346,7 @@ def head_permutation(facts: Facts) -> Iterator[GroupInfo]:
 def _same_for_every_head(op: OpNode) -> bool:
     """Whether the scores op treats every head alike: each per-head attribute (a tuple, one
     value per head, such as ALiBi's slopes) holds one value only."""
-    return all(not (isinstance(value, tuple) and len(set(value)) > 1) for _, value in op.attrs)
+    return all(not isinstance(value, tuple) or len(set(value)) <= 1 for _, value in op.attrs)
 
 
 WORKED = (
