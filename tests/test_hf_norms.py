@@ -57,3 +57,45 @@ def test_what_the_builders_read(tmp_path):
     cohere = import_hf_config(_write(tmp_path, "cohere")).architecture
     assert cohere.positions.pair_layout == "adjacent" and cohere.embeddings.logit_scale == 0.3
     assert cohere.block == "parallel_one_norm" and not cohere.norm.bias
+
+
+# Variants beyond the CI configs: untied (B7 against the final soft-cap), multi-query and
+# one layer, every multiplier at once; each the full check of tests/hf_families.py.
+VARIANTS = {
+    "gemma2": dict(
+        tie_word_embeddings=False, num_attention_heads=2, num_key_value_heads=1,
+        num_hidden_layers=1, layer_types=["sliding_attention"],
+    ),
+    "qwen3": dict(num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True),
+    "olmo2": dict(num_attention_heads=2, num_key_value_heads=1, num_hidden_layers=2),
+    "granite": dict(num_hidden_layers=2, tie_word_embeddings=True),
+    "cohere": dict(num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False),
+}  # fmt: skip
+
+
+UNTIED_COHERE = pytest.param(
+    "cohere",
+    marks=pytest.mark.xfail(
+        reason="untied cohere (bias-free LayerNorm, parallel block, untied unembedding): the "
+        "Jacobian nullity is 253 and the closed form differs; not yet derived",
+        strict=True,
+    ),
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n if n != "cohere" else UNTIED_COHERE for n in sorted(VARIANTS)])
+def test_variant_reduces_and_counts_exactly(name, run_cli, tmp_path, monkeypatch):
+    base = hf_families.CONFIGS[name]
+
+    def variant():
+        cfg = base()
+        for key, value in VARIANTS[name].items():
+            setattr(cfg, key, value)
+        return cfg
+
+    key = f"{name}-variant"
+    monkeypatch.setitem(hf_families.CONFIGS, key, variant)
+    if name in hf_families.STOCK_TOLERANCE:
+        monkeypatch.setitem(hf_families.STOCK_TOLERANCE, key, hf_families.STOCK_TOLERANCE[name])
+    hf_families.check_family(key, run_cli, tmp_path)
