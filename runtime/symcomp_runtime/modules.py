@@ -142,7 +142,8 @@ def sinusoids(T: int, width: int, *, base: float, offset: int, like: Tensor) -> 
     """
     half = width // 2
     i = torch.arange(half, dtype=torch.float64, device=like.device)
-    freqs = torch.exp(i * -(math.log(base) / (half - 1)))
+    step = math.log(base) / (half - 1) if half > 1 else 0.0  # one frequency (1) below width 4
+    freqs = torch.exp(i * -step)
     n = torch.arange(offset, offset + T, dtype=torch.float64, device=like.device)
     angles = n[:, None] * freqs
     table = torch.cat((angles.sin(), angles.cos(), angles.new_zeros(T, width - 2 * half)), -1)

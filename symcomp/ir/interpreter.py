@@ -75,7 +75,8 @@ def _embed(op: OpNode, x: Tensor, W: Tensor) -> Tensor:
 def sinusoid_table(T: int, width: int, base: float, offset: int) -> Tensor:
     """(T, width) in float64: the rows offset .. offset + T - 1 of the sinusoid table."""
     half = width // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(base) / (half - 1)))
+    step = math.log(base) / (half - 1) if half > 1 else 0.0  # one frequency (1) below width 4
+    freqs = torch.exp(torch.arange(half, dtype=torch.float64) * -step)
     angles = torch.arange(offset, offset + T, dtype=torch.float64)[:, None] * freqs
     table = torch.cat((angles.sin(), angles.cos(), angles.new_zeros(T, width - 2 * half)), -1)
     return table
