@@ -522,13 +522,19 @@ FAMILIES: dict[str, Family] = {
     "granite": Family(config_norms.BUILDERS["granite"], _CAUSAL),
     "olmo2": Family(config_norms.BUILDERS["olmo2"], _CAUSAL),
     "cohere": Family(config_norms.BUILDERS["cohere"], _CAUSAL),
-    # sliding_window_size: an older twin of sliding_window that transformers no longer reads
-    "gemma2": Family(config_norms.BUILDERS["gemma2"], _CAUSAL | {"sliding_window_size"}),
+    # sliding_window_size: an older twin of sliding_window that transformers no longer reads;
+    # cache_implementation: the KV cache generate() allocates (a generation setting).
+    "gemma2": Family(
+        config_norms.BUILDERS["gemma2"],
+        _CAUSAL | {"sliding_window_size", "cache_implementation"},
+    ),
     "mixtral": Family(_mixtral, _CAUSAL | MIXTRAL_IGNORED),
     "nemotron": Family(_nemotron, _CAUSAL),
     # layerdrop skips layers during training only; decoder_start_token_id is a token id.
     "xglm": Family(_xglm, _CAUSAL | {"layerdrop"}),
-    "smollm3": Family(_smollm3, _CAUSAL | {"pretraining_tp"}),
+    # max_window_layers: a Qwen2 key SmolLM3Config does not have and its modeling never reads
+    # (layer_types, or use_sliding_window on the NoPE layers, decides which layers slide).
+    "smollm3": Family(_smollm3, _CAUSAL | {"pretraining_tp", "max_window_layers"}),
     "roberta": Family(_roberta),
     **{name: Family(build, ignored) for name, (build, ignored) in PLAIN_FAMILIES.items()},
 }

@@ -214,7 +214,7 @@ def _gemma2(c: _Config) -> dict[str, Any]:
         "positions": _rope(c, _RopeKeys(partial=False)),
         "mlp": {
             "hidden": c.integer("intermediate_size"),
-            "activation": _act(c, "hidden_activation", "gelu_pytorch_tanh"),
+            "activation": _gemma2_activation(c),
             "gated": True,
             "bias": False,
         },
@@ -224,6 +224,23 @@ def _gemma2(c: _Config) -> dict[str, Any]:
             "logit_softcap": _optional_number(c, "final_logit_softcapping", 30.0),
         },
     }
+
+
+def _gemma2_activation(c: _Config) -> str:
+    """Gemma2MLP reads hidden_activation; released configs also carry hidden_act, which no
+    transformers version reads for Gemma 2. Where both are set they must agree."""
+    current = _act(c, "hidden_activation", "gelu_pytorch_tanh")
+    if c.present("hidden_act"):
+        other = _act(c, "hidden_act", "gelu_pytorch_tanh")
+        if other != current:
+            raise c.error(
+                "hidden_act and hidden_activation (the one transformers reads for Gemma 2) give "
+                "different activations",
+                ("hidden_act",),
+                found=f"{other} and {current}",
+                accepted="values naming the same activation",
+            )
+    return current
 
 
 def _optional_number(c: _Config, key: str, default: float) -> float | None:

@@ -39,10 +39,17 @@ def _sizes(
     width: tuple[str, ...] = ("hidden_size",),
     layers: tuple[str, ...] = ("num_hidden_layers",),
     positions: tuple[str, ...] = ("max_position_embeddings",),
+    positions_default: int | None = None,
 ) -> dict[str, Any]:
+    """The core sizes, all required except the position limit where a family's configuration
+    class gives one (``positions_default``) and released configs leave it out."""
+    if positions_default is None:
+        max_positions = c.integer(*positions)
+    else:
+        max_positions = c.integer(*positions, default=positions_default)
     return {
         "vocab_size": c.integer("vocab_size"),
-        "max_positions": c.integer(*positions),
+        "max_positions": max_positions,
         "width": c.integer(*width),
         "layers": c.integer(*layers),
     }

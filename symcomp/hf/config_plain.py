@@ -15,6 +15,10 @@ from symcomp.hf.config_reader import _Config, _never_changes_function, _short
 
 
 def _starcoder2(c: _Config) -> dict[str, Any]:
+    # Starcoder2 always builds LayerNorms and an ungated MLP (c_fc, act, c_proj): the original
+    # training code's norm_type and mlp_type must name those (transformers ignores them).
+    c.require("norm_type", "layer_norm", "transformers' Starcoder2 always builds a LayerNorm")
+    c.require("mlp_type", "default", "transformers' Starcoder2 always builds an ungated MLP")
     # use_bias switches the biases of q, k, v, o, c_fc and c_proj; the LayerNorms keep theirs.
     bias = c.flag("use_bias", True)
     # Starcoder2Attention sizes heads from hidden_size / num_attention_heads (no head_dim key).
@@ -25,7 +29,7 @@ def _starcoder2(c: _Config) -> dict[str, Any]:
         "kind": "causal_lm",
         **_sizes(c),
         "block": "pre_norm",
-        "norm": _layernorm(c, "norm_epsilon", 1e-5),
+        "norm": _starcoder2_norm(c),
         "attention": attention,
         "positions": _rope(c, _RopeKeys(partial=False)),
         "mlp": {
@@ -35,6 +39,23 @@ def _starcoder2(c: _Config) -> dict[str, Any]:
         },
         "embeddings": {"tied": c.flag("tie_word_embeddings", True)},
     }
+
+
+def _starcoder2_norm(c: _Config) -> dict[str, Any]:
+    """Starcoder2 reads norm_epsilon; released configs may also carry layer_norm_epsilon, which
+    transformers never reads for Starcoder2. Where both are set they must agree."""
+    norm = _layernorm(c, "norm_epsilon", 1e-5)
+    if c.present("layer_norm_epsilon"):
+        other = c.number("layer_norm_epsilon")
+        if other != norm["eps"]:
+            raise c.error(
+                "layer_norm_epsilon and norm_epsilon (the one transformers reads for "
+                "Starcoder2) differ",
+                ("layer_norm_epsilon",),
+                found=f"{other!r} and {norm['eps']!r}",
+                accepted="equal values, or only norm_epsilon",
+            )
+    return norm
 
 
 # --- GPTBigCode ------------------------------------------------------------------------------
@@ -73,6 +94,11 @@ _NPOS = ("n_positions", "max_position_embeddings")
 
 
 def _phi3(c: _Config) -> dict[str, Any]:
+    c.require(
+        "attention_bias",
+        False,
+        "transformers' Phi-3 builds no attention biases (attention_bias true is ignored)",
+    )
     attention = _attention(c, bias=False, sliding_window=c.optional_integer("sliding_window", None))
     return {
         "kind": "causal_lm",
@@ -133,6 +159,14 @@ def _stablelm(c: _Config) -> dict[str, Any]:
 
 
 def _gptj(c: _Config) -> dict[str, Any]:
+    # keys of the original (mesh-transformer-jax) model that transformers' GPT-J never reads: it
+    # always rotates and always scales by 1/sqrt(head width), so only those values are accepted.
+    c.require("rotary", True, "transformers' GPT-J always applies rotary embeddings")
+    c.require(
+        "scale_attn_weights",
+        True,
+        "transformers' GPT-J always scales attention by 1/sqrt(head width)",
+    )
     sizes = _sizes(c, ("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"), _NPOS)
     heads = c.integer("n_head", "num_attention_heads")
     return {
@@ -180,8 +214,17 @@ def _gptj_rope(c: _Config, width: int, heads: int) -> dict[str, Any]:
 
 
 def _falcon(c: _Config) -> dict[str, Any]:
-    sizes = _sizes(c, ("hidden_size", "n_embed"))
+    # FalconConfig defaults max_position_embeddings to 2048 (falcon-7b's config has none).
+    sizes = _sizes(c, ("hidden_size", "n_embed"), positions_default=2048)
     heads = c.integer("num_attention_heads")
+    # a key of the original RW code that transformers' Falcon never reads: it always adds the
+    # residual taken before the norm.
+    c.require(
+        "apply_residual_connection_post_layernorm",
+        False,
+        "a residual taken after the norm (apply_residual_connection_post_layernorm) is not "
+        "supported (and transformers' Falcon ignores it)",
+    )
     new = c.flag("new_decoder_architecture", False)
     multi_query = c.flag("multi_query", True)
     parallel = c.flag("parallel_attn", True)
@@ -392,6 +435,11 @@ def _bloom(c: _Config) -> dict[str, Any]:
 
 _CAUSAL = frozenset({"is_decoder"})
 
+# GPT2DoubleHeadsModel-style sequence-summary head (a classification head, not the LM).
+_SUMMARY = frozenset(
+    {"summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels"}
+)
+
 PLAIN_FAMILIES: dict[str, tuple[Any, frozenset[str]]] = {
     "starcoder2": (_starcoder2, _CAUSAL),
     # attention_softmax_in_fp32 / scale_attention_softmax_in_fp32: the eager softmax's precision
@@ -403,18 +451,56 @@ PLAIN_FAMILIES: dict[str, tuple[Any, frozenset[str]]] = {
             "attention_softmax_in_fp32",
             "scale_attention_softmax_in_fp32",
             "num_key_value_heads",
+        }
+        | _SUMMARY
+        # the inference runner of BigCode's transformers fork (CUDA graphs, a preallocated and
+        # padded KV cache, input checks): transformers never reads them, the values are the same
+        | {
+            "inference_runner",
+            "max_batch_size",
+            "max_sequence_length",
+            "pad_key_length",
+            "pre_allocate_kv_cache",
+            "validate_runner_input",
         },
     ),
     # original_max_position_embeddings: read by the longrope scaling only, which is refused.
     "phi3": (_phi3, _CAUSAL | {"original_max_position_embeddings"}),
     "stablelm": (_stablelm, _CAUSAL),
-    "gptj": (_gptj, _CAUSAL),
+    "gptj": (_gptj, _CAUSAL | _SUMMARY),
     # num_key_value_heads: FalconConfig recomputes it from the keys read here.
     "falcon": (_falcon, _CAUSAL | {"num_key_value_heads"}),
     # learned_pos_emb: transformers' MPT never builds a position table; embedding_fraction
-    # scales gradients only; init_device: where the weights are first allocated.
-    "mpt": (_mpt, _CAUSAL | {"learned_pos_emb", "embedding_fraction", "init_device"}),
-    # pretraining_tp / slow_but_exact: the same matmuls sliced as in tensor-parallel training.
-    "bloom": (_bloom, _CAUSAL | {"pretraining_tp", "slow_but_exact"}),
+    # scales gradients only; init_device: where the weights are first allocated;
+    # init_config: the initialisation for training; tokenizer_name: the tokenizer; verbose: logging.
+    "mpt": (
+        _mpt,
+        _CAUSAL
+        | {
+            "learned_pos_emb",
+            "embedding_fraction",
+            "init_device",
+            "init_config",
+            "tokenizer_name",
+            "verbose",
+        },
+    ),
+    # pretraining_tp / slow_but_exact: the same matmuls sliced as in tensor-parallel training;
+    # the Megatron-DeepSpeed training flags, which transformers' BLOOM never reads: kernel
+    # fusions (masked_softmax_fusion, skip_bias_add, skip_bias_add_qkv), the softmax's precision
+    # (attention_softmax_in_fp32) and offset_alibi.
+    "bloom": (
+        _bloom,
+        _CAUSAL
+        | {
+            "pretraining_tp",
+            "slow_but_exact",
+            "attention_softmax_in_fp32",
+            "masked_softmax_fusion",
+            "skip_bias_add",
+            "skip_bias_add_qkv",
+            "offset_alibi",
+        },
+    ),
 }
 """model_type -> (builder, the family's keys that change nothing)."""
