@@ -60,3 +60,13 @@ def test_the_second_instance_keeps_the_structure():
         assert (second.attention.kv_heads == 1) == (arch.attention.kv_heads == 1)
         assert second.width != first.width and second.layers != first.layers
         assert second.attention.head_width != first.attention.head_width
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_spec_is_confirmed_by_its_measurement(path):
+    from symcomp.pipeline import analyze
+
+    analysis = analyze(load_spec(path))
+    (w,) = analysis.measured
+    assert analysis.confirmed, w.lines()
+    assert w.verdict == "exact" and w.measured == w.derived
