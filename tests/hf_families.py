@@ -579,7 +579,8 @@ def _check_against_transformers(name: str, folder: Path, out: Path) -> int:
     analysis = analyze(spec)
     pkg = _import(out)
     stock = load(folder)
-    ids = torch.randint(0, V, (3, T), generator=torch.Generator().manual_seed(4))
+    vocab = spec.architecture.vocab_size  # V, or a variant's own
+    ids = torch.randint(0, vocab, (3, T), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         expected_stock = torch.log_softmax(stock(input_ids=ids).logits, dim=-1)
         hf = patch_float64_(load(folder))
@@ -598,8 +599,10 @@ def _check_against_transformers(name: str, folder: Path, out: Path) -> int:
     measurement, _ = measure_nullity(
         hf_tiny.logprob_fn(hf),
         hf_tiny.hf_params(hf),
-        vocab=V,
+        vocab=vocab,
         seq_len=T,
+        # as many sequences as at V (a larger V gives more rows per sequence, not more contexts)
+        factor=10.0 * vocab / V,
         generator=torch.Generator().manual_seed(7),
     )
     assert measurement.trustworthy, measurement.report.summary()

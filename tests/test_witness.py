@@ -70,3 +70,15 @@ def test_every_example_spec_is_confirmed_by_its_measurement(path):
     (w,) = analysis.measured
     assert analysis.confirmed, w.lines()
     assert w.verdict == "exact" and w.measured == w.derived
+
+
+def test_a_parallel_block_gets_a_vocabulary_beyond_its_first_mlp():
+    # layer 0's MLP of a parallel block reads the current token only: V d must exceed twice its
+    # weights, or the instance has null directions of its own (47 for a gated MLP at V = 40)
+    phi = load_spec(SPECS / "tiny" / "phi.yaml").architecture
+    gated = phi.model_copy(update={"mlp": phi.mlp.model_copy(update={"gated": True})})
+    for arch, weights in ((phi, 2), (gated, 3)):
+        for inst, f in ((measurement_instance(arch), 12), (second_instance(arch), 14)):
+            assert inst.vocab_size * inst.width >= 2 * weights * inst.width * f
+    llama = load_spec(SPECS / "tiny" / "llama.yaml").architecture
+    assert measurement_instance(llama).vocab_size == 40

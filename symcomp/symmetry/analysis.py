@@ -84,8 +84,8 @@ def _sizes(arch: Architecture) -> dict[sympy.Symbol, int]:
 def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     """A tiny architecture with the same structure: the design note's sizes (d = 8, k = 4,
     f = 12, T = 6), the same head grouping, an even rotated width, a RoPE base of 10 and norm
-    eps 0.1 (near-symmetries stay far from exact ones), and V = 40 (layer 0 of a parallel
-    rotary block sees the current token only; a small V gives it null directions of its own)."""
+    eps 0.1 (near-symmetries stay far from exact ones), and V = 40 (more for a parallel block:
+    :func:`parallel_vocab`)."""
     att = arch.attention
     if att.kv_heads == att.heads:
         heads, kv = 2, 2
@@ -100,7 +100,7 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     window = att.sliding_window and min(att.sliding_window, 3)
     return arch.model_copy(
         update={
-            "vocab_size": 40,
+            "vocab_size": parallel_vocab(arch, 40, width=8, hidden=12),
             "max_positions": 6,
             "width": 8,
             "layers": layers,
@@ -112,6 +112,17 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
             "mlp": arch.mlp.model_copy(update={"hidden": 12}),
         }
     )
+
+
+def parallel_vocab(arch: Architecture, vocab: int, *, width: int, hidden: int) -> int:
+    """``vocab``, or more for a parallel block: its layer 0 MLP reads the current token's
+    embedding only, so the instance's V tokens give it ``V d`` conditions. Short of twice its
+    weights (a gated MLP has three matrices), the instance has null directions of its own
+    (measured: 48 of them, moving W_E and the MLP, at V = 40, d = 8, f = 12 gated)."""
+    if not arch.block.startswith("parallel"):
+        return vocab
+    weights = (3 if arch.mlp.gated else 2) * width * hidden
+    return max(vocab, -(-2 * weights // width))
 
 
 def layer_kinds(arch: Architecture) -> list[tuple[bool, bool]]:

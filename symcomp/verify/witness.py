@@ -33,7 +33,7 @@ from symcomp.ir.graph import Graph, build_graph
 from symcomp.ir.interpreter import interpret
 from symcomp.spec.model import Architecture, RotaryPositions
 from symcomp.spec.params import parameter_shapes, sizes_of
-from symcomp.symmetry.analysis import vertical_columns
+from symcomp.symmetry.analysis import parallel_vocab, vertical_columns
 from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import NullityMeasurement, measure_nullity, null_space
@@ -157,7 +157,7 @@ def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
     window = att.sliding_window and min(att.sliding_window, 4)
     return arch.model_copy(
         update={
-            "vocab_size": 47,
+            "vocab_size": parallel_vocab(arch, 47, width=10, hidden=14),
             "max_positions": 7,
             "width": 10,
             "layers": layers,
