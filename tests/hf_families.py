@@ -50,6 +50,14 @@ COMMON: dict[str, Any] = {
 
 CONFIGS: dict[str, Callable[[], transformers.PretrainedConfig]] = {}
 
+KNOWN_GAPS: dict[str, str] = {
+    name: "a shift u of the values with u W_O along the ones vector, dropped by a stream that "
+    "only LayerNorms read, is not derived yet: reduce refuses (COUNT NOT CONFIRMED, exit 1) "
+    "rather than print a count one short"
+    for name in ("stablelm", "falcon")
+}
+"""Families whose check fails for a known reason: their tests are strict xfails."""
+
 DEFAULT_FLOAT64: set[str] = set()
 """Families whose transformers code runs in float64 only under torch's default dtype float64."""
 

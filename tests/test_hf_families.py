@@ -12,6 +12,11 @@ except ImportError:  # tests/ became a package
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.parametrize("name", sorted(hf_families.CONFIGS))
+def _case(name: str):
+    gap = hf_families.KNOWN_GAPS.get(name)
+    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=gap)) if gap else name
+
+
+@pytest.mark.parametrize("name", [_case(n) for n in sorted(hf_families.CONFIGS)])
 def test_family_reduces_and_counts_exactly(name, run_cli, tmp_path):
     hf_families.check_family(name, run_cli, tmp_path)
