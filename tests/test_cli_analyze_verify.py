@@ -58,6 +58,7 @@ def test_verify_passes_on_a_true_spec(run_cli):
     assert all(c["symbolic"] == "proven" for c in report["checks"])
 
 
+@pytest.mark.slow  # verify measures two instances; analyze's refusal of the claim runs in CI
 def test_verify_rejects_head_mixing_with_its_measured_error(run_cli, tmp_path):
     path = tmp_path / "claim.yaml"
     path.write_text((SPECS / "tiny" / "gpt2.yaml").read_text() + "symmetries:" + HEAD_MIXING)
@@ -67,6 +68,7 @@ def test_verify_rejects_head_mixing_with_its_measured_error(run_cli, tmp_path):
     assert float(out.split("max |d log p| = ")[1].split()[0]) > 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("spec", "tied"), [("bert", None), ("llama", True)])
 def test_verify_rejects_a_rotation_the_graph_does_not_admit(run_cli, tmp_path, spec, tied):
     # a post-norm stream (BERT), and a tied unembedding behind a final gain

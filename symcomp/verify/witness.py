@@ -38,7 +38,7 @@ from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import NullityMeasurement, measure_nullity, null_space
 
-FACTORS = (6.0, 12.0, 24.0)
+FACTORS = (6.0, 12.0)
 """Sample sizes tried in turn (rows per parameter, see :func:`.nullity.sequences_needed`)."""
 
 VERDICTS_OK = ("exact", "partial")
