@@ -36,7 +36,12 @@ from symcomp.spec.params import parameter_shapes, sizes_of
 from symcomp.symmetry.analysis import parallel_vocab, vertical_columns
 from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 from symcomp.verify.generic import generic_point
-from symcomp.verify.nullity import NullityMeasurement, measure_nullity, null_space
+from symcomp.verify.nullity import (
+    NullityMeasurement,
+    measure_nullity,
+    null_space,
+    sequences_needed,
+)
 
 FACTORS = (6.0, 12.0)
 """Sample sizes tried in turn (rows per parameter, see :func:`.nullity.sequences_needed`)."""
@@ -186,13 +191,16 @@ def measure(
     threads = torch.get_num_threads()
     try:
         for factor in FACTORS:
+            # rows per sequence grow with V, the contexts do not: credit at most V = 40
+            total = sum(p.numel() for p in params.values())
+            n_seq = sequences_needed(total, arch.max_positions, min(arch.vocab_size, 40), factor)
             measured, R = measure_nullity(
                 lambda p, x: interpret(graph, p, x),
                 params,
                 vocab=arch.vocab_size,
                 seq_len=arch.max_positions,
                 generator=torch.Generator().manual_seed(seed + 1),
-                factor=factor,
+                n_seq=n_seq,
             )
             if measured.trustworthy:
                 break
