@@ -112,7 +112,7 @@ GROUPS: dict[str, Group] = {
             Act(
                 "layers.*.attn.b_O",
                 lambda v, t, S: v("layers.*.attn.b_O") - mm(t, v("layers.*.attn.W_O")),
-                "b_O - t W_O",
+                "b_O - t layers.*.attn.W_O",
             ),
         ),
     ),
