@@ -81,18 +81,24 @@ def _sizes(arch: Architecture) -> dict[sympy.Symbol, int]:
     return {sym: s[name] for name, sym in SIZE_SYMBOLS.items()}
 
 
+def head_grouping(arch: Architecture, n: int) -> tuple[int, int]:
+    """(heads, kv_heads) of a tiny instance with the grouping of ``arch``: ``n`` heads each
+    (multi-head), ``n`` on one key/value head (multi-query), or ``2 n`` on ``n`` (grouped)."""
+    att = arch.attention
+    if att.kv_heads == att.heads:
+        return n, n
+    if att.kv_heads == 1:
+        return n, 1
+    return 2 * n, n
+
+
 def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     """A tiny architecture with the same structure: the design note's sizes (d = 8, k = 4,
     f = 12, T = 6), the same head grouping, an even rotated width, a RoPE base of 10 and norm
     eps 0.1 (near-symmetries stay far from exact ones), and V = 40 (more for a parallel block:
     :func:`parallel_vocab`)."""
     att = arch.attention
-    if att.kv_heads == att.heads:
-        heads, kv = 2, 2
-    elif att.kv_heads == 1:
-        heads, kv = 2, 1
-    else:
-        heads, kv = 4, 2
+    heads, kv = head_grouping(arch, 2)
     positions = arch.positions
     if isinstance(positions, RotaryPositions):
         fraction = 1.0 if positions.rotated_fraction == 1.0 else 0.5

@@ -33,7 +33,7 @@ from symcomp.ir.graph import Graph, build_graph
 from symcomp.ir.interpreter import interpret
 from symcomp.spec.model import Architecture, RotaryPositions
 from symcomp.spec.params import parameter_shapes, sizes_of
-from symcomp.symmetry.analysis import parallel_vocab, vertical_columns
+from symcomp.symmetry.analysis import head_grouping, parallel_vocab, vertical_columns
 from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import (
@@ -149,12 +149,7 @@ def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
     the head counts (one key/value head stays one); ``layers`` deep (one more than the first
     instance's unless a layer pattern sets both)."""
     att = arch.attention
-    if att.kv_heads == att.heads:
-        heads, kv = 3, 3
-    elif att.kv_heads == 1:
-        heads, kv = 3, 1
-    else:
-        heads, kv = 6, 3
+    heads, kv = head_grouping(arch, 3)
     positions = arch.positions
     head_width = 6
     if isinstance(positions, RotaryPositions) and positions.rotated_fraction != 1.0:
