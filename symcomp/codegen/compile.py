@@ -128,7 +128,7 @@ def emit_package(
         "groups": groups,
         "uses_unit": any("unit(" in a.source for g in groups for a in g.acts),
         "rope": _rope(spec, graph),
-        "unread": _unread(graph) if symmetries.unread else "()",
+        "unread": _unread(symmetries),
         "tiny": repr(tiny),
         "tiny_kwargs": ", ".join(f"{key}={value}" for key, value in tiny.items()),
         "redundant": redundant,
@@ -207,21 +207,10 @@ def _chart(groups, texts, spec: Spec, files, tiny, redundant):
     return steps, None
 
 
-def _unread(graph) -> str:
+def _unread(symmetries) -> str:
     """Rows of embedding tables that no input reads, as ``(table, first, end)`` source."""
-    out = []
-    for op in graph.ops:
-        if op.kind != "embed":
-            continue
-        table = next(i.node for i in op.inputs if i.slot == "W")
-        rows = graph.param[table].shape[0]
-        # the leading rows no position reads (padding reads row offset - 1)
-        unread = op.attr("offset") - (op.attr("padding") is not None)
-        if op.attr("index") == "position" and unread > 0:
-            out.append((table, 0, unread))
-        elif op.attr("index") == "token_type" and rows > 1:
-            out.append((table, 1, rows))
-    return repr(tuple(out)).replace("'", '"')
+    out = tuple((u.parameter, u.first, u.stop) for u in symmetries.unread)
+    return repr(out).replace("'", '"')
 
 
 def _rope(spec: Spec, graph) -> str:

@@ -213,7 +213,7 @@ def vertical_columns(
     for unread in syms.unread:
         n = unread.rows * shapes[unread.parameter][1]
         eye = torch.zeros(total, n, dtype=torch.float64)
-        base = offsets[unread.parameter]
+        base = offsets[unread.parameter] + unread.first * shapes[unread.parameter][1]
         eye[base : base + n].copy_(torch.eye(n, dtype=torch.float64))
         columns.append(eye)
         ranges.append((f"unread rows of {unread.parameter}", start, start + n))

@@ -58,8 +58,13 @@ class UnreadRows:
     """Rows of a table that no input reads: free directions, not a group."""
 
     parameter: str
-    rows: int
+    first: int  # the unread rows are ``first:stop`` of the table
+    stop: int
     count: sympy.Expr
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.first
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ def unread_rows(facts: Facts) -> Iterator[UnreadRows]:
         positions = facts.graph.arch.max_positions + (op.attr("padding") is not None)
         read = {"token": rows, "position": positions, "token_type": 1}[index]
         if rows > read:
-            yield UnreadRows(W, rows - read, sympy.Integer(rows - read) * d)
+            # positions leave the leading rows unread, token types the trailing ones
+            first = 0 if index == "position" else read
+            yield UnreadRows(W, first, first + rows - read, sympy.Integer(rows - read) * d)
 
 
 WORKED = (
