@@ -184,18 +184,7 @@ def _model(name: str, monkeypatch):
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(
-            "stablelm",
-            marks=[
-                pytest.mark.slow,
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="one direction per layer is not derived: a bias-free W_V read through "
-                    "the norm bias shifts the values by u with u W_O along 1, which the "
-                    "LayerNorm-only stream drops (the count is one too few per layer)",
-                ),
-            ],
-        ),
+        pytest.param("stablelm", marks=pytest.mark.slow),
         "gptj",
         "falcon",
         "bloom",

@@ -4,14 +4,18 @@ one in either direction is caught, and so is a group that moves the log-probabil
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from symcomp.pipeline import build, count, derive
 from symcomp.spec import load_spec
 from symcomp.symmetry.analysis import measurement_instance
+from symcomp.symmetry.catalogue.base import L
 from symcomp.verify.witness import second_instance, witness
 from tests.conftest import SPECS
+
+HF_CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +86,43 @@ def test_a_parallel_block_gets_a_vocabulary_beyond_its_first_mlp():
             assert inst.vocab_size * inst.width >= 2 * weights * inst.width * f
     llama = load_spec(SPECS / "tiny" / "llama.yaml").architecture
     assert measurement_instance(llama).vocab_size == 40
+
+
+def _stablelm2(kv_heads: int, head_width: int, width: int = 2048):
+    """StableLM 2's full-size spec (b_V, no b_O, a LayerNorm-only stream) with other sizes."""
+    from symcomp.hf.config_import import import_hf_config
+
+    spec = import_hf_config(HF_CONFIGS / "stablelm-2-1_6b" / "config.json")
+    att = spec.architecture.attention.model_copy(
+        update={"kv_heads": kv_heads, "head_width": head_width}
+    )
+    arch = spec.architecture.model_copy(update={"attention": att, "width": width})
+    return spec.model_copy(update={"architecture": arch})
+
+
+@pytest.mark.parametrize(("kv_heads", "head_width"), [(32, 64), (8, 64), (32, 96)])
+def test_the_instances_keep_the_relation_of_the_value_width_to_d(kv_heads, head_width):
+    """A4' (value_bias_centering) has one direction per layer when g k = d and none below: an
+    instance that turned one relation into the other would witness a different count."""
+    arch = _stablelm2(kv_heads, head_width).architecture
+    sign = (arch.attention.kv_heads * arch.attention.head_width > arch.width) - (
+        arch.attention.kv_heads * arch.attention.head_width < arch.width
+    )
+    for tiny in (measurement_instance(arch), second_instance(arch)):
+        value = tiny.attention.kv_heads * tiny.attention.head_width
+        assert (value > tiny.width) - (value < tiny.width) == sign
+
+
+def test_value_bias_centering_counts_one_per_layer_only_where_g_k_is_d():
+    square = derive(build(_stablelm2(32, 64)), _stablelm2(32, 64))
+    grouped = derive(build(_stablelm2(8, 64)), _stablelm2(8, 64))
+    assert [gi.total for gi in square.named("value_bias_centering")] == [L]
+    assert grouped.named("value_bias_centering") == ()
+
+
+def test_a_value_width_beyond_d_is_refused_not_miscounted():
+    from symcomp.errors import DerivationError
+
+    wide = _stablelm2(32, 96)
+    with pytest.raises(DerivationError, match="value_bias_centering"):
+        derive(build(wide), wide)

@@ -368,6 +368,9 @@ CATALOGUE_GROUPS: dict[str, str] = {
     "key_bias_shift": "A2: shift of the key bias along non-rotated dims",
     "vo_gauge": "A3: GL(k) on W_V, W_O per key/value head",
     "value_bias_fold": "A4: value bias folded into the output bias",
+    "value_bias_centering": (
+        "A4': a value-bias shift whose constant output lies along 1 (LayerNorm stream, no b_O)"
+    ),
     "head_permutation": "A5: permutation of heads (discrete)",
     "norm_gain_scaling": "B1: a norm's gain scaled into its readers",
     "norm_bias_fold": "B2: a LayerNorm's bias folded into its readers' biases",

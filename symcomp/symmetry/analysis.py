@@ -94,11 +94,13 @@ def head_grouping(arch: Architecture, n: int) -> tuple[int, int]:
 
 def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     """A tiny architecture with the same structure: the design note's sizes (d = 8, k = 4,
-    f = 12, T = 6), the same head grouping, an even rotated width, a RoPE base of 10 and norm
-    eps 0.1 (near-symmetries stay far from exact ones), and V = 40 (more for a parallel block:
+    f = 12, T = 6), the same head grouping and relation of ``g k`` to ``d``
+    (:func:`value_width_relation`), an even rotated width, a RoPE base of 10 and norm eps 0.1
+    (near-symmetries stay far from exact ones), and V = 40 (more for a parallel block:
     :func:`parallel_vocab`)."""
     att = arch.attention
     heads, kv = head_grouping(arch, 2)
+    width = value_width_relation(arch, kv * 4, 8)
     positions = arch.positions
     if isinstance(positions, RotaryPositions):
         fraction = 1.0 if positions.rotated_fraction == 1.0 else 0.5
@@ -106,9 +108,9 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     window = att.sliding_window and min(att.sliding_window, 3)
     return arch.model_copy(
         update={
-            "vocab_size": parallel_vocab(arch, 40, width=8, hidden=12),
+            "vocab_size": parallel_vocab(arch, 40, width=width, hidden=12),
             "max_positions": 6,
-            "width": 8,
+            "width": width,
             "layers": layers,
             "norm": arch.norm.model_copy(update={"eps": 0.1}),
             "attention": att.model_copy(
@@ -118,6 +120,18 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
             "mlp": arch.mlp.model_copy(update={"hidden": 12}),
         }
     )
+
+
+def value_width_relation(arch: Architecture, value_width: int, width: int) -> int:
+    """``width``, or the nearest tiny width that keeps the full model's relation of its value
+    width ``g k`` to ``d`` (below, equal or above): whether a value-bias shift can reach the
+    stream along 1 alone turns on it (A4' ``value_bias_centering``)."""
+    full = arch.attention.kv_heads * arch.attention.head_width - arch.width
+    if full == 0:
+        return value_width
+    if full < 0:
+        return max(width, value_width + 2)
+    return min(width, value_width - 2)
 
 
 def parallel_vocab(arch: Architecture, vocab: int, *, width: int, hidden: int) -> int:

@@ -33,7 +33,12 @@ from symcomp.ir.graph import Graph, build_graph
 from symcomp.ir.interpreter import interpret
 from symcomp.spec.model import Architecture, RotaryPositions
 from symcomp.spec.params import parameter_shapes, sizes_of
-from symcomp.symmetry.analysis import head_grouping, parallel_vocab, vertical_columns
+from symcomp.symmetry.analysis import (
+    head_grouping,
+    parallel_vocab,
+    value_width_relation,
+    vertical_columns,
+)
 from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import (
@@ -146,8 +151,8 @@ def instance_sizes(arch: Architecture) -> tuple[tuple[str, int], ...]:
 def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
     """A second tiny instance, differing from :func:`.analysis.measurement_instance` in every
     size the structure leaves free: V, T, d, L, f, the head width (and so the rotated width), and
-    the head counts (one key/value head stays one); ``layers`` deep (one more than the first
-    instance's unless a layer pattern sets both)."""
+    the head counts (one key/value head stays one; ``g k`` keeps its relation to ``d``);
+    ``layers`` deep (one more than the first instance's unless a layer pattern sets both)."""
     att = arch.attention
     heads, kv = head_grouping(arch, 3)
     positions = arch.positions
@@ -155,11 +160,12 @@ def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
     if isinstance(positions, RotaryPositions) and positions.rotated_fraction != 1.0:
         head_width = 8  # half of it rotated: an even rotated width other than the first's 2
     window = att.sliding_window and min(att.sliding_window, 4)
+    width = value_width_relation(arch, kv * head_width, 10)
     return arch.model_copy(
         update={
-            "vocab_size": parallel_vocab(arch, 47, width=10, hidden=14),
+            "vocab_size": parallel_vocab(arch, 47, width=width, hidden=14),
             "max_positions": 7,
-            "width": 10,
+            "width": width,
             "layers": layers,
             "attention": att.model_copy(
                 update={

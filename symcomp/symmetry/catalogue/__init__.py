@@ -37,6 +37,7 @@ from symcomp.symmetry.catalogue.attention import (
     qk_dimension,
     qk_gauge,
     rope_pair_commutant_dims,
+    value_bias_centering,
     value_bias_fold,
     vo_gauge,
 )
@@ -86,6 +87,7 @@ RULES: list[Rule] = [
     key_bias_shift,
     vo_gauge,
     value_bias_fold,
+    value_bias_centering,
     norm_gain_scaling,
     norm_bias_shift_through_writers,
     norm_bias_fold,
@@ -162,6 +164,7 @@ __all__ = [
     "select_groups",
     "unembedding_shift",
     "unread_rows",
+    "value_bias_centering",
     "value_bias_fold",
     "vo_gauge",
     "writer_bias_transfer",

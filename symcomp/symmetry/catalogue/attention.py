@@ -10,6 +10,9 @@ Attention reads its projections only through two products per query head ``i`` s
 - A3 ``vo_gauge``: ``W_V B`` against ``B^-1 W_O``;
 - A4 ``value_bias_fold``: the attention weights sum to one, so ``b_V`` reaches the output as the
   constant ``b_V W_O``, which ``b_O`` can take;
+- A4' ``value_bias_centering``: without a bias to take it, that constant is invisible where it is
+  a multiple of 1 and only LayerNorms read the stream: one shift per layer when the value width
+  ``g k`` equals ``d``;
 - A5 ``head_permutation``: heads relabelled together with their kv groups.
 """
 
@@ -21,6 +24,7 @@ from functools import cache
 
 import sympy
 
+from symcomp.errors import DerivationError
 from symcomp.ir.graph import OpNode
 from symcomp.spec.model import CustomGroup
 from symcomp.symmetry.catalogue.base import GroupInfo, L, Worked, _custom, _pattern, _short, g, k, r
@@ -129,7 +133,7 @@ def _qk_gauge(facts: Facts, rope: bool, layers: list[int] | None) -> GroupInfo:
     )
 
 
-def _norm_bias_shift(facts: Facts, W: str | None) -> str | None:
+def _norm_bias_shift(facts: Facts, W: str | None, t: str = "t") -> str | None:
     """Where the projection ``W`` has no bias of its own but reads a LayerNorm with a bias
     ``beta`` directly (its own, untied weight, in every layer), ``beta W`` is its bias: moving
     ``W`` along ``a = diag(gain)^-1 1`` (``n(x) diag(gain) a = 0``) shifts only that bias, by
@@ -145,7 +149,7 @@ def _norm_bias_shift(facts: Facts, W: str | None) -> str | None:
         if not facts.param(norm, "bias"):
             return None
     gain = _gain(facts, norm)
-    return f"{W.rsplit('.', 1)[1]} + diag({gain})^-1 ones(width)^T t"
+    return f"{W.rsplit('.', 1)[1]} + diag({gain})^-1 ones(width)^T {t}"
 
 
 def _key_shift(facts: Facts, p: dict[str, str | None]) -> dict[str, str] | None:
@@ -262,15 +266,25 @@ def _output_absorber(facts: Facts, p: dict[str, str | None]) -> str | None:
     biased writer into the same point of the stream (a parallel block's ``b_down``)."""
     if p["b_O"]:
         return p["b_O"]
+    found = _written_stream(facts)
+    if found is None:
+        return None
+    out, value = found
+    writers = _fresh_writers(facts, value)
+    biases = [b for w in writers if w is not out and (b := facts.param(w, "b"))]
+    return _pattern(biases[0]) if biases else None
+
+
+def _written_stream(facts: Facts) -> tuple[OpNode, str] | None:
+    """Layer 0's output projection and the point of the stream it writes into (where something
+    other than an add reads it)."""
     out = next(o for o in facts.graph.ops if facts.param(o, "W") == "layers.0.attn.W_O")
     for value in facts.graph.value:
         readers = facts.readers(value)
         if not readers or all(c.kind == "add" for c in readers):
             continue
-        writers = list(_fresh_writers(facts, value))
-        if out in writers:
-            biases = [b for w in writers if w is not out and (b := facts.param(w, "b"))]
-            return _pattern(biases[0]) if biases else None
+        if out in list(_fresh_writers(facts, value)):
+            return out, value
     return None
 
 
@@ -306,6 +320,53 @@ def value_bias_fold(facts: Facts) -> Iterator[GroupInfo]:
         "b_V W_O + b_O (attention weights sum to one)",
         "b_V = 0",
         "closed form: the b_V component, moved into b_O",
+    )
+
+
+def value_bias_centering(facts: Facts) -> Iterator[GroupInfo]:
+    """A4': where no bias can take the constant ``t M`` that a value-bias shift ``t`` adds to
+    the stream (``M``: ``W_O`` with the rows of the query heads of each key/value head summed,
+    ``g k x d``), a constant along 1 is still invisible when only LayerNorms read the stream.
+    The shifts with ``t M`` along 1 are ``g k - d + 1`` per layer where ``g k >= d`` (none
+    below, generically): where ``M`` is square, ``t = s 1 M^-1``. A wider ``M`` (more shifts,
+    no closed form here) is refused as underived rather than miscounted."""
+    p = _attention_params(facts)
+    if _output_absorber(facts, p) is not None or p["W_O"] is None:
+        return
+    found = _written_stream(facts)
+    if found is None or not facts.layernorm_only(found[1]):
+        return
+    sizes = facts.graph.sizes
+    if sizes.kv_heads * sizes.head_width < sizes.width:
+        return
+    if sizes.kv_heads * sizes.head_width > sizes.width:
+        raise DerivationError(
+            "value_bias_centering: the value width kv_heads * head_width exceeds the width; the "
+            "value-bias shifts that reach the stream along 1 are not derived there"
+        )
+    M = p["W_O"]
+    if sizes.heads != sizes.kv_heads:  # the query heads of one key/value head, summed
+        M = f"kron(eye(kv_heads), kron(ones(heads / kv_heads), eye(head_width))) {M}"
+    shift = f"t ones(width) ({M})^-1"
+    if p["b_V"]:
+        acts = {p["b_V"]: f"b_V + {shift}"}
+    else:
+        moved = _norm_bias_shift(facts, p["W_V"], shift)
+        if moved is None:
+            return
+        acts = {p["W_V"] or "": moved}
+    group = _custom("value_bias_centering", "translation", "layer", "1", acts)
+    yield GroupInfo(
+        "value_bias_centering",
+        "A4'",
+        group,
+        ", ".join(acts),
+        "layer",
+        sympy.Integer(1),
+        L,
+        "the stream's constant b_V M, less its mean (LayerNorms remove the mean)",
+        "b_V M sums to 0",
+        "closed form: the shift along 1 M^-1 that centers b_V M",
     )
 
 
