@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -591,42 +591,7 @@ def to_hf_state_dict(
     ``model.state_dict().keys()``): exactly those keys, less the buffers; a key the table cannot
     fill raises :class:`SpecError` naming it.
     """
-    arch = spec.architecture
-    shapes = parameter_shapes(arch)
-    for ours, shape in shapes.items():
-        if ours not in params:
-            raise _error(f"missing parameter {ours!r}", ours, accepted=_shape(shape))
-        if tuple(params[ours].shape) != shape:
-            raise _error(
-                f"parameter {ours!r} has the wrong shape",
-                ours,
-                found=_shape(params[ours]),
-                accepted=_shape(shape),
-            )
-    unknown = [name for name in params if name not in shapes]
-    if unknown:
-        raise _error(f"the spec has no parameter {unknown[0]!r}", unknown[0])
-
-    fused = _fused(spec)
-    tied = arch.embeddings.tied
-
-    def source(ours: str) -> Tensor | None:
-        if ours == "unembed.W_U" and tied:
-            return params["embed.W_E"].T
-        return params.get(ours)
-
-    # group the rows by transformers name: a fused tensor has one row per part
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for hf, ours, transform in _expanded_rows(_spec_table(spec, model_type), arch.layers):
-        groups.setdefault(hf, []).append((ours, transform))
-
-    built: dict[str, Tensor] = {}
-    for hf, rows in groups.items():
-        parts = {_part(tr): v for ours, tr in rows if (v := source(ours)) is not None}
-        if set(parts) != {_part(tr) for _, tr in rows}:
-            continue  # the spec lacks this parameter (a bias it does not have, ...)
-        built[hf] = _to_hf(rows[0][1], parts, fused).contiguous()  # type: ignore[arg-type]
-
+    built = dict(iter_hf_tensors(spec, params, model_type))
     if hf_keys is None:
         return built
     buffers = [re.compile(p + r"\Z") for p in _COMMON_BUFFERS + BUFFERS.get(model_type, [])]
@@ -643,6 +608,60 @@ def to_hf_state_dict(
         else:
             raise _error(f"cannot fill tensor {key!r} from the spec's parameters", key)
     return out
+
+
+def iter_hf_tensors(
+    spec: Spec,
+    params: Mapping[str, Tensor],
+    model_type: str,
+    *,
+    tied_unembedding: bool = True,
+) -> Iterator[tuple[str, Tensor]]:
+    """The transformers tensors of ``model_type`` holding ``params`` (our names), one at a time
+    in the name table's order (built as they are asked for, so that a writer can stream them).
+    ``tied_unembedding=False`` leaves out the copy of a tied embedding (``lm_head.weight``), as
+    ``save_pretrained`` does. Raises :class:`SpecError` for a missing, unknown or misshapen
+    parameter, before anything is yielded."""
+    arch = spec.architecture
+    shapes = parameter_shapes(arch)
+    for ours, shape in shapes.items():
+        if ours not in params:
+            raise _error(f"missing parameter {ours!r}", ours, accepted=_shape(shape))
+        if tuple(params[ours].shape) != shape:
+            raise _error(
+                f"parameter {ours!r} has the wrong shape",
+                ours,
+                found=_shape(params[ours]),
+                accepted=_shape(shape),
+            )
+    unknown = [name for name in params if name not in shapes]
+    if unknown:
+        raise _error(f"the spec has no parameter {unknown[0]!r}", unknown[0])
+    return _hf_tensors(spec, params, model_type, tied_unembedding)
+
+
+def _hf_tensors(
+    spec: Spec, params: Mapping[str, Tensor], model_type: str, tied_unembedding: bool
+) -> Iterator[tuple[str, Tensor]]:
+    arch = spec.architecture
+    fused = _fused(spec)
+    tied = arch.embeddings.tied
+
+    def source(ours: str) -> Tensor | None:
+        if ours == "unembed.W_U" and tied:
+            return params["embed.W_E"].T if tied_unembedding else None
+        return params.get(ours)
+
+    # group the rows by transformers name: a fused tensor has one row per part
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for hf, ours, transform in _expanded_rows(_spec_table(spec, model_type), arch.layers):
+        groups.setdefault(hf, []).append((ours, transform))
+
+    for hf, rows in groups.items():
+        parts = {_part(tr): v for ours, tr in rows if (v := source(ours)) is not None}
+        if set(parts) != {_part(tr) for _, tr in rows}:
+            continue  # the spec lacks this parameter (a bias it does not have, ...)
+        yield hf, _to_hf(rows[0][1], parts, fused).contiguous()  # type: ignore[arg-type]
 
 
 def total_numel(params: Mapping[str, Tensor]) -> int:
