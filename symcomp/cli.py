@@ -226,6 +226,39 @@ def cmd_reduce(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """Write a reduced package's model back as a Hugging Face checkpoint (config.json,
+    model.safetensors or shards) that transformers loads with its own classes and names."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from symcomp.hf.export import export_checkpoint
+
+    console = _console()
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("writing tensors", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        done = export_checkpoint(
+            args.package,
+            args.hf,
+            weights=args.weights,
+            config=args.config,
+            dtype=args.dtype,
+            canonicalize=args.canonicalize,
+            max_shard_size=args.max_shard_size,
+            force=args.force,
+            progress=progress,
+        )
+    console.print(
+        f"wrote {done.out}/: config.json and {', '.join(done.files)} ({done.tensors} tensors, "
+        f"{done.parameters:,} parameters, {done.dtype}, from the {done.source} weights; load "
+        "with transformers' AutoModelForCausalLM.from_pretrained)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symcomp",
@@ -284,6 +317,37 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument(
         "--force", action="store_true", help="replace a directory symcomp did not write"
     )
+
+    exp = add("export", cmd_export)
+    exp.add_argument("package", type=Path, help="a package written by `symcomp reduce --hf`")
+    exp.add_argument(
+        "--hf", type=Path, required=True, help="the checkpoint folder to write (config.json, ...)"
+    )
+    exp.add_argument(
+        "--weights",
+        type=Path,
+        help="the symcomp weights to export (default: the package's reduced.safetensors; a "
+        "standard.safetensors is exported as it is)",
+    )
+    exp.add_argument(
+        "--canonicalize",
+        action="store_true",
+        help="bring standard weights to the reduced model's chart first",
+    )
+    exp.add_argument(
+        "--config", type=Path, help="the original config.json (default: the package's copy)"
+    )
+    exp.add_argument(
+        "--dtype",
+        choices=["float64", "float32", "bfloat16", "float16"],
+        help="the type of the tensors written (default: the weights' own)",
+    )
+    exp.add_argument(
+        "--max-shard-size",
+        default="5GB",
+        help="shard the weights past this size, as save_pretrained does (default: 5GB)",
+    )
+    exp.add_argument("--force", action="store_true", help="replace a folder that holds files")
 
     imp = add("import-hf", cmd_import_hf)
     imp.add_argument("config", type=Path, help="a Hugging Face config.json, or its folder")

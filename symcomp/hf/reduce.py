@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,6 +28,7 @@ from symcomp.codegen.emit import check_target, write_package
 from symcomp.codegen.load import loaded_package
 from symcomp.errors import CheckpointError, NoReducedModelError
 from symcomp.hf.checkpoint import read_checkpoint
+from symcomp.hf.export import keep_hf_config
 from symcomp.hf.weights import from_hf_state_dict
 from symcomp.pipeline import analyze_and_compile, compile_package
 from symcomp.spec.model import Spec
@@ -63,7 +65,9 @@ def reduce_checkpoint(
     assert ckpt.spec.hf_model_type is not None  # import_hf_config always sets it
     params = from_hf_state_dict(ckpt.spec, ckpt.state_dict, ckpt.spec.hf_model_type)
     header = f"Imported by symcomp reduce from {Path(folder).name}/config.json."
-    return _reduce(ckpt.spec, dump_spec(ckpt.spec, header=header), params, out, force, progress)
+    text = dump_spec(ckpt.spec, header=header)
+    keep = partial(keep_hf_config, folder)  # for `symcomp export` (symcomp.hf.export)
+    return _reduce(ckpt.spec, text, params, out, force, progress, keep=keep)
 
 
 def _reduce(
@@ -73,6 +77,7 @@ def _reduce(
     out: Path,
     force: bool,
     progress: Progress | None,
+    keep: Callable[[Path], None] | None = None,
 ) -> Reduced:
     analysis, package = analyze_and_compile(spec, spec_text)
     if package.chart_problem:
@@ -83,6 +88,8 @@ def _reduce(
 
     def weights(folder: Path) -> None:
         (folder / SPEC_FILE).write_text(spec_text)
+        if keep is not None:
+            keep(folder)
         with loaded_package(folder) as pkg:
             model = _standard(pkg, params)
             model.save_pretrained(folder)
