@@ -192,6 +192,7 @@ def test_bad_input_is_a_clear_error(packages, tmp_path, run_cli):
         ),
         "exists and is not empty": (str(package), "--hf", str(checkpoint)),
         "not a size": (str(package), "--hf", str(tmp_path / "e"), "--max-shard-size", "big"),
+        "would replace the package": (str(package), "--hf", str(package.parent), "--force"),
     }  # fmt: skip
     for message, argv in cases.items():
         code, _, stderr = run_cli("export", *argv)

@@ -93,6 +93,8 @@ def test_reduce_reproduces_transformers(family, run_cli, tmp_path):
     assert {"standard.safetensors", "reduced.safetensors", "spec.yaml"} <= {
         p.name for p in out.iterdir()
     }
+    # the original config, for `symcomp export` (tests/test_hf_export.py)
+    assert (out / "hf_config.json").read_text() == (folder / "config.json").read_text()
     pkg = _import(out)
     hf = _reload(folder)
     ids = _ids(spec.architecture.vocab_size)

@@ -1,4 +1,4 @@
-"""Hugging Face interop: import configs as specs, read checkpoints, reduce them.
+"""Hugging Face interop: import configs as specs, read checkpoints, reduce them, export them.
 
 Reading configs and safetensors needs no transformers; :func:`from_transformers` takes a live
 transformers model (``pip install 'symcomp[hf]'``). The reducing half imports torch, so it is
@@ -9,7 +9,7 @@ from typing import Any
 
 from symcomp.hf.config_import import import_hf_config
 
-__all__ = ["from_transformers", "import_hf_config", "reduce_checkpoint"]
+__all__ = ["export_checkpoint", "from_transformers", "import_hf_config", "reduce_checkpoint"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from symcomp.hf import reduce
 
         return getattr(reduce, name)
+    if name == "export_checkpoint":
+        from symcomp.hf import export
+
+        return export.export_checkpoint
     raise AttributeError(f"module 'symcomp.hf' has no attribute {name!r}")

@@ -7,10 +7,11 @@ Passes (the reverse of :mod:`symcomp.hf.reduce`):
 1. the package: its ``spec.yaml`` (which names the transformers family) and the original
    ``config.json``, which ``reduce`` keeps as ``hf_config.json`` (:func:`keep_hf_config`);
 2. the weights: by default the package's ``reduced.safetensors``, rebuilt to the standard
-   parameters in float64 (the chart point: a canonical representative of the orbit, so the
-   exported tensors differ from the original checkpoint's by a symmetry, not in function); or a
-   ``standard.safetensors``, exported as it is or, with ``canonicalize``, brought to the chart
-   first; any other file of either format (a model trained after ``reduce``) the same way;
+   parameters (in float64 for a float64 file or output, else in float32): the chart point, a
+   canonical representative of the orbit, so the exported tensors differ from the original
+   checkpoint's by a symmetry, not in function. Or a ``standard.safetensors``, exported as it
+   is or, with ``canonicalize``, brought to the chart first; any other file of either format
+   (a model trained after ``reduce``) the same way;
 3. the names: our parameters to transformers' tensors through the same name tables that import
    them (:func:`symcomp.hf.weights.iter_hf_tensors`: fused q/k/v and gate/up, transposes,
    GPT-2's ``Conv1D``, the fused experts), a tied unembedding left out as ``save_pretrained``
@@ -102,11 +103,14 @@ def export_checkpoint(
     spec = _package_spec(folder)
     hf_config = _hf_config(folder, config, spec)
     file = _weights_file(folder, weights)
-    if not force:
-        _check_target(out)
+    _check_target(out, folder, force)
     shard_bytes = _shard_bytes(max_shard_size)
-    params, kind, stored = _standard_parameters(folder, file, canonicalize)
+    kind = _weights_format(file)
+    stored = _stored_dtype(file)
     target = _dtype(dtype, stored)
+    # rebuilt in the wider of the two types, at least float32 (float64 for a float64 file)
+    compute = torch.promote_types(torch.promote_types(stored, target), torch.float32)
+    params, kind = _standard_parameters(folder, file, kind, compute, canonicalize)
     assert spec.hf_model_type is not None
     from symcomp.hf.weights import iter_hf_tensors
 
@@ -219,20 +223,18 @@ def _weights_format(file: Path) -> str:
 
 
 def _standard_parameters(
-    folder: Path, file: Path, canonicalize: bool
-) -> tuple[dict[str, Tensor], str, torch.dtype]:
-    """The standard parameters the weights stand for (float64), their kind and stored dtype."""
+    folder: Path, file: Path, kind: str, dtype: torch.dtype, canonicalize: bool
+) -> tuple[dict[str, Tensor], str]:
+    """The standard parameters (in ``dtype``) that the ``kind`` weights in ``file`` stand for,
+    and what they are."""
     from symcomp.codegen.load import loaded_package
 
-    kind = _weights_format(file)
     with loaded_package(folder) as pkg:
         try:
             if kind == "reduced":
-                model = pkg.ReducedModel.from_pretrained(file, dtype=torch.float64)
-                stored = _stored_dtype(file)
+                model = pkg.ReducedModel.from_pretrained(file, dtype=dtype)
             else:
-                model = pkg.Model.from_pretrained(file, dtype=torch.float64)
-                stored = _stored_dtype(file)
+                model = pkg.Model.from_pretrained(file, dtype=dtype)
                 if canonicalize:
                     model, kind = pkg.ReducedModel.from_standard(model), "standard, canonicalized"
         except (ValueError, FileNotFoundError) as exc:
@@ -242,7 +244,7 @@ def _standard_parameters(
                 params = {k: v.detach() for k, v in model.standard_parameters().items()}
             else:
                 params = {k: v.detach() for k, v in model.named_parameters()}
-    return params, kind, stored
+    return params, kind
 
 
 def _stored_dtype(file: Path) -> torch.dtype:
@@ -289,8 +291,11 @@ def _shard_bytes(size: str | int) -> int:
     return int(float(m.group(1)) * base**power)
 
 
-def _check_target(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+def _check_target(out: Path, package: Path, force: bool) -> None:
+    """``out`` must be absent or empty (or ``force``), and never the package or hold it."""
+    if out.resolve() == package.resolve() or out.resolve() in package.resolve().parents:
+        raise OverwriteError(f"{out} would replace the package {package}", hint=None)
+    if not force and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OverwriteError(f"{out} exists and is not empty")
 
 
@@ -298,12 +303,15 @@ def _check_target(out: Path) -> None:
 
 
 def _cast(tensors: Iterator[tuple[str, Tensor]], dtype: torch.dtype):
+    """Each tensor in ``dtype``, owning its memory: safetensors refuses tensors that share it
+    (a tied copy, a view into a larger rebuilt tensor)."""
     seen: set[int] = set()
     for name, tensor in tensors:
         t = tensor.to(dtype).contiguous()
-        if t.data_ptr() in seen or t.data_ptr() == tensor.data_ptr():
-            t = t.clone()  # safetensors refuses tensors that share memory (tied copies)
-        seen.add(t.data_ptr())
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() != t.numel() * t.element_size():
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
         yield name, t
 
 
