@@ -26,7 +26,7 @@ import transformers
 from symcomp.codegen.emit import write_package
 from symcomp.codegen.load import loaded_package
 from symcomp.hf.checkpoint import INDEX_FILE, read_checkpoint
-from symcomp.hf.export import HF_CONFIG_FILE, export_checkpoint, keep_hf_config
+from symcomp.hf.export import HF_CONFIG_FILE, HF_TENSORS_FILE, export_checkpoint, keep_hf_config
 from symcomp.hf.weights import from_hf_state_dict
 from symcomp.pipeline import compile_package
 from symcomp.spec.writer import dump_spec
@@ -198,15 +198,22 @@ def test_bad_input_is_a_clear_error(packages, tmp_path, run_cli):
         code, _, stderr = run_cli("export", *argv)
         assert code == 2 and message in stderr and "Traceback" not in stderr, (message, stderr)
         assert not (tmp_path / "a").exists()
-    # a package without the original config: named, and --config supplies it
+    # a package without the original config: named, and --config supplies it (the names
+    # then come from transformers' model of the config)
     bare = tmp_path / "bare"
     shutil.copytree(package, bare)
     (bare / HF_CONFIG_FILE).unlink()
+    (bare / HF_TENSORS_FILE).unlink()
     code, _, stderr = run_cli("export", str(bare), "--hf", str(tmp_path / "f"))
     assert code == 2 and "--config" in stderr, stderr
     config = str(checkpoint / "config.json")
     code, _, stderr = run_cli("export", str(bare), "--hf", str(tmp_path / "f"), "--config", config)
     assert code == 0, stderr
+    ids = torch.randint(0, 11, (2, hf_tiny.T), generator=torch.Generator().manual_seed(1))
+    expected = _log_probs(_load(checkpoint, patched=True), ids)
+    assert (
+        float((_log_probs(_load(tmp_path / "f", patched=True), ids) - expected).abs().max()) < 1e-10
+    )
     # another model's config is refused
     other = tmp_path / "other"
     other.mkdir()

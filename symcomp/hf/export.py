@@ -14,8 +14,11 @@ Passes (the reverse of :mod:`symcomp.hf.reduce`):
    (a model trained after ``reduce``) the same way;
 3. the names: our parameters to transformers' tensors through the same name tables that import
    them (:func:`symcomp.hf.weights.iter_hf_tensors`: fused q/k/v and gate/up, transposes,
-   GPT-2's ``Conv1D``, the fused experts), a tied unembedding left out as ``save_pretrained``
-   leaves it;
+   GPT-2's ``Conv1D``, the fused experts), under the names the original checkpoint had (which
+   ``reduce`` lists in ``hf_tensors.json``: where a table reads one tensor from alternative
+   names, as Falcon's norms, they say which; a tied unembedding is left out where the
+   checkpoint left it out). For a package without the list: the parameters of transformers'
+   own model of the config (built on the meta device);
 4. the files, written as the tensors are produced: ``model.safetensors``, or shards
    ``model-0000i-of-0000n.safetensors`` and ``model.safetensors.index.json`` past
    ``max_shard_size``; ``config.json`` is the original with its ``dtype`` set to the one
@@ -42,12 +45,14 @@ from torch import Tensor
 
 from symcomp.codegen.emit import OverwriteError
 from symcomp.errors import SpecError
-from symcomp.hf.checkpoint import INDEX_FILE, WEIGHTS_FILE
+from symcomp.hf.checkpoint import INDEX_FILE, WEIGHTS_FILE, weight_files
 from symcomp.hf.config_import import CONFIG_FILE, import_hf_config
 from symcomp.spec.model import Spec
 
 HF_CONFIG_FILE = "hf_config.json"
 """The original ``config.json`` in a reduced package (written by ``reduce``)."""
+HF_TENSORS_FILE = "hf_tensors.json"
+"""The names of the original checkpoint's tensors, in a reduced package (written by ``reduce``)."""
 SPEC_FILE = "spec.yaml"
 REDUCED_WEIGHTS, STANDARD_WEIGHTS = "reduced.safetensors", "standard.safetensors"
 DEFAULT_SHARD_SIZE = "5GB"
@@ -74,9 +79,18 @@ class Exported:
 
 
 def keep_hf_config(checkpoint: str | Path, package: str | Path) -> None:
-    """Copy the checkpoint's ``config.json`` into the package folder as ``hf_config.json``
-    (``reduce`` calls it while it writes the package; ``export`` reads it back)."""
-    shutil.copyfile(Path(checkpoint) / CONFIG_FILE, Path(package) / HF_CONFIG_FILE)
+    """Copy the checkpoint's ``config.json`` into the package folder as ``hf_config.json``, and
+    list its tensors' names in ``hf_tensors.json`` (read from the safetensors headers).
+    ``reduce`` calls it while it writes the package; ``export`` writes the same names back."""
+    from safetensors.torch import safe_open
+
+    checkpoint, package = Path(checkpoint), Path(package)
+    shutil.copyfile(checkpoint / CONFIG_FILE, package / HF_CONFIG_FILE)
+    names: list[str] = []
+    for file in weight_files(checkpoint):
+        with safe_open(str(file), framework="pt") as f:
+            names += f.keys()
+    (package / HF_TENSORS_FILE).write_text(json.dumps({"tensors": names}, indent=1) + "\n")
 
 
 def export_checkpoint(
@@ -114,7 +128,8 @@ def export_checkpoint(
     assert spec.hf_model_type is not None
     from symcomp.hf.weights import iter_hf_tensors
 
-    tensors = iter_hf_tensors(spec, params, spec.hf_model_type, tied_unembedding=False)
+    names = _tensor_names(folder, config)
+    tensors = iter_hf_tensors(spec, params, spec.hf_model_type, tied_unembedding=False, names=names)
     hf_config = {**hf_config, **_dtype_fields(hf_config, target)}
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +139,7 @@ def export_checkpoint(
         tensors = _cast(tensors, target)
         files, count, numel = _write_shards(tmp, tensors, shard_bytes, expected, progress)
         (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+        _permissions_as_created(tmp)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -181,6 +197,38 @@ def _hf_config(folder: Path, config: str | Path | None, spec: Spec) -> dict:
             accepted=f"the config.json that {folder / SPEC_FILE} was imported from",
         )
     return data
+
+
+def _tensor_names(folder: Path, config: str | Path | None) -> list[str] | None:
+    """The names to write: the original checkpoint's (kept by ``reduce``), else the parameters
+    of transformers' model of the config (tied copies included), else None (every name the
+    name table fills, a tied unembedding left out; a table with alternative names for one
+    tensor, as Falcon's norms, then writes both)."""
+    kept = folder / HF_TENSORS_FILE
+    if kept.is_file():
+        try:
+            return list(json.loads(kept.read_text())["tensors"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SpecError.at(f"not a list of tensor names ({exc})", file=str(kept)) from None
+    try:
+        import transformers
+    except ImportError:
+        return None
+    file = Path(config) if config is not None else folder / HF_CONFIG_FILE
+    cfg = transformers.AutoConfig.from_pretrained(
+        str(file / CONFIG_FILE if file.is_dir() else file)
+    )
+    from transformers.models.auto import modeling_auto
+
+    masked = cfg.model_type in modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    auto = (
+        transformers.AutoModelForMaskedLM
+        if masked and not getattr(cfg, "is_decoder", False)
+        else transformers.AutoModelForCausalLM
+    )
+    with torch.device("meta"):
+        model = auto.from_config(cfg)
+    return [name for name, _ in model.named_parameters(remove_duplicate=False)]
 
 
 def _weights_file(folder: Path, weights: str | Path | None) -> Path:
@@ -363,6 +411,15 @@ def _write_shards(
     return [*files, INDEX_FILE], count, numel
 
 
+def _permissions_as_created(folder: Path) -> None:
+    """The modes a plain mkdir and open would give (mkdtemp and safetensors make them private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for file in folder.iterdir():
+        file.chmod(0o666 & ~umask)
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
@@ -377,4 +434,11 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-__all__ = ["DTYPES", "Exported", "export_checkpoint", "keep_hf_config"]
+__all__ = [
+    "DTYPES",
+    "HF_CONFIG_FILE",
+    "HF_TENSORS_FILE",
+    "Exported",
+    "export_checkpoint",
+    "keep_hf_config",
+]

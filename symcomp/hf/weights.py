@@ -591,23 +591,7 @@ def to_hf_state_dict(
     ``model.state_dict().keys()``): exactly those keys, less the buffers; a key the table cannot
     fill raises :class:`SpecError` naming it.
     """
-    built = dict(iter_hf_tensors(spec, params, model_type))
-    if hf_keys is None:
-        return built
-    buffers = [re.compile(p + r"\Z") for p in _COMMON_BUFFERS + BUFFERS.get(model_type, [])]
-    aliases = ALIASES.get(model_type, {})
-    prefix = BASE_PREFIX.get(model_type, "")
-    out: dict[str, Tensor] = {}
-    for key in hf_keys:
-        for candidate in (aliases.get(key, key), prefix + key):
-            if any(b.match(candidate) for b in buffers):
-                break
-            if candidate in built:
-                out[key] = built[candidate]
-                break
-        else:
-            raise _error(f"cannot fill tensor {key!r} from the spec's parameters", key)
-    return out
+    return dict(iter_hf_tensors(spec, params, model_type, names=hf_keys))
 
 
 def iter_hf_tensors(
@@ -616,12 +600,19 @@ def iter_hf_tensors(
     model_type: str,
     *,
     tied_unembedding: bool = True,
+    names: Iterable[str] | None = None,
 ) -> Iterator[tuple[str, Tensor]]:
     """The transformers tensors of ``model_type`` holding ``params`` (our names), one at a time
-    in the name table's order (built as they are asked for, so that a writer can stream them).
+    (built as they are asked for, so that a writer can stream them).
+
+    Without ``names``: every tensor the name table can fill, in its order;
     ``tied_unembedding=False`` leaves out the copy of a tied embedding (``lm_head.weight``), as
-    ``save_pretrained`` does. Raises :class:`SpecError` for a missing, unknown or misshapen
-    parameter, before anything is yielded."""
+    ``save_pretrained`` does. With ``names`` (a checkpoint's tensor names, or a model's
+    ``state_dict`` keys): exactly those, in that order, less the buffers, each under the name
+    given (an alias, or without the base model's prefix, is found as on import); where a table
+    holds a parameter under alternative names (Falcon's norms), the names say which. Raises
+    :class:`SpecError` for a missing, unknown or misshapen parameter and a name the table cannot
+    fill, before anything is yielded."""
     arch = spec.architecture
     shapes = parameter_shapes(arch)
     for ours, shape in shapes.items():
@@ -637,31 +628,59 @@ def iter_hf_tensors(
     unknown = [name for name in params if name not in shapes]
     if unknown:
         raise _error(f"the spec has no parameter {unknown[0]!r}", unknown[0])
-    return _hf_tensors(spec, params, model_type, tied_unembedding)
 
-
-def _hf_tensors(
-    spec: Spec, params: Mapping[str, Tensor], model_type: str, tied_unembedding: bool
-) -> Iterator[tuple[str, Tensor]]:
-    arch = spec.architecture
-    fused = _fused(spec)
     tied = arch.embeddings.tied
 
     def source(ours: str) -> Tensor | None:
         if ours == "unembed.W_U" and tied:
-            return params["embed.W_E"].T if tied_unembedding else None
+            return params["embed.W_E"].T if tied_unembedding or names is not None else None
         return params.get(ours)
 
-    # group the rows by transformers name: a fused tensor has one row per part
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for hf, ours, transform in _expanded_rows(_spec_table(spec, model_type), arch.layers):
-        groups.setdefault(hf, []).append((ours, transform))
+    # group the rows by transformers name: a fused tensor has one row per part; a name is
+    # filled when every part has a value (the spec may lack a bias; alternative places of one
+    # tensor, as Falcon's input_layernorm, are one part that the spec has once)
+    groups: dict[str, list[tuple[str, str, Tensor | None]]] = {}
+    # (given names may be of a layout that is read, never written: transformers 4's experts)
+    table = _spec_table(spec, model_type, reading=names is not None)
+    for hf, ours, transform in _expanded_rows(table, arch.layers):
+        groups.setdefault(hf, []).append((ours, transform, source(ours)))
+    fillable = [
+        hf
+        for hf, rows in groups.items()
+        if {_part(tr) for _, tr, v in rows if v is not None} == {_part(tr) for _, tr, _ in rows}
+    ]
+    order = fillable if names is None else _named(list(names), set(fillable), model_type)
+    return _hf_tensors(order, groups, _fused(spec))
 
-    for hf, rows in groups.items():
-        parts = {_part(tr): v for ours, tr in rows if (v := source(ours)) is not None}
-        if set(parts) != {_part(tr) for _, tr in rows}:
-            continue  # the spec lacks this parameter (a bias it does not have, ...)
-        yield hf, _to_hf(rows[0][1], parts, fused).contiguous()  # type: ignore[arg-type]
+
+def _named(names: list[str], fillable: set[str], model_type: str) -> list[tuple[str, str]]:
+    """(name to write, table name) for each of ``names`` that is not a buffer."""
+    buffers = [re.compile(p + r"\Z") for p in _COMMON_BUFFERS + BUFFERS.get(model_type, [])]
+    aliases = ALIASES.get(model_type, {})
+    prefix = BASE_PREFIX.get(model_type, "")
+    out: list[tuple[str, str]] = []
+    for key in names:
+        for candidate in (aliases.get(key, key), prefix + key):
+            if any(b.match(candidate) for b in buffers):
+                break
+            if candidate in fillable:
+                out.append((key, candidate))
+                break
+        else:
+            raise _error(f"cannot fill tensor {key!r} from the spec's parameters", key)
+    return out
+
+
+def _hf_tensors(
+    order: list[str] | list[tuple[str, str]],
+    groups: Mapping[str, list[tuple[str, str, Tensor | None]]],
+    fused: _Fused,
+) -> Iterator[tuple[str, Tensor]]:
+    for item in order:
+        name, hf = item if isinstance(item, tuple) else (item, item)
+        rows = groups[hf]
+        parts = {_part(tr): value for _, tr, value in rows if value is not None}
+        yield name, _to_hf(rows[0][1], parts, fused).contiguous()
 
 
 def total_numel(params: Mapping[str, Tensor]) -> int:
