@@ -201,7 +201,7 @@ def _hf_config(folder: Path, config: str | Path | None, spec: Spec) -> dict:
 
 def _tensor_names(folder: Path, config: str | Path | None) -> list[str] | None:
     """The names to write: the original checkpoint's (kept by ``reduce``), else the parameters
-    of transformers' model of the config (tied copies included), else None (every name the
+    of transformers' model of the config (a tied tensor once), else None (every name the
     name table fills, a tied unembedding left out; a table with alternative names for one
     tensor, as Falcon's norms, then writes both)."""
     kept = folder / HF_TENSORS_FILE
@@ -228,7 +228,7 @@ def _tensor_names(folder: Path, config: str | Path | None) -> list[str] | None:
     )
     with torch.device("meta"):
         model = auto.from_config(cfg)
-    return [name for name, _ in model.named_parameters(remove_duplicate=False)]
+    return [name for name, _ in model.named_parameters()]  # a tied copy once, as saved
 
 
 def _weights_file(folder: Path, weights: str | Path | None) -> Path:
