@@ -321,11 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp = add("export", cmd_export)
     exp.add_argument("package", type=Path, help="a package written by `symcomp reduce --hf`")
     exp.add_argument(
-        "--hf", type=Path, required=True, help="the checkpoint folder to write (config.json, ...)"
+        "--hf",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="the checkpoint folder to write (config.json, model.safetensors or shards)",
     )
     exp.add_argument(
         "--weights",
         type=Path,
+        metavar="FILE",
         help="the symcomp weights to export (default: the package's reduced.safetensors; a "
         "standard.safetensors is exported as it is)",
     )
@@ -335,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="bring standard weights to the reduced model's chart first",
     )
     exp.add_argument(
-        "--config", type=Path, help="the original config.json (default: the package's copy)"
+        "--config",
+        type=Path,
+        metavar="CONFIG",
+        help="the original config.json (default: the package's copy, hf_config.json)",
     )
     exp.add_argument(
         "--dtype",
@@ -345,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--max-shard-size",
         default="5GB",
+        metavar="SIZE",
         help="shard the weights past this size, as save_pretrained does (default: 5GB)",
     )
     exp.add_argument("--force", action="store_true", help="replace a folder that holds files")
