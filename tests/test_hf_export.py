@@ -239,3 +239,17 @@ def test_every_family_reduces_and_exports(name, run_cli, tmp_path):
         assert code == 0, stderr + stdout
 
     check_export(name, package, checkpoint, tmp_path, export)
+
+
+def test_canonicalized_standard_weights_are_the_reduced_models(packages, tmp_path, run_cli):
+    """--canonicalize brings standard weights to the chart: the reduced model's tensors."""
+    package, _ = packages("gpt2")
+    standard = str(package / "standard.safetensors")
+    for out, argv in (("a", ()), ("b", ("--weights", standard, "--canonicalize"))):
+        code, _, stderr = run_cli("export", str(package), "--hf", str(tmp_path / out), *argv)
+        assert code == 0, stderr
+    reduced, canonical = (read_checkpoint(tmp_path / out).state_dict for out in "ab")
+    assert reduced.keys() == canonical.keys()
+    assert max(float((reduced[k] - canonical[k]).abs().max()) for k in reduced) < 1e-12
+    original = read_checkpoint(package.parent / "checkpoint").state_dict
+    assert any(not torch.equal(original[k], reduced[k]) for k in reduced)  # moved by a symmetry
