@@ -253,3 +253,23 @@ def test_canonicalized_standard_weights_are_the_reduced_models(packages, tmp_pat
     assert max(float((reduced[k] - canonical[k]).abs().max()) for k in reduced) < 1e-12
     original = read_checkpoint(package.parent / "checkpoint").state_dict
     assert any(not torch.equal(original[k], reduced[k]) for k in reduced)  # moved by a symmetry
+
+
+def test_without_the_checkpoints_names_transformers_own_are_written(packages, tmp_path):
+    """save_pretrained writes Mixtral's experts one by one (w1, w2, w3); a package without the
+    list of names gets the names of transformers' model instead: the fused experts."""
+    package, checkpoint = packages("mixtral")
+    bare = tmp_path / "bare"
+    shutil.copytree(package, bare)
+    (bare / HF_TENSORS_FILE).unlink()
+    export_checkpoint(bare, tmp_path / "out")
+    names = set(read_checkpoint(tmp_path / "out").state_dict)
+    assert "model.layers.0.mlp.experts.gate_up_proj" in names
+    assert not any("block_sparse_moe" in n for n in names)
+    assert any("block_sparse_moe" in n for n in read_checkpoint(checkpoint).state_dict)
+    ids = torch.randint(
+        0, hf_families.V, (2, hf_tiny.T), generator=torch.Generator().manual_seed(1)
+    )
+    expected = _log_probs(_load(checkpoint, patched=True), ids)
+    got = _log_probs(_load(tmp_path / "out", patched=True), ids)
+    assert float((got - expected).abs().max()) <= hf_families.TOL

@@ -9,8 +9,9 @@ transformers 5 stores a layer's experts fused, as 3-D tensors (MixtralExperts):
 - ``mlp.gate.weight`` (E, d): the router (MixtralTopKRouter), no bias.
 
 Checkpoints written by transformers 4 keep one module per expert under ``block_sparse_moe``:
-``experts.{e}.w1`` (gate), ``w3`` (up), ``w2`` (down), ``gate`` (the router). Both are read;
-the transformers-5 layout is written.
+``experts.{e}.w1`` (gate), ``w3`` (up), ``w2`` (down), ``gate`` (the router); transformers 5's
+``save_pretrained`` still writes this layout. Both are read; the fused layout is written, unless
+the names asked for are the per-expert ones (``symcomp export`` writes a checkpoint's own).
 
 A row's ``{e}`` stands for the expert index and is expanded for the spec's number of experts
 before matching. Transforms: ``experts_gate_up.gate.{e}`` / ``.up.{e}`` (half of expert e of the
