@@ -562,10 +562,32 @@ def _import(out: Path):
         sys.path.remove(str(out.parent))
 
 
-def check_family(name: str, run_cli, tmp: Path) -> int:
-    """Everything a new family must pass (see the module docstring); returns the count."""
+def wider(cfg: transformers.PretrainedConfig) -> transformers.PretrainedConfig:
+    """Another generic instance of the same structure, for the slow matrix: twice the width and
+    the heads (the head width and the relation of the key/value width to d kept) and a wider
+    MLP, whatever the family calls those keys (its ``attribute_map``). Depth is left to
+    ``verify``'s second instance (two layers, measured on the model's own interpreter, which
+    these tests hold to transformers): a deeper transformers Jacobian costs minutes a family."""
+    cfg = type(cfg).from_dict(cfg.to_dict())
+    heads, kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None)
+    cfg.hidden_size = 2 * cfg.hidden_size
+    cfg.num_attention_heads = 2 * heads
+    if kv is not None and kv != 1:
+        cfg.num_key_value_heads = 2 * kv
+    if getattr(cfg, "intermediate_size", None):
+        cfg.intermediate_size = 2 * cfg.intermediate_size + 2
+    for key in ("ffn_hidden_size", "n_inner"):
+        if getattr(cfg, key, None):
+            setattr(cfg, key, 2 * getattr(cfg, key) + 2)
+    return cfg
+
+
+def check_family(name: str, run_cli, tmp: Path, variant: Callable | None = None) -> int:
+    """Everything a new family must pass (see the module docstring) on its tiny config, or on
+    ``variant`` of it; returns the count."""
     folder = tmp / "checkpoint"
-    build(CONFIGS[name]()).save_pretrained(folder)
+    cfg = CONFIGS[name]()
+    build(variant(cfg) if variant else cfg).save_pretrained(folder)
     out = tmp / f"reduced_{name.replace('-', '_')}"
     code, stdout, stderr = run_cli("reduce", "--hf", str(folder), "-o", str(out))
     assert code == 0, stderr + stdout

@@ -20,3 +20,11 @@ def _case(name: str):
 @pytest.mark.parametrize("name", [_case(n) for n in sorted(hf_families.CONFIGS)])
 def test_family_reduces_and_counts_exactly(name, run_cli, tmp_path):
     hf_families.check_family(name, run_cli, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [_case(n) for n in sorted(hf_families.CONFIGS)])
+def test_family_wider(name, run_cli, tmp_path):
+    """The slow matrix: a second generic config of every family (twice the width and heads),
+    which the closed form and the reduced model must also get exactly right."""
+    hf_families.check_family(name, run_cli, tmp_path, hf_families.wider)
