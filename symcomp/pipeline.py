@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from symcomp.codegen.compile import Package, emit_package
 from symcomp.errors import CountNotConfirmedError
 from symcomp.ir.graph import Graph, build_graph
 from symcomp.spec import load_spec
@@ -37,6 +37,9 @@ from symcomp.symmetry.analysis import (
 from symcomp.symmetry.catalogue import Symmetries
 from symcomp.verify.report import VerifyReport, check_groups
 from symcomp.verify.witness import Witness, second_instance, witness
+
+if TYPE_CHECKING:  # code generation is imported by the commands that emit a package only
+    from symcomp.codegen.compile import Package
 
 # --- the stages -------------------------------------------------------------------------------
 
@@ -71,6 +74,8 @@ def emit(
     vendor_runtime: bool = False,
 ) -> Package:
     """The generated package: model, groups, chart (reduced model), invariants and tests."""
+    from symcomp.codegen.compile import emit_package
+
     return emit_package(spec, source_text, graph, symmetries, n, vendor_runtime=vendor_runtime)
 
 

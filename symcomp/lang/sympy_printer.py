@@ -32,12 +32,20 @@ def _power(x: Any, p: Any) -> Any:
     return sympy.HadamardPower(x, p) if _is_matrix(x) else x**p
 
 
+def _entry(x: Any) -> Any:
+    """The single entry of a 1 x 1 matrix expression: ``x[0, 0]``, or ``Trace(x)`` where that
+    entry would be an explicit sum over the symbolic sizes (a product), which SymPy then tries
+    to evaluate in closed form at every later operation (seconds per group action)."""
+    entry = x[0, 0]
+    return sympy.Trace(x) if entry.has(sympy.Sum) else entry
+
+
 def _broadcast(a: Any, b: Any) -> tuple[Any, Any]:
     """Read a 1 x 1 matrix as a scalar when the other operand is not 1 x 1."""
     if _is_matrix(a) and a.shape == (1, 1) and not (_is_matrix(b) and b.shape == (1, 1)):
-        a = a[0, 0]
+        a = _entry(a)
     if _is_matrix(b) and b.shape == (1, 1) and not (_is_matrix(a) and a.shape == (1, 1)):
-        b = b[0, 0]
+        b = _entry(b)
     return a, b
 
 

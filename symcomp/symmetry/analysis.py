@@ -243,11 +243,13 @@ def _span(graph: Graph, syms: Symmetries, seed: int = 0) -> tuple[int, int]:
     import torch
 
     from symcomp.verify.generic import generic_point
+    from symcomp.verify.nullity import one_thread
 
-    V, _ = vertical_columns(graph, syms, generic_point(graph, seed))
-    if V.shape[1] == 0:  # no continuous group: discrete ones only, or none
-        return 0, 0
-    s = torch.linalg.svdvals(V)
+    with one_thread():
+        V, _ = vertical_columns(graph, syms, generic_point(graph, seed))
+        if V.shape[1] == 0:  # no continuous group: discrete ones only, or none
+            return 0, 0
+        s = torch.linalg.svdvals(V)
     return V.shape[1], int((s > s[0] * 1e-9).sum())
 
 

@@ -18,7 +18,8 @@ See the last section of ``design/symmetries.md`` for the traps this guards again
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,21 @@ LogProbFn = Callable[[dict[str, Tensor], Any], Tensor]
 
 TRUST_GAP = 1e3
 """A cut whose gap (ratio of the singular values on either side) is below this is not trusted."""
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the tiny instances' work (also a decorator: ``@one_thread()``).
+    Their matrices are small, and on a shared machine threads that wait for each other are far
+    slower than one: measured on two busy cores, ``svdvals`` of 1136 x 1136 took 0.35 s on one
+    thread and 12 to 22 s on two, QR of 12960 x 1136 1.3 s against 3.4 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
 
 # --- random generic points -------------------------------------------------------------------
 
@@ -328,18 +344,69 @@ def measure_nullity(
     total = sum(p.numel() for p in params.values())
     n_seq = n_seq or sequences_needed(total, seq_len, vocab, factor)
     first = sample_inputs(vocab, seq_len, n_seq, generator)
-    second = sample_inputs(vocab, seq_len, n_seq, generator)
     J1 = jacobian(fn, params, first)
     m1 = J1.shape[0]
     R1 = compress(J1)
     del J1
+    eps = torch.finfo(R1.dtype).eps
+    half = report_from_singular_values(_svdvals_n(R1, total), m1, eps=eps)
+    return _doubled(fn, params, half, R1, vocab, seq_len, n_seq, generator, jacobian)
+
+
+def measure_growing(
+    fn: LogProbFn,
+    params: Mapping[str, Tensor],
+    *,
+    vocab: int,
+    seq_len: int,
+    generator: torch.Generator,
+    n_seq: int,
+    rounds: int,
+    jacobian: Callable[..., Tensor] = jacobian_of_logprobs,
+) -> tuple[NullityMeasurement, Tensor]:
+    """:func:`measure_nullity` on ``n_seq`` sequences and twice as many; while that is not
+    trustworthy and ``rounds`` allow, again on ``2 n_seq`` and ``4 n_seq``, and so on. Each
+    round's first sample is the whole sample of the round before (the next sequences
+    ``generator`` gives, as one call with the larger ``n_seq`` would draw them): its QR factor
+    and spectrum are reused, and only the fresh sequences are differentiated."""
+    measured, R = measure_nullity(
+        fn,
+        params,
+        vocab=vocab,
+        seq_len=seq_len,
+        generator=generator,
+        n_seq=n_seq,
+        jacobian=jacobian,
+    )
+    for _ in range(rounds - 1):
+        if measured.trustworthy:
+            break
+        n_seq *= 2
+        half = measured.report
+        measured, R = _doubled(fn, params, half, R, vocab, seq_len, n_seq, generator, jacobian)
+    return measured, R
+
+
+def _doubled(
+    fn: LogProbFn,
+    params: Mapping[str, Tensor],
+    half: NullityReport,
+    R1: Tensor,
+    vocab: int,
+    seq_len: int,
+    n_seq: int,
+    generator: torch.Generator,
+    jacobian: Callable[..., Tensor],
+) -> tuple[NullityMeasurement, Tensor]:
+    """The measurement on a first sample of ``n_seq`` sequences (its report ``half`` and QR
+    factor ``R1``) and on that sample with ``n_seq`` fresh ones added."""
+    second = sample_inputs(vocab, seq_len, n_seq, generator)
     J2 = jacobian(fn, params, second)
     m2 = J2.shape[0]
     R = compress(torch.cat([R1, J2]))
     del J2
     eps = torch.finfo(R.dtype).eps
-    half = report_from_singular_values(_svdvals_n(R1, total), m1, eps=eps)
-    full = report_from_singular_values(_svdvals_n(R, total), m1 + m2, eps=eps)
+    full = report_from_singular_values(_svdvals_n(R, half.parameters), half.outputs + m2, eps=eps)
     return NullityMeasurement(n_seq, full, half), R
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 
 import sympy
 import torch
@@ -43,8 +44,9 @@ from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import (
     NullityMeasurement,
-    measure_nullity,
+    measure_growing,
     null_space,
+    one_thread,
     sequences_needed,
 )
 
@@ -187,27 +189,23 @@ def measure(
     graph: Graph, params: Mapping[str, Tensor], seed: int
 ) -> tuple[NullityMeasurement, Tensor]:
     """The Jacobian nullity of ``graph``'s interpreter at ``params``, the sample grown through
-    :data:`FACTORS` until the nullity is stable and its gap trustworthy."""
+    :data:`FACTORS` until the nullity is stable and its gap trustworthy (each factor twice the
+    one before: a round's first sample is the whole sample of the round before, reused)."""
     arch = graph.arch
-    threads = torch.get_num_threads()
-    try:
-        for factor in FACTORS:
-            # rows per sequence grow with V, the contexts do not: credit at most V = 40
-            total = sum(p.numel() for p in params.values())
-            n_seq = sequences_needed(total, arch.max_positions, min(arch.vocab_size, 40), factor)
-            measured, R = measure_nullity(
-                lambda p, x: interpret(graph, p, x),
-                params,
-                vocab=arch.vocab_size,
-                seq_len=arch.max_positions,
-                generator=torch.Generator().manual_seed(seed + 1),
-                n_seq=n_seq,
-            )
-            if measured.trustworthy:
-                break
-    finally:
-        torch.set_num_threads(threads)
-    return measured, R
+    assert all(b == 2 * a for a, b in pairwise(FACTORS)), FACTORS
+    # rows per sequence grow with V, the contexts do not: credit at most V = 40
+    total = sum(p.numel() for p in params.values())
+    n_seq = sequences_needed(total, arch.max_positions, min(arch.vocab_size, 40), FACTORS[0])
+    with one_thread():
+        return measure_growing(
+            lambda p, x: interpret(graph, p, x),
+            params,
+            vocab=arch.vocab_size,
+            seq_len=arch.max_positions,
+            generator=torch.Generator().manual_seed(seed + 1),
+            n_seq=n_seq,
+            rounds=len(FACTORS),
+        )
 
 
 def _not_null(
@@ -266,6 +264,7 @@ def _uncovered(
     return total, tuple(needed or touched)
 
 
+@one_thread()
 def witness(
     formula: sympy.Expr,
     instance: Architecture,
