@@ -419,5 +419,7 @@ WORKED = (
     Worked(key_bias_shift, "pythia-160m", "L*g*(k - r)", 6_912),
     Worked(vo_gauge, "llama-2-7b", "L*g*k**2", 16_777_216),
     Worked(value_bias_fold, "gpt2-small", "L*g*k", 9_216),
+    # one shift per layer: b_V, no b_O, g k = d, a LayerNorm-only stream
+    Worked(value_bias_centering, "stablelm-2-1_6b", "L", 24),
     Worked(head_permutation, "gpt2-small", "0", 0),
 )
