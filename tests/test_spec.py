@@ -21,6 +21,8 @@ PUBLISHED_COUNTS = {
     "opt-125m": 125_239_296,
     "gemma-2b": 2_506_172_416,
     "phi-2": 2_779_683_840,
+    # transformers' own model of the config (meta device): StableLM 2 1.6B
+    "stablelm-2-1_6b": 1_644_515_328,
 }
 
 
