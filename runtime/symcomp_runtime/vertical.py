@@ -56,9 +56,7 @@ class _Algebra:
         self.basis: Tensor | None = None
         self.skew = group.kind in ("O", "SO")
         self.ones = group.fixes_ones
-        if group.commutes_with_rope:
-            self.basis = gauge.algebra_basis(group, S, rope).reshape(-1, self._width)
-        elif self.matrix and group.fixes_ones and not self.skew:  # no closed projection
+        if group.commutes_with_rope or (self.matrix and group.fixes_ones and not self.skew):
             self.basis = gauge.algebra_basis(group, S, rope).reshape(-1, self._width)
 
     @property
@@ -131,6 +129,7 @@ class BatchedVertical:
         self.chunks = [c * a.dim for c, a in zip(self.counts, self.algebras, strict=True)]
         self.chunks += [width for _, width in self.unread]
         self.dim = sum(self.chunks)
+        self._record()
 
     # --- construction ---------------------------------------------------------------------
 
@@ -166,9 +165,7 @@ class BatchedVertical:
             else:
                 reads.append(_recorded(act, v, group, S))
         stacked = torch.stack(indices)
-        whole = len(members) == 1 and stacked.numel() == math.prod(
-            self.shapes[members[0][3]]
-        )
+        whole = len(members) == 1 and stacked.numel() == math.prod(self.shapes[members[0][3]])
         first = int(stacked.reshape(-1)[0])
         contiguous = whole and torch.equal(
             stacked.reshape(-1), torch.arange(first, first + stacked.numel())
@@ -193,17 +190,35 @@ class BatchedVertical:
             parts[i] = parts[i].reshape(count, algebra.dim)
         return parts
 
-    def J(self, c: Tensor) -> Tensor:
+    def tangents(self, c: Tensor) -> list[Tensor]:
+        """Every batch's stacked moved views (units, rows, cols) along coordinates ``c``."""
         parts = self.split(c.to(self.dtype))
         xis = [a.lift(p) for a, p in zip(self.algebras, parts, strict=False)]
+        out: list[Tensor | None] = [None] * len(self.batches)
+        for i, batch in enumerate(self.batches):
+            if batch.Y is not None:
+                group = self.groups[batch.group]
+                out[i] = _form_tangent(
+                    batch.act.form, batch.Y, xis[batch.group][batch.units], group
+                )
+        if self._generic:
+            inputs = [xis[self.batches[i].group][self.batches[i].units] for i in self._generic]
+            values = torch.autograd.grad(
+                self._adjoints, self._probes, inputs, retain_graph=True, allow_unused=True
+            )
+            for i, probe, value in zip(self._generic, self._probes, values, strict=True):
+                out[i] = torch.zeros_like(probe) if value is None else value.detach()
+        return out  # type: ignore[return-value]
+
+    def J(self, c: Tensor) -> Tensor:
         out = torch.zeros(self.size, dtype=self.dtype)
-        for batch in self.batches:
-            value = self._tangent(batch, xis[batch.group][batch.units])
+        for batch, value in zip(self.batches, self.tangents(c), strict=True):
             if batch.index is None:
                 out[batch.start : batch.start + value.numel()] += value.reshape(-1)
             else:
                 out.index_add_(0, batch.index.reshape(-1), value.reshape(-1))
-        for (start, width), part in zip(self.unread, parts[len(self.groups) :], strict=True):
+        parts = c.to(self.dtype).split(self.chunks)[len(self.groups) :]
+        for (start, width), part in zip(self.unread, parts, strict=True):
             out[start : start + width] += part
         return out
 
@@ -214,13 +229,28 @@ class BatchedVertical:
                         dtype=self.dtype)
             for count, a in zip(self.counts, self.algebras, strict=True)
         ]  # fmt: skip
+        views = []
         for batch in self.batches:
             if batch.index is None:
                 view = r[batch.start : batch.start + math.prod(batch.shape)]
-                view = view.reshape(1, *batch.shape)
+                views.append(view.reshape(1, *batch.shape))
             else:
-                view = r[batch.index]
-            grads[batch.group].index_add_(0, batch.units, self._adjoint(batch, view))
+                views.append(r[batch.index])
+        for batch, view in zip(self.batches, views, strict=True):
+            if batch.Y is not None:
+                group = self.groups[batch.group]
+                grads[batch.group].index_add_(
+                    0, batch.units, _form_adjoint(batch.act.form, batch.Y, view, group)
+                )
+        if self._generic:
+            cotangents = [views[i] for i in self._generic]
+            values = torch.autograd.grad(
+                self._outputs, self._inputs, cotangents, retain_graph=True, allow_unused=True
+            )
+            for i, value in zip(self._generic, values, strict=True):
+                if value is not None:
+                    batch = self.batches[i]
+                    grads[batch.group].index_add_(0, batch.units, value.detach())
         out = [a.lower(g).reshape(-1) for a, g in zip(self.algebras, grads, strict=True)]
         out += [r[start : start + width] for start, width in self.unread]
         return torch.cat(out) if out else torch.zeros(0, dtype=self.dtype)
@@ -228,26 +258,43 @@ class BatchedVertical:
     def unit_norms(self, c: Tensor) -> list[Tensor]:
         """Per group, per unit: ``||J_u c_u||^2`` summed over the unit's views (overlaps of
         one unit's views ignored): the scale of the unit's Gram operator along ``c_u``."""
-        parts = self.split(c.to(self.dtype))
-        xis = [a.lift(p) for a, p in zip(self.algebras, parts, strict=False)]
         out = [torch.zeros(count, dtype=torch.float64) for count in self.counts]
-        for batch in self.batches:
-            value = self._tangent(batch, xis[batch.group][batch.units])
+        for batch, value in zip(self.batches, self.tangents(c), strict=True):
             norms = value.to(torch.float64).pow(2).reshape(value.shape[0], -1).sum(-1)
             out[batch.group].index_add_(0, batch.units, norms)
         return out
 
-    def _tangent(self, batch: _Batch, xi: Tensor) -> Tensor:
-        group = self.groups[batch.group]
-        if batch.Y is not None:
-            return _form_tangent(batch.act.form, batch.Y, xi, group)
-        return _generic(batch, xi, self.S, gauge.identity(group, self.S))[0]
-
-    def _adjoint(self, batch: _Batch, view: Tensor) -> Tensor:
-        group = self.groups[batch.group]
-        if batch.Y is not None:
-            return _form_adjoint(batch.act.form, batch.Y, view, group)
-        return _generic(batch, None, self.S, gauge.identity(group, self.S), view)[1]
+    def _record(self) -> None:
+        """The generic actions' derivatives as one recorded graph: ``J^T`` is one backward
+        pass through it, ``J`` the backward pass of that (linear in its input), so that no
+        Python runs per unit at each call."""
+        self._generic = [i for i, b in enumerate(self.batches) if b.Y is None]
+        self._inputs, self._outputs, self._probes = [], [], []
+        self._adjoints: list[Tensor] = []
+        if not self._generic:
+            return
+        with torch.enable_grad():
+            for i in self._generic:
+                batch = self.batches[i]
+                group = self.groups[batch.group]
+                base = gauge.identity(group, self.S).to(self.dtype)
+                x = torch.zeros(len(batch.units), *base.shape, dtype=self.dtype)
+                x.requires_grad_(True)
+                moved = []
+                for u in range(len(batch.units)):
+                    reads = {k: value[u] for k, value in batch.reads.items()}
+                    value = batch.act.fn(lambda p, reads=reads: reads[p], base + x[u], self.S)
+                    moved.append(value.expand(batch.shape))
+                self._inputs.append(x)
+                self._outputs.append(torch.stack(moved))
+            self._probes = [torch.zeros_like(o, requires_grad=True) for o in self._outputs]
+            adjoints = torch.autograd.grad(
+                self._outputs, self._inputs, self._probes, create_graph=True, allow_unused=True
+            )
+            self._adjoints = [
+                torch.zeros_like(x) if a is None else a
+                for a, x in zip(adjoints, self._inputs, strict=True)
+            ]
 
 
 def _recorded(act: Act, v, group: Group, S) -> dict[str, Tensor]:
@@ -283,28 +330,3 @@ def _form_adjoint(form, Y: Tensor, R: Tensor, group: Group) -> Tensor:
         return sign * (Y * R).sum(-1, keepdim=True).mT
     g = Y.mT @ R if side == "right" else R @ Y.mT
     return sign * (g.mT if f in ("E^T", "E^-T") else g)
-
-
-def _generic(batch: _Batch, xi: Tensor | None, S, base: Tensor, cotangent: Tensor | None = None):
-    """(tangent, adjoint) of a generic action, by forward (or reverse) mode AD under vmap."""
-    act, shape = batch.act, batch.shape
-
-    def tangent(reads: dict[str, Tensor], x: Tensor) -> Tensor:
-        def moved(e: Tensor) -> Tensor:
-            return act.fn(lambda p: reads[p], base.to(x.dtype) + e, S)
-
-        _, out = torch.func.jvp(moved, (torch.zeros_like(x),), (x,))
-        return out.expand(shape)
-
-    if cotangent is None:
-        return torch.func.vmap(tangent)(batch.reads, xi), None
-
-    def adjoint(reads: dict[str, Tensor], cot: Tensor) -> Tensor:
-        zero = torch.zeros_like(base, dtype=cot.dtype)
-        _, pull = torch.func.vjp(lambda x: tangent(reads, x), zero)
-        return pull(cot)[0]
-
-    reads = batch.reads
-    if cotangent.shape[0] != next(iter(reads.values())).shape[0]:
-        cotangent = cotangent.expand(next(iter(reads.values())).shape[0], *shape)
-    return None, torch.func.vmap(adjoint)(reads, cotangent)
