@@ -114,6 +114,7 @@ class BatchedVertical:
         self.algebras: list[_Algebra] = []
         self.counts: list[int] = []
         self.batches: list[_Batch] = []
+        self._numbered: dict[str, Tensor] = {}
         for group in groups.values():
             units = gauge.units(group, S) if group.continuous else []
             if not units:
@@ -129,6 +130,7 @@ class BatchedVertical:
         self.chunks = [c * a.dim for c, a in zip(self.counts, self.algebras, strict=True)]
         self.chunks += [width for _, width in self.unread]
         self.dim = sum(self.chunks)
+        self._numbered.clear()
         self._record()
 
     # --- construction ---------------------------------------------------------------------
@@ -151,10 +153,13 @@ class BatchedVertical:
         act = members[0][2]
         indices, views, reads = [], [], []
         for _, unit, _, target, _, block in members:
-            numbered = torch.arange(math.prod(self.shapes[target]), dtype=torch.float64)
-            numbered = numbered.reshape(self.shapes[target])
-            index = gauge.view(group, {target: numbered}, unit, target, S, block)
-            indices.append(index.round().long() + self.offsets[target])
+            if target not in self._numbered:  # each entry's flat index, as a parameter
+                count = math.prod(self.shapes[target])
+                start = self.offsets[target]
+                numbered = torch.arange(start, start + count).reshape(self.shapes[target])
+                self._numbered[target] = numbered
+            index = gauge.view(group, self._numbered, unit, target, S, block)
+            indices.append(index)
 
             def v(pattern: str, target=target, unit=unit, block=block, out=None):
                 path = gauge._resolve(pattern, target, unit[0])
@@ -201,14 +206,43 @@ class BatchedVertical:
                 out[i] = _form_tangent(
                     batch.act.form, batch.Y, xis[batch.group][batch.units], group
                 )
-        if self._generic:
-            inputs = [xis[self.batches[i].group][self.batches[i].units] for i in self._generic]
+        curved = [j for j, i in enumerate(self._generic) if i not in self._affine]
+        for i, fixed in self._affine.items():  # an affine move: its value less its base
+            batch = self.batches[i]
+            out[i] = self._evaluate(batch, xis[batch.group][batch.units]) - fixed
+        if curved:
+            batches = [self.batches[self._generic[j]] for j in curved]
+            inputs = [xis[batch.group][batch.units] for batch in batches]
             values = torch.autograd.grad(
-                self._adjoints, self._probes, inputs, retain_graph=True, allow_unused=True
+                [self._adjoints[j] for j in curved],
+                [self._probes[j] for j in curved],
+                inputs,
+                retain_graph=True,
+                allow_unused=True,
             )
-            for i, probe, value in zip(self._generic, self._probes, values, strict=True):
-                out[i] = torch.zeros_like(probe) if value is None else value.detach()
+            for j, value in zip(curved, values, strict=True):
+                probe = self._probes[j]
+                out[self._generic[j]] = torch.zeros_like(probe) if value is None else value.detach()
         return out  # type: ignore[return-value]
+
+    def _evaluate(self, batch: _Batch, xi: Tensor) -> Tensor:
+        """A generic action's moved views at ``identity + xi`` per unit (its rendered code)."""
+        base = gauge.identity(self.groups[batch.group], self.S).to(self.dtype)
+        kept = gauge._DTYPE["dtype"]
+        gauge._DTYPE["dtype"] = self.dtype  # the actions' constants (ones, eye) in our dtype
+        try:
+            moved = []
+            for u in range(len(batch.units)):
+                reads = {k: value[u] for k, value in batch.reads.items()}
+                if batch.act.shift:  # X + g(E), g reading no parameter: g alone, from X = 0
+                    reads = {
+                        k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in reads.items()
+                    }
+                value = batch.act.fn(lambda p, reads=reads: reads[p], base + xi[u], self.S)
+                moved.append(value.expand(batch.shape).to(self.dtype))
+        finally:
+            gauge._DTYPE["dtype"] = kept
+        return torch.stack(moved)
 
     def J(self, c: Tensor) -> Tensor:
         out = torch.zeros(self.size, dtype=self.dtype)
@@ -271,8 +305,17 @@ class BatchedVertical:
         self._generic = [i for i, b in enumerate(self.batches) if b.Y is None]
         self._inputs, self._outputs, self._probes = [], [], []
         self._adjoints: list[Tensor] = []
+        self._affine = {}
         if not self._generic:
             return
+        kept = gauge._DTYPE["dtype"]
+        gauge._DTYPE["dtype"] = self.dtype  # the actions' constants (ones, eye) in our dtype
+        try:
+            self._record_generic()
+        finally:
+            gauge._DTYPE["dtype"] = kept
+
+    def _record_generic(self) -> None:
         with torch.enable_grad():
             for i in self._generic:
                 batch = self.batches[i]
@@ -284,13 +327,30 @@ class BatchedVertical:
                 for u in range(len(batch.units)):
                     reads = {k: value[u] for k, value in batch.reads.items()}
                     value = batch.act.fn(lambda p, reads=reads: reads[p], base + x[u], self.S)
-                    moved.append(value.expand(batch.shape))
+                    moved.append(value.expand(batch.shape).to(self.dtype))
                 self._inputs.append(x)
                 self._outputs.append(torch.stack(moved))
+        generator = torch.Generator().manual_seed(0)
+        self._affine: dict[int, Tensor] = {}
+        for i, x, out in zip(self._generic, self._inputs, self._outputs, strict=True):
+            fixed = out.detach()
+            xi = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(self.dtype)
+            base = gauge.identity(self.groups[self.batches[i].group], self.S).to(self.dtype)
+            if self.groups[self.batches[i].group].kind != "translation" or bool(base.any()):
+                continue  # only translations are tried: their identity is zero
+            with torch.no_grad():
+                shifted = 0.0 if self.batches[i].act.shift else fixed
+                once = self._evaluate(self.batches[i], xi) - shifted
+                twice = self._evaluate(self.batches[i], 2 * xi) - shifted
+            tol = 1e-5 if self.dtype == torch.float32 else 1e-10
+            if float((twice - 2 * once).abs().max()) <= tol * float(once.abs().max()) + 1e-30:
+                shift = self.batches[i].act.shift
+                self._affine[i] = torch.zeros((), dtype=self.dtype) if shift else fixed
+        with torch.enable_grad():
             self._probes = [torch.zeros_like(o, requires_grad=True) for o in self._outputs]
             adjoints = torch.autograd.grad(
                 self._outputs, self._inputs, self._probes, create_graph=True, allow_unused=True
-            )
+            )  # (an affine move's adjoint graph is unused: its J runs its code)
             self._adjoints = [
                 torch.zeros_like(x) if a is None else a
                 for a, x in zip(adjoints, self._inputs, strict=True)
