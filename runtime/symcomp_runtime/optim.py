@@ -18,7 +18,8 @@ passed through. The inner optimizer is an instance, or an optimizer class built 
 Projections (``projection=``):
 
 - ``"joint"`` (the default): the package's ``project_horizontal``, every group's vertical part
-  removed jointly, down to ``tol`` (relative, see ``symcomp_runtime.quotient``);
+  removed jointly, down to ``tol`` of the update's norm (by default 1e-12 for float64
+  parameters, 1e-6 for lower precisions; see ``symcomp_runtime.quotient``);
 - ``"heads"``: only the per-head gauges' vertical part (A1, A3: every GL(k) pair the package's
   ``geometry`` module finds), in closed form, one small Sylvester solve per head, batched. It is
   exact for those groups, which share no parameter with each other; the others' are kept.
@@ -62,7 +63,7 @@ class QuotientOptimizer(torch.optim.Optimizer):
         *,
         projection: str = "joint",
         recanonicalize_every: int = 0,
-        tol: float = 1e-12,
+        tol: float | None = None,
         warn_fraction: float = 0.25,
         clock: Callable[[], float] = time.perf_counter,
         **defaults: Any,
@@ -188,7 +189,11 @@ class QuotientOptimizer(torch.optim.Optimizer):
 
     def _horizontal(self, update: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.projection == "joint":
-            return self._quotient.project_horizontal(self.model, update, tol=self.tol)
+            tol = self.tol
+            if tol is None:  # what the parameters' precision reaches
+                dtype = next(iter(update.values())).dtype
+                tol = 1e-12 if dtype == torch.float64 else 1e-6
+            return self._quotient.project_horizontal(self.model, update, tol=tol)
         return self._geometry.project_heads(self.model, update)
 
     @torch.no_grad()
