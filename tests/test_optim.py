@@ -275,7 +275,9 @@ def test_it_is_a_torch_optimizer_that_schedulers_and_clipping_drive():
 
 def test_a_class_with_settings_builds_the_inner_optimizer_and_closures_pass_through():
     model = _model()
-    wrapped = QuotientOptimizer(model, torch.optim.SGD, lr=1e-2, momentum=0.9, warn_fraction=1.0)
+    wrapped = QuotientOptimizer(
+        model, torch.optim.SGD, lr=1e-2, momentum=0.9, projection="heads", warn_fraction=1.0
+    )
     assert isinstance(wrapped.optimizer, torch.optim.SGD) and wrapped.defaults["momentum"] == 0.9
 
     def closure() -> torch.Tensor:
@@ -291,9 +293,9 @@ def test_a_class_with_settings_builds_the_inner_optimizer_and_closures_pass_thro
 
 
 def test_the_state_dict_round_trip_resumes_the_same_trajectory():
-    def make(model):
+    def make(model):  # the per-head projection: the state, not the projection, is tested
         inner = torch.optim.Adam(model.parameters(), lr=1e-2)
-        return QuotientOptimizer(model, inner, warn_fraction=1.0)
+        return QuotientOptimizer(model, inner, projection="heads", warn_fraction=1.0)
 
     model = _model()
     wrapped = make(model)
