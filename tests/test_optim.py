@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
+import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -232,3 +235,97 @@ def test_a_model_symcomp_did_not_generate_is_refused():
     model = torch.nn.Linear(2, 2)
     with pytest.raises(TypeError, match="does not come from a package symcomp compiled"):
         QuotientOptimizer(model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def _counter() -> Callable[[], float]:
+    """A clock that advances by one at every reading: the projection is read as one tick of a
+    step of three (start, before and after the projection, end), a third of it."""
+    ticks = iter(range(10**6))
+    return lambda: float(next(ticks))
+
+
+def test_it_is_a_torch_optimizer_that_schedulers_and_clipping_drive():
+    model = _model()
+    inner = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in model.named_parameters() if "attn" in n], "lr": 1e-2},
+            {"params": [p for n, p in model.named_parameters() if "attn" not in n]},
+        ],
+        lr=2e-2,
+        weight_decay=0.1,
+    )
+    wrapped = QuotientOptimizer(model, inner, warn_fraction=1.0)
+    assert isinstance(wrapped, torch.optim.Optimizer)
+    scheduler = torch.optim.lr_scheduler.StepLR(wrapped, step_size=1, gamma=0.5)
+    for _ in range(2):
+        basis = vertical_basis(model)
+        wrapped.zero_grad()
+        _loss(model).backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1e-3)
+        assert float(norm) > 1e-3  # it did clip
+        before = _flat(model)
+        wrapped.step()
+        scheduler.step()
+        delta = _flat(model) - before
+        assert float(delta.norm()) > 0
+        assert float((basis.T @ delta).norm()) <= 1e-9 * float(delta.norm())
+    assert [g["lr"] for g in inner.param_groups] == [2.5e-3, 5e-3]  # the scheduler's halvings
+    assert wrapped.param_groups is inner.param_groups and wrapped.state is inner.state
+
+
+def test_a_class_with_settings_builds_the_inner_optimizer_and_closures_pass_through():
+    model = _model()
+    wrapped = QuotientOptimizer(
+        model, torch.optim.SGD, lr=1e-2, momentum=0.9, projection="heads", warn_fraction=1.0
+    )
+    assert isinstance(wrapped.optimizer, torch.optim.SGD) and wrapped.defaults["momentum"] == 0.9
+
+    def closure() -> torch.Tensor:
+        wrapped.zero_grad()
+        loss = _loss(model)
+        loss.backward()
+        return loss
+
+    first = wrapped.step(closure)
+    assert float(wrapped.step(closure)) < float(first)
+    with pytest.raises(TypeError, match="optimizer class"):
+        QuotientOptimizer(model, wrapped.optimizer, lr=1.0)
+
+
+def test_the_state_dict_round_trip_resumes_the_same_trajectory():
+    def make(model):  # the per-head projection: the state, not the projection, is tested
+        inner = torch.optim.Adam(model.parameters(), lr=1e-2)
+        return QuotientOptimizer(model, inner, projection="heads", warn_fraction=1.0)
+
+    model = _model()
+    wrapped = make(model)
+    for _ in range(2):
+        _step(model, wrapped)
+    saved = copy.deepcopy(wrapped.state_dict())  # as a checkpoint would (it holds references)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    assert saved["quotient"]["steps"] == 2 and saved["state"]
+    twin = _model()
+    twin.load_state_dict(weights)
+    resumed = make(twin)
+    resumed.load_state_dict(saved)
+    assert resumed.steps == 2 and resumed.state is resumed.optimizer.state
+    delta, delta_resumed = _step(model, wrapped), _step(twin, resumed)
+    torch.testing.assert_close(delta_resumed, delta, rtol=1e-10, atol=1e-13)
+    fresh = make(_model())
+    fresh_delta = _step(fresh.model, fresh)
+    assert float((fresh_delta - delta).norm()) > 1e-3 * float(delta.norm())  # state mattered
+
+
+def test_a_costly_projection_warns_once():
+    model = _model()
+    inner = torch.optim.Adam(model.parameters(), lr=1e-2)
+    wrapped = QuotientOptimizer(model, inner, projection="heads", clock=_counter())
+    with pytest.warns(RuntimeWarning, match="projection took") as caught:
+        for _ in range(3):
+            _step(model, wrapped)
+    assert len([w for w in caught if "projection took" in str(w.message)]) == 1
+    assert wrapped.last_cost == (1.0, 4.0)  # later steps count from the previous one's end
+    quiet = QuotientOptimizer(model, inner, projection="heads", clock=_counter(), warn_fraction=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _step(model, quiet)
