@@ -447,7 +447,8 @@ def canonicalize(
     """The chart's representative of the orbit of ``params`` (float64), and the discrete choices
     made on the way (pivot rows, signs, dependent entries), keyed ``"<step>.<unit>"``. With
     ``snapshots``, the chart point after each step is appended to it (the prefixes' points);
-    ``progress(done, steps, group)`` is called after each step."""
+    ``progress(done, units, group)`` is called as each step starts on each unit, and at the
+    end."""
     params = {name: value.detach().to(torch.float64) for name, value in params.items()}
     params = _zero_unread(chart, params)
     determined = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
@@ -455,9 +456,14 @@ def canonicalize(
         determined[path] |= mask
     support = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
     record: dict[str, Tensor] = {}
+    total = sum(len(units(chart.groups[step.group], S)) for step in chart.steps)
+    done = 0
     for i, step in enumerate(chart.steps):
         group = chart.groups[step.group]
         for unit in units(group, S):
+            if progress is not None:
+                progress(done, total, step.group)
+            done += 1
             key = _unit_key(i, unit)
             path = _anchor(step.anchor, unit)
             try:
@@ -489,8 +495,8 @@ def canonicalize(
             determined[path][index[rows, cols]] = True
         if snapshots is not None:
             snapshots.append(_zero_unread(chart, params))
-        if progress is not None:
-            progress(i + 1, len(chart.steps), step.group)
+    if progress is not None:
+        progress(total, total, "")
     return _zero_unread(chart, params), record
 
 
