@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from .actions import Sizes, Unit, apply, units
-from .sparse import Moves
 from .gauge import (
     Chart,
     Step,
@@ -25,6 +24,7 @@ from .gauge import (
     _writes,
     fixed_entries,
 )
+from .sparse import Moves
 
 # --- translation slices, solved on every forward without forming C -----------------------------
 

@@ -214,9 +214,9 @@ def solve_components(C: Moves, x: Tensor, blocked: Tensor) -> tuple[Tensor, list
         at = torch.isin(C.cols, cols)
         rows = torch.unique(C.rows[at])
         sub = torch.zeros(rows.numel(), cols.numel(), dtype=x.dtype)
-        sub[torch.searchsorted(rows, C.rows[at]), torch.searchsorted(cols, C.cols[at])] = (
-            C.values[at].to(x)
-        )
+        sub[torch.searchsorted(rows, C.rows[at]), torch.searchsorted(cols, C.cols[at])] = C.values[
+            at
+        ].to(x)
         U, sv, Vh = torch.linalg.svd(sub, full_matrices=False)
         top2 = max(top2, float(sv.max()) ** 2 if sv.numel() else 0.0)
         blocks.append((rows, cols, sub, U, sv, Vh))

@@ -66,7 +66,7 @@ class LazyTensors(Mapping[str, Tensor]):
             try:
                 handle = safe_open(str(file), framework="pt")
                 self._handles[file] = handle
-                for key in handle.keys():
+                for key in handle.keys():  # noqa: SIM118 (a safe_open handle)
                     self._where[key] = file
             except (SafetensorError, OSError) as exc:
                 raise _unreadable(file, exc) from None

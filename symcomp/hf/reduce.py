@@ -81,7 +81,8 @@ def reduce_checkpoint(
     spec = ckpt.spec
     del ckpt  # the memory maps
     header = f"Imported by symcomp reduce from {Path(folder).name}/config.json."
-    return _reduce(spec, dump_spec(spec, header=header), params, out, force, progress, dtype or stored)
+    text = dump_spec(spec, header=header)
+    return _reduce(spec, text, params, out, force, progress, dtype or stored)
 
 
 def _reduce(
@@ -127,7 +128,7 @@ def _standard(pkg: ModuleType, params: Mapping[str, Tensor], dtype=None):
     dtype = dtype or next(iter(params.values())).dtype
     model = pkg.Model(dtype=dtype, device="meta")
     with torch.no_grad():
-        for name, p in list(model.named_parameters()):
+        for name, _ in list(model.named_parameters()):
             value = params.pop(name) if isinstance(params, dict) else params[name]
             module, _, leaf = name.rpartition(".")
             owner = model.get_submodule(module) if module else model
