@@ -622,6 +622,14 @@ def bench_roofline(results: Results, quick: bool) -> None:
     )
 
 
+def _realsize(results: Results, quick: bool) -> None:
+    """``symcomp reduce --hf`` at real sizes: bench/realsize.py."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from realsize import bench_realsize
+
+    bench_realsize(results, quick)
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -633,6 +641,7 @@ SECTIONS = {
     "reduced": bench_reduced,
     "projection": bench_projection,
     "roofline": bench_roofline,
+    "realsize": _realsize,
 }
 
 

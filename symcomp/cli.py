@@ -187,23 +187,40 @@ def cmd_compile(args: argparse.Namespace) -> None:
 def cmd_reduce(args: argparse.Namespace) -> None:
     """Reduce a Hugging Face checkpoint: compile its package and write its standard and reduced
     weights there (OUT/standard.safetensors, OUT/reduced.safetensors)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.table import Table
 
-    from symcomp.hf.reduce import reduce_checkpoint
+    from symcomp.hf.reduce import DTYPES, reduce_checkpoint
 
     console = _console()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as bar:
         tasks: dict[str, object] = {}
-        names = {"read": "reading tensors", "chart": "gauge-fixing steps"}
+        names = {"read": "reading tensors", "chart": "gauge fixing (units)"}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(names.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
 
-        done = reduce_checkpoint(args.hf, args.output, force=args.force, progress=progress)
+        dtype = DTYPES[args.dtype] if args.dtype else None
+        done = reduce_checkpoint(
+            args.hf, args.output, force=args.force, progress=progress, dtype=dtype
+        )
     analysis = done.analysis
     table = Table(title=f"{analysis.name}: parameters before and after", title_justify="left")
     for column, justify in (
@@ -316,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument("-o", "--output", type=Path, required=True, help="the package directory")
     red.add_argument(
         "--force", action="store_true", help="replace a directory symcomp did not write"
+    )
+    red.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "bfloat16", "float16"),
+        help="the type of the weights written (default: the checkpoint's); the chart is "
+        "computed in float64 whatever it is",
     )
 
     exp = add("export", cmd_export)

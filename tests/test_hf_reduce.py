@@ -166,3 +166,42 @@ def test_an_unsupported_family_is_a_clear_error(run_cli, tmp_path):
     code, _, err = run_cli("reduce", "--hf", str(folder), "-o", str(tmp_path / "out"))
     assert code == 2 and "t5" in err and "model_type" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sharded_checkpoint_streams_and_dtype_chooses_the_output(run_cli, tmp_path):
+    """Two shards and their index, as save_pretrained writes a large model: read
+    memory-mapped, reduced; ``--dtype float32`` writes float32 where the checkpoint holds float64
+    (the default keeps the checkpoint's type: test_reduce_reproduces_transformers)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _saved("gpt2", tmp_path / "checkpoint")
+    tensors = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(tensors)
+    weight_map = {}
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
+        shard = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({n: tensors[n] for n in part}, folder / shard, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(part, shard)
+    index = {"metadata": {}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    hf = _reload(folder)
+    spec = import_hf_config(folder)
+    ids = _ids(spec.architecture.vocab_size)
+    with torch.no_grad():
+        expected = torch.log_softmax(hf(input_ids=ids).logits, dim=-1)
+    for dtype, tol in (("float32", 1e-4),):
+        out = tmp_path / f"reduced_{dtype}"
+        argv = ("reduce", "--hf", str(folder), "-o", str(out))
+        code, _, stderr = run_cli(*argv, *(("--dtype", dtype) if dtype else ()))
+        assert code == 0, stderr
+        pkg = _import(out)
+        reduced = pkg.ReducedModel.from_pretrained(out)
+        stored = getattr(torch, dtype) if dtype else torch.float64
+        assert reduced.free["embed__W_E"].dtype == stored
+        assert pkg.Model.from_pretrained(out).get_parameter("embed.W_E").dtype == stored
+        with torch.no_grad():
+            got = pkg.ReducedModel.from_pretrained(out, dtype=torch.float64).log_probs(ids)
+        assert float((got - expected).abs().max()) <= tol
+        assert sum(p.numel() for p in reduced.parameters()) == analyze(spec).reduced_parameters
+        sys.modules.pop(out.name, None)

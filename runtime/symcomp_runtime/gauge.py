@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -30,51 +30,10 @@ from .actions import (
     view,
 )
 from .errors import DegenerateError
+from .sparse import Entries, Moves, entries_of, solve_components, sparse_moves
+from .sparse import greedy_rows as _greedy_rows
 
 # --- pivots ---------------------------------------------------------------------------------
-
-
-def _greedy_rows(
-    U: Tensor, count: int | None, exclude: Tensor | None = None, allowed: Tensor | None = None
-) -> list[int]:
-    """Greedy max-volume rows of U (Gram-Schmidt with pivoting); with ``count`` None, as many
-    as the rows outside ``exclude`` have rank (until every residual is at rounding level).
-    The residual norms are kept up to date with one product ``U q`` per pick (q, the new
-    direction, is orthogonal to the earlier ones, so the deflated U gives the same product):
-    U is read, never rewritten, and read as a sparse matrix when it mostly holds zeros.
-    ``allowed`` (rows x count, boolean): row r may be the i-th pick only where allowed[r, i]."""
-    if exclude is not None:
-        U = U.masked_fill(exclude[:, None], 0.0)
-    norms = (U * U).sum(1)
-    first = float(norms.max()) if norms.numel() else 0.0
-    sparse = U.numel() > 0 and int(torch.count_nonzero(U)) < 0.1 * U.numel()
-    product = U.to_sparse() if sparse else U
-    picked = U.new_zeros(0, U.shape[1])
-    chosen: list[int] = []
-    if count is None and first == 0:
-        return chosen
-    while count is None or len(chosen) < count:
-        # the last of the (numerically) largest: ties are common in structured constraints, and
-        # the last entry of a centred row is the one a rotation fixing the ones vector leaves
-        usable = norms if allowed is None else norms.masked_fill(~allowed[:, len(chosen)], 0.0)
-        i = int(torch.nonzero(usable >= usable.max() * (1 - 1e-9))[-1])
-        if count is not None and (
-            usable[i] <= 1e-24 * max(float(norms.max()), 1.0) or usable[i] == 0
-        ):
-            raise DegenerateError("rank-deficient")
-        residual = U[i]
-        for _ in range(2):  # twice is enough (classical Gram-Schmidt, Kahan and Parlett)
-            residual = residual - picked.T @ (picked @ residual)
-        # the updated norms carry rounding of the order of eps * first: the rank is read off
-        # the candidate's own residual, computed afresh
-        if count is None and float(residual @ residual) <= 1e-20 * first:
-            break
-        chosen.append(i)
-        q = residual / residual.norm()
-        picked = torch.cat([picked, q[None]])
-        norms = (norms - (product @ q[:, None])[:, 0] ** 2).clamp_min(0.0)
-        norms[chosen] = 0.0
-    return chosen
 
 
 # --- gauge-fixing steps ---------------------------------------------------------------------
@@ -358,24 +317,24 @@ def _joint_paths(chart: Chart, step: Step, unit: Unit) -> list[tuple[str, str]]:
     return out
 
 
-def _anchor_entries(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes):
-    """(path, flat index) of every anchor entry a translation step sees: the unit's views of
-    its anchors, less the unread rows (which the chart sets to zero on their own). Cached: the
-    reduced model asks on every forward."""
+def _anchor_entries(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes) -> Entries:
+    """(path, flat index) of every anchor entry a translation step sees (as index tensors):
+    the unit's views of its anchors, less the unread rows (which the chart sets to zero on
+    their own). Cached: the reduced model asks on every forward."""
     key = _cache_key(chart, step, unit, shapes, S)
     if key not in _ENTRIES:
         unread = _unread_masks(chart, shapes)
-        out = []
+        parts = []
         for name, path in _joint_paths(chart, step, unit):
             group = chart.groups[name]
             index = view_index(group, unit, path, tuple(shapes[path]), S).reshape(-1)
             skip = unread.get(path)
-            out += [(path, int(i)) for i in index if skip is None or not skip[int(i)]]
-        _ENTRIES[key] = tuple(out)
+            parts.append((path, index if skip is None else index[~skip[index]]))
+        _ENTRIES[key] = entries_of(parts)
     return _ENTRIES[key]
 
 
-_ENTRIES: dict[tuple, tuple[tuple[str, int], ...]] = {}
+_ENTRIES: dict[tuple, Entries] = {}
 
 
 def _cache_key(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes) -> tuple:
@@ -395,12 +354,7 @@ def _anchor_runs(chart: Chart, step: Step, unit: Unit, shapes, S: Sizes):
     parameter instead of one per entry (the reduced model asks on every forward)."""
     key = _cache_key(chart, step, unit, shapes, S)
     if key not in _RUNS:
-        runs: list[tuple[str, list[int]]] = []
-        for path, flat in _anchor_entries(chart, step, unit, shapes, S):
-            if not runs or runs[-1][0] != path:
-                runs.append((path, []))
-            runs[-1][1].append(flat)
-        _RUNS[key] = tuple((path, torch.tensor(index)) for path, index in runs)
+        _RUNS[key] = _anchor_entries(chart, step, unit, shapes, S).runs()
     return _RUNS[key]
 
 
@@ -424,32 +378,34 @@ def _zero_unread(chart: Chart, params: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _translation_moves(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes):
     """(C, elements): the anchors' change under each translation basis element (columns of
-    C), and those elements as (group, element) pairs. The move is linear in t, so C is
-    exact; its columns are computed in one batched (``torch.vmap``) application per group."""
+    C, held as its nonzeros: :class:`Moves`), and those elements as (group, element) pairs.
+    The move is linear in t, so C is exact; its columns are computed in batched
+    (``torch.vmap``) applications of each group's actions on the anchors only, a chunk of
+    basis elements at a time."""
     base = _anchor_vector(chart, step, params, unit, S)
-    blocks, elements = [], []
+    anchors = {anchor for _, anchor in _members(step)}
+    parts, elements = [], []
+    offset = 0
     for name, _ in _members(step):
         group = chart.groups[name]
         basis = algebra_basis(group, S, chart.rope)
         if basis.shape[0] == 0:
             continue
+        mine = replace(group, acts=tuple(act for act in group.acts if act.target in anchors))
 
-        def move(B: Tensor, group: Group = group) -> Tensor:
+        def move(B: Tensor, group: Group = mine) -> Tensor:
             return _anchor_vector(chart, step, apply(group, params, unit, B, S), unit, S) - base
 
-        blocks.append(torch.vmap(move)(basis.to(base)).T)
+        found = sparse_moves(move, basis.to(base), base.numel())
+        parts.append((found.rows, found.cols + offset, found.values))
+        offset += basis.shape[0]
         elements += [(name, B) for B in basis]
-    if not blocks:  # a translation the RoPE commutant leaves no room for
-        return torch.zeros(base.numel(), 0, dtype=base.dtype), elements
-    return torch.cat(blocks, 1), elements
-
-
-def _svd(C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The thin SVD of C cut at its numerical rank (relative tolerance 1e-10)."""
-    U, sv, Vh = torch.linalg.svd(C, full_matrices=False)
-    top = float(sv.detach().max()) if sv.numel() else 0.0
-    rank = int(torch.count_nonzero(sv.detach() > 1e-10 * max(top, 1.0)))
-    return U[:, :rank], sv[:rank], Vh[:rank]
+    if not parts:  # a translation the RoPE commutant leaves no room for
+        empty = torch.zeros(0, dtype=torch.long)
+        return Moves(empty, empty, base.new_zeros(0), (base.numel(), 0)), elements
+    r, c, v = (torch.cat(part) for part in zip(*parts, strict=True))
+    order = torch.argsort(r * offset + c)
+    return Moves(r[order], c[order], v[order], (base.numel(), offset)), elements
 
 
 def _fix_translations(chart, step, params, unit, S, determined, support):
@@ -460,28 +416,20 @@ def _fix_translations(chart, step, params, unit, S, determined, support):
     C, elements = _translation_moves(chart, step, params, unit, S)
     shapes = {name: tuple(value.shape) for name, value in params.items()}
     entries = _anchor_entries(chart, step, unit, shapes, S)
-    if C.shape[1] == 0:
-        return dict(params), torch.zeros(0, dtype=torch.long)
-    U, sv, Vh = _svd(C)
-    if U.shape[1] == 0:  # the translations do not move these anchors here
+    if C.shape[1] == 0 or C.values.numel() == 0:  # the translations do not move these anchors
         return dict(params), torch.zeros(0, dtype=torch.long)
     x = _anchor_vector(chart, step, params, unit, S)
-    c = -(Vh.T @ ((U.T @ x) / sv))  # the minimum-norm t with C t = -(U U^T x)
+    blocked = entries.read(determined) | entries.read(support)
+    # as many dependent entries as the rows of C outside ``blocked`` have rank
+    c, dependent = solve_components(C, x, blocked)
     out = dict(params)
     for name in dict.fromkeys(name for name, _ in elements):
         parts = [ci * B for ci, (n, B) in zip(c, elements, strict=True) if n == name]
         out = apply(chart.groups[name], out, unit, torch.stack(parts).sum(0), S)
-    blocked = torch.tensor([bool(determined[p][i] or support[p][i]) for p, i in entries])
-    # as many dependent entries as the rows of C outside ``blocked`` have rank: pivoted on C
-    # itself, which is sparse (the rows of U span the same relations, but U is dense)
-    dependent = _greedy_rows(C, None, blocked)
-    moved = C.abs().amax(1) > 1e-12 * float(C.abs().max())
-    for row in torch.nonzero(moved).reshape(-1).tolist():
-        path, flat = entries[row]
-        support[path][flat] = True
-    for d in dependent:
-        path, flat = entries[d]
-        determined[path][flat] = True
+    magnitude = C.values.abs()
+    moved = C.rows[magnitude > 1e-12 * float(magnitude.max())]
+    entries.mark(support, moved)
+    entries.mark(determined, torch.tensor(dependent, dtype=torch.long))
     return out, torch.tensor(dependent, dtype=torch.long)
 
 
@@ -499,7 +447,8 @@ def canonicalize(
     """The chart's representative of the orbit of ``params`` (float64), and the discrete choices
     made on the way (pivot rows, signs, dependent entries), keyed ``"<step>.<unit>"``. With
     ``snapshots``, the chart point after each step is appended to it (the prefixes' points);
-    ``progress(done, steps, group)`` is called after each step."""
+    ``progress(done, units, group)`` is called as each step starts on each unit, and at the
+    end."""
     params = {name: value.detach().to(torch.float64) for name, value in params.items()}
     params = _zero_unread(chart, params)
     determined = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
@@ -507,9 +456,14 @@ def canonicalize(
         determined[path] |= mask
     support = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
     record: dict[str, Tensor] = {}
+    total = sum(len(units(chart.groups[step.group], S)) for step in chart.steps)
+    done = 0
     for i, step in enumerate(chart.steps):
         group = chart.groups[step.group]
         for unit in units(group, S):
+            if progress is not None:
+                progress(done, total, step.group)
+            done += 1
             key = _unit_key(i, unit)
             path = _anchor(step.anchor, unit)
             try:
@@ -541,8 +495,8 @@ def canonicalize(
             determined[path][index[rows, cols]] = True
         if snapshots is not None:
             snapshots.append(_zero_unread(chart, params))
-        if progress is not None:
-            progress(i + 1, len(chart.steps), step.group)
+    if progress is not None:
+        progress(total, total, "")
     return _zero_unread(chart, params), record
 
 
@@ -613,13 +567,16 @@ def _solve_dependents(chart, step, params, unit, S, dependent: Tensor, shapes):
     C, _ = _translation_moves(chart, step, wide, unit, S)
     x = _anchor_vector(chart, step, wide, unit, S)
     dep = dependent.to(x.device)
-    keep = torch.ones(C.shape[0], dtype=torch.bool, device=x.device)
-    keep[dep] = False
+    slot = torch.full((C.shape[0],), -1, dtype=torch.long)
+    slot[dep] = torch.arange(dep.numel())
+    on = slot[C.rows] >= 0
+    C_d = x.new_zeros(C.shape[1], dep.numel())
+    C_d[C.cols[on], slot[C.rows[on]]] = C.values[on].to(x)
     # least squares: the system is consistent, and some of its rows may be implied by others
-    solved = torch.linalg.lstsq(C[dep].T, -(C[keep].T @ x[keep])[:, None]).solution[:, 0]
+    solved = torch.linalg.lstsq(C_d, -C.rmatvec(x.index_fill(0, dep, 0.0))[:, None]).solution
     entries = _anchor_entries(chart, step, unit, shapes, S)
     dtype = next(iter(params.values())).dtype
-    return _write(params, _writes(entries, dependent.tolist(), x.device), solved.to(dtype))
+    return _write(params, _writes(entries, dependent.tolist(), x.device), solved[:, 0].to(dtype))
 
 
 def _writes(entries, dependent: list[int], device=None) -> tuple[tuple[str, Tensor, Tensor], ...]:

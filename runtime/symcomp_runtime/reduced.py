@@ -109,11 +109,17 @@ class ReducedModel(nn.Module):
 
     @classmethod
     def from_standard(
-        cls, model: nn.Module, progress: Callable[[int, int, str], None] | None = None
+        cls,
+        model: nn.Module,
+        progress: Callable[[int, int, str], None] | None = None,
+        dtype: torch.dtype | None = None,
     ) -> ReducedModel:
-        """The reduced parameters of ``model``'s orbit (computed in float64). ``progress`` is
-        called after each chart step with (steps done, steps, group)."""
+        """The reduced parameters of ``model``'s orbit (computed in float64), in ``dtype`` (by
+        default the model's). ``progress`` is called as the chart's steps go, with (units
+        done, units, group): each step fixes its group on every unit (layer, head, neuron)."""
         p = next(model.parameters())
+        if dtype is not None:
+            p = p.new_zeros((), dtype=dtype)
         params = {name: value.detach().cpu() for name, value in model.named_parameters()}
         S = as_sizes(model.sizes)
         canonical, record = canonicalize(cls.chart, params, S, progress=progress)

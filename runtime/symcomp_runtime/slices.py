@@ -24,6 +24,7 @@ from .gauge import (
     _writes,
     fixed_entries,
 )
+from .sparse import Moves
 
 # --- translation slices, solved on every forward without forming C -----------------------------
 
@@ -131,9 +132,9 @@ def _colours(rows: list[int], cols: list[int], dimension: int) -> list[int]:
     return colour
 
 
-def _slice(C: Tensor, elements, entries, dependent: list[int], constant: bool, unit, runs):
-    """One unit's :class:`Slice`, from C at a generic point."""
-    rows, cols = (part.tolist() for part in torch.nonzero(C, as_tuple=True))
+def _slice(C: Moves, elements, entries, dependent: list[int], constant: bool, unit, runs):
+    """One unit's :class:`Slice`, from C (its nonzeros) at a generic point."""
+    rows, cols = C.rows.tolist(), C.cols.tolist()
     slot = {row: position for position, row in enumerate(dependent)}
     off = [n for n in range(len(rows)) if rows[n] not in slot]
     on = [n for n in range(len(rows)) if rows[n] in slot]
@@ -158,12 +159,12 @@ def _slice(C: Tensor, elements, entries, dependent: list[int], constant: bool, u
     diagonal = len(on) == len(dependent) and len(set(dep_cols)) == len(on)
     values = divisors = lift = None
     if constant:
-        values = C[[rows[n] for n in off], [cols[n] for n in off]]
-        on_values = C[[rows[n] for n in on], dep_cols]
+        values = C.values[torch.tensor(off, dtype=torch.long)]
+        on_values = C.values[torch.tensor(on, dtype=torch.long)]
         if diagonal:  # the solve is a division: keep the divisors
             divisors = on_values
         else:
-            C_d = torch.zeros(C.shape[1], len(dependent), dtype=C.dtype)
+            C_d = torch.zeros(C.shape[1], len(dependent), dtype=C.values.dtype)
             C_d[dep_cols, [slot[rows[n]] for n in on]] = on_values
             lift = torch.linalg.pinv(C_d)[None]
     return Slice(

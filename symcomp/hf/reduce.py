@@ -54,20 +54,38 @@ class Reduced:
     out: Path
 
 
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
 def reduce_checkpoint(
-    folder: str | Path, out: str | Path, *, force: bool = False, progress: Progress | None = None
+    folder: str | Path,
+    out: str | Path,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Reduced:
-    """Reduce the checkpoint in ``folder`` into the package ``out`` (see the module doc)."""
+    """Reduce the checkpoint in ``folder`` into the package ``out`` (see the module doc). The
+    weights are written in ``dtype``, by default the checkpoint's; the chart is computed in
+    float64 whatever it is. The checkpoint is read memory-mapped, a tensor at a time."""
     out = Path(out)
     if not force:
         check_target(out)  # before the work, and again when writing
-    ckpt = read_checkpoint(folder, progress=_stage(progress, "read"))
+    ckpt = read_checkpoint(folder, progress=_stage(progress, "read"), lazy=True)
     assert ckpt.spec.hf_model_type is not None  # import_hf_config always sets it
+    stored = getattr(ckpt.state_dict, "dtype", None) or torch.float32
     params = from_hf_state_dict(ckpt.spec, ckpt.state_dict, ckpt.spec.hf_model_type)
+    spec = ckpt.spec
+    del ckpt  # the memory maps
     header = f"Imported by symcomp reduce from {Path(folder).name}/config.json."
-    text = dump_spec(ckpt.spec, header=header)
+    text = dump_spec(spec, header=header)
     keep = partial(keep_hf_config, folder)  # for `symcomp export` (symcomp.hf.export)
-    return _reduce(ckpt.spec, text, params, out, force, progress, keep=keep)
+    return _reduce(spec, text, params, out, force, progress, dtype or stored, keep=keep)
 
 
 def _reduce(
@@ -77,6 +95,7 @@ def _reduce(
     out: Path,
     force: bool,
     progress: Progress | None,
+    dtype: torch.dtype | None = None,
     keep: Callable[[Path], None] | None = None,
 ) -> Reduced:
     analysis, package = analyze_and_compile(spec, spec_text)
@@ -91,11 +110,13 @@ def _reduce(
         if keep is not None:
             keep(folder)
         with loaded_package(folder) as pkg:
-            model = _standard(pkg, params)
+            model = _standard(pkg, params, dtype)
             model.save_pretrained(folder)
-            reduced = pkg.ReducedModel.from_standard(model, progress=_stage(progress, "chart"))
-            reduced.save_pretrained(folder)
             counts["stored"] = sum(p.numel() for p in model.parameters())
+            chart = _stage(progress, "chart")
+            reduced = pkg.ReducedModel.from_standard(model, progress=chart, dtype=dtype)
+            del model
+            reduced.save_pretrained(folder)
             counts["reduced"] = sum(p.numel() for p in reduced.parameters())
         if counts["reduced"] != analysis.reduced_parameters:
             raise ReduceError(
@@ -107,12 +128,17 @@ def _reduce(
     return Reduced(analysis, counts["stored"], counts["reduced"], out)
 
 
-def _standard(pkg: ModuleType, params: Mapping[str, Tensor]):
-    dtype = next(iter(params.values())).dtype
-    model = pkg.Model(dtype=dtype)
+def _standard(pkg: ModuleType, params: Mapping[str, Tensor], dtype=None):
+    """The package's ``Model`` holding ``params`` (in ``dtype``, by default theirs). A dict is
+    emptied as its tensors are copied in, so that the two copies are never both whole."""
+    dtype = dtype or next(iter(params.values())).dtype
+    model = pkg.Model(dtype=dtype, device="meta")
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(params[name])
+        for name, _ in list(model.named_parameters()):
+            value = params.pop(name) if isinstance(params, dict) else params[name]
+            module, _, leaf = name.rpartition(".")
+            owner = model.get_submodule(module) if module else model
+            setattr(owner, leaf, torch.nn.Parameter(value.to(dtype).contiguous()))
     return model
 
 

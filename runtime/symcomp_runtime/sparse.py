@@ -1,0 +1,252 @@
+"""Translation steps without dense algebra over the anchors: the anchor entries as index
+tensors, the move matrix C as its nonzeros, and the minimum-norm fix and the dependent
+entries solved per connected component of C's columns (two columns meet where they move the
+same anchor entry). Most components are one column (a per-neuron, per-feature shift): those
+are solved together in closed form; the others as small dense systems."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# --- the anchor entries ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entries:
+    """The (path, flat index) of each anchor entry a translation step sees (C's rows), as
+    tensors: ``which[r]`` indexes ``paths``, ``flat[r]`` the entry in that parameter."""
+
+    paths: tuple[str, ...]
+    which: Tensor
+    flat: Tensor
+
+    def __len__(self) -> int:
+        return int(self.flat.numel())
+
+    def __getitem__(self, row: int) -> tuple[str, int]:
+        return self.paths[int(self.which[row])], int(self.flat[row])
+
+    def runs(self) -> tuple[tuple[str, Tensor], ...]:
+        """Consecutive rows of one parameter, as (path, flat indices), in order."""
+        if len(self) == 0:
+            return ()
+        change = torch.nonzero(self.which[1:] != self.which[:-1]).reshape(-1) + 1
+        starts = [0, *change.tolist()]
+        ends = [*change.tolist(), len(self)]
+        return tuple(
+            (self.paths[int(self.which[a])], self.flat[a:b].clone())
+            for a, b in zip(starts, ends, strict=True)
+        )
+
+    def read(self, masks: dict[str, Tensor]) -> Tensor:
+        """Each row's value in the flat boolean ``masks`` (one per parameter)."""
+        out = torch.zeros(len(self), dtype=torch.bool)
+        for i, path in enumerate(self.paths):
+            rows = self.which == i
+            out[rows] = masks[path][self.flat[rows]]
+        return out
+
+    def mark(self, masks: dict[str, Tensor], rows: Tensor) -> None:
+        """Set the flat boolean ``masks`` at ``rows``."""
+        rows = rows.reshape(-1)
+        for i, path in enumerate(self.paths):
+            mine = rows[self.which[rows] == i]
+            masks[path][self.flat[mine]] = True
+
+
+def entries_of(parts: list[tuple[str, Tensor]]) -> Entries:
+    """:class:`Entries` from (path, flat indices) parts, in order (a path may repeat)."""
+    paths: list[str] = []
+    which, flat = [], []
+    for path, index in parts:
+        if path not in paths:
+            paths.append(path)
+        which.append(torch.full((index.numel(),), paths.index(path), dtype=torch.long))
+        flat.append(index.reshape(-1).long())
+    if not flat:
+        return Entries((), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    return Entries(tuple(paths), torch.cat(which), torch.cat(flat))
+
+
+# --- C as its nonzeros ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Moves:
+    """The anchors' change under each translation basis element: C (anchor entries x basis),
+    held as its nonzeros in row-major order."""
+
+    rows: Tensor
+    cols: Tensor
+    values: Tensor
+    shape: tuple[int, int]
+
+    def dense(self) -> Tensor:
+        C = torch.zeros(self.shape, dtype=self.values.dtype, device=self.values.device)
+        return C.index_put((self.rows, self.cols), self.values)
+
+    def rmatvec(self, x: Tensor) -> Tensor:
+        """C^T x."""
+        out = torch.zeros(self.shape[1], dtype=x.dtype, device=x.device)
+        return out.index_add(0, self.cols, self.values.to(x) * x[self.rows])
+
+
+def sparse_moves(
+    move: Callable[[Tensor], Tensor], basis: Tensor, rows: int, budget: int = 1 << 24
+) -> Moves:
+    """C from ``move`` (linear, batched with ``torch.vmap``) over ``basis``, a chunk of basis
+    elements at a time (at most ``budget`` dense entries at once)."""
+    chunk = max(1, budget // max(rows, 1))
+    found: list[tuple[Tensor, Tensor, Tensor]] = []
+    for start in range(0, basis.shape[0], chunk):
+        block = torch.vmap(move)(basis[start : start + chunk])
+        c, r = torch.nonzero(block, as_tuple=True)
+        found.append((r, c + start, block[c, r]))
+    r, c, v = (torch.cat(part) for part in zip(*found, strict=True))
+    order = torch.argsort(r * basis.shape[0] + c)
+    return Moves(r[order], c[order], v[order], (rows, basis.shape[0]))
+
+
+def components(C: Moves) -> Tensor:
+    """A label per column of C: columns that share a row (transitively) share a label, the
+    smallest column index in the component."""
+    dim = C.shape[1]
+    label = torch.arange(dim)
+    if C.rows.numel() == 0:
+        return label
+    while True:
+        by_row = torch.full((C.shape[0],), dim, dtype=torch.long)
+        by_row = by_row.scatter_reduce(0, C.rows, label[C.cols], "amin")
+        new = label.scatter_reduce(0, C.cols, by_row[C.rows], "amin")
+        new = new[new]  # jump along the chain: the iterations grow as log of the diameter
+        if torch.equal(new, label):
+            return label
+        label = new
+
+
+# --- the greedy pivots ----------------------------------------------------------------------
+
+
+def greedy_rows(
+    U: Tensor,
+    count: int | None,
+    exclude: Tensor | None = None,
+    allowed: Tensor | None = None,
+    first: float | None = None,
+    scores: list[float] | None = None,
+) -> list[int]:
+    """Greedy max-volume rows of U (Gram-Schmidt with pivoting); with ``count`` None, as many
+    as the rows outside ``exclude`` have rank (until every residual is at rounding level,
+    relative to ``first``, by default the largest squared row norm). The residual norms are
+    kept up to date with one product ``U q`` per pick (q, the new direction, is orthogonal to
+    the earlier ones, so the deflated U gives the same product): U is read, never rewritten,
+    and read as a sparse matrix when it mostly holds zeros. ``allowed`` (rows x count,
+    boolean): row r may be the i-th pick only where allowed[r, i]. ``scores`` collects each
+    pick's squared residual norm."""
+    if exclude is not None:
+        U = U.masked_fill(exclude[:, None], 0.0)
+    norms = (U * U).sum(1)
+    if first is None:
+        first = float(norms.max()) if norms.numel() else 0.0
+    sparse = U.numel() > 0 and int(torch.count_nonzero(U)) < 0.1 * U.numel()
+    product = U.to_sparse() if sparse else U
+    picked = U.new_zeros(0, U.shape[1])
+    chosen: list[int] = []
+    if count is None and (first == 0 or not norms.numel() or float(norms.max()) == 0):
+        return chosen
+    while count is None or len(chosen) < count:
+        # the last of the (numerically) largest: ties are common in structured constraints, and
+        # the last entry of a centred row is the one a rotation fixing the ones vector leaves
+        usable = norms if allowed is None else norms.masked_fill(~allowed[:, len(chosen)], 0.0)
+        i = int(torch.nonzero(usable >= usable.max() * (1 - 1e-9))[-1])
+        if count is not None and (
+            usable[i] <= 1e-24 * max(float(norms.max()), 1.0) or usable[i] == 0
+        ):
+            from .errors import DegenerateError
+
+            raise DegenerateError("rank-deficient")
+        residual = U[i]
+        for _ in range(2):  # twice is enough (classical Gram-Schmidt, Kahan and Parlett)
+            residual = residual - picked.T @ (picked @ residual)
+        # the updated norms carry rounding of the order of eps * first: the rank is read off
+        # the candidate's own residual, computed afresh
+        size = float(residual @ residual)
+        if count is None and size <= 1e-20 * first:
+            break
+        chosen.append(i)
+        if scores is not None:
+            scores.append(float(usable[i]))
+        q = residual / residual.norm()
+        picked = torch.cat([picked, q[None]])
+        norms = (norms - (product @ q[:, None])[:, 0] ** 2).clamp_min(0.0)
+        norms[chosen] = 0.0
+    return chosen
+
+
+# --- the minimum-norm fix and the dependent entries, per component ---------------------------
+
+
+def solve_components(C: Moves, x: Tensor, blocked: Tensor) -> tuple[Tensor, list[int]]:
+    """(c, dependent): the minimum-norm c with C c = -(the part of x in C's range), its
+    singular values cut at 1e-10 of the largest; and the greedy max-volume rows of C outside
+    ``blocked``, as many as they have rank (in the order one greedy pass over all of C would
+    pick them: by decreasing residual, ties to the later row). Components of C's columns are
+    independent blocks, so both are solved block by block."""
+    dim = C.shape[1]
+    c = torch.zeros(dim, dtype=x.dtype)
+    if C.values.numel() == 0:
+        return c, []
+    label = components(C)
+    width = torch.bincount(label, minlength=dim)
+    single = width[label] == 1  # columns alone in their component
+    sq = C.values * C.values
+    col_norm2 = torch.zeros(dim, dtype=x.dtype).index_add(0, C.cols, sq)
+    # the largest singular value: of a one-column block, its norm; of the others, their own
+    top2 = float(col_norm2[single].max()) if bool(single.any()) else 0.0
+    multi = torch.unique(label[~single]).tolist()
+    blocks = []
+    for head in multi:
+        cols = torch.nonzero(label == head).reshape(-1)
+        at = torch.isin(C.cols, cols)
+        rows = torch.unique(C.rows[at])
+        sub = torch.zeros(rows.numel(), cols.numel(), dtype=x.dtype)
+        sub[torch.searchsorted(rows, C.rows[at]), torch.searchsorted(cols, C.cols[at])] = C.values[
+            at
+        ].to(x)
+        U, sv, Vh = torch.linalg.svd(sub, full_matrices=False)
+        top2 = max(top2, float(sv.max()) ** 2 if sv.numel() else 0.0)
+        blocks.append((rows, cols, sub, U, sv, Vh))
+    cut = 1e-10 * max(top2**0.5, 1.0)
+    # one-column blocks: c_j = -(C_j . x) / |C_j|^2
+    Ctx = C.rmatvec(x)
+    keep = single & (col_norm2.sqrt() > cut)
+    c[keep] = -Ctx[keep] / col_norm2[keep]
+    for rows, cols, _, U, sv, Vh in blocks:
+        rank = int(torch.count_nonzero(sv > cut))
+        U, sv, Vh = U[:, :rank], sv[:rank], Vh[:rank]
+        c[cols] = -(Vh.T @ ((U.T @ x[rows]) / sv))
+    # the dependent rows: the greedy threshold is relative to the largest row norm outside
+    # ``blocked`` over all of C
+    row_norm2 = torch.zeros(C.shape[0], dtype=x.dtype).index_add(0, C.rows, sq)
+    row_norm2 = row_norm2.masked_fill(blocked, 0.0)
+    first = float(row_norm2.max())
+    picks: list[tuple[float, int]] = []
+    if first > 0:
+        at = single[C.cols] & ~blocked[C.rows]
+        r, col, s = C.rows[at], C.cols[at], sq[at]
+        best = torch.zeros(dim, dtype=x.dtype).scatter_reduce(0, col, s, "amax")
+        near = s >= best[col] * (1 - 1e-9)
+        last = torch.full((dim,), -1, dtype=torch.long)
+        last = last.scatter_reduce(0, col[near], r[near], "amax")
+        ok = (last >= 0) & (best > 1e-20 * first)
+        picks += list(zip(best[ok].tolist(), last[ok].tolist(), strict=True))
+        for rows, _, sub, *_ in blocks:
+            scores: list[float] = []
+            chosen = greedy_rows(sub, None, blocked[rows], first=first, scores=scores)
+            picks += [(s, int(rows[i])) for s, i in zip(scores, chosen, strict=True)]
+    picks.sort(key=lambda pick: (-pick[0], -pick[1]))
+    return c, [row for _, row in picks]
