@@ -179,10 +179,11 @@ class QuotientOptimizer(torch.optim.Optimizer):
         if self._warned or step <= 0 or cost <= self.warn_fraction * step:
             return
         self._warned = True
+        advice = "projection='heads' is cheaper, or " if self.projection == "joint" else ""
         warnings.warn(
             f"QuotientOptimizer: the {self.projection} projection took {cost:.3g} s of a "
             f"{step:.3g} s training step ({cost / step:.0%}, more than "
-            f"{self.warn_fraction:.0%}); projection='heads' is cheaper, or project less often",
+            f"{self.warn_fraction:.0%}); {advice}project less often",
             RuntimeWarning,
             stacklevel=3,
         )
