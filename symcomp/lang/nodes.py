@@ -101,6 +101,16 @@ def walk(expr: Expr) -> Iterator[Expr]:
         stack.extend(reversed(children(node)))
 
 
+def depth(expr: Expr) -> int:
+    """The number of levels of ``expr``'s tree (a leaf has 1), without recursion."""
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children(node))
+    return deepest
+
+
 def iter_names(expr: Expr) -> list[Name]:
     """The :class:`Name` nodes of ``expr`` in reading order, with their positions."""
     return [node for node in walk(expr) if isinstance(node, Name)]

@@ -22,7 +22,23 @@ from dataclasses import dataclass
 
 from symcomp_runtime.errors import SymcompError
 
-from symcomp.lang.nodes import BinOp, Call, Expr, Inverse, Name, Neg, Number, Power, Transpose
+from symcomp.lang.nodes import (
+    BinOp,
+    Call,
+    Expr,
+    Inverse,
+    Name,
+    Neg,
+    Number,
+    Power,
+    Transpose,
+    depth,
+)
+
+# Bounds that keep parsing and every printer (all recursive) far from Python's stack limit: no
+# real size or action expression comes near them.
+MAX_LENGTH = 4096
+MAX_DEPTH = 64
 
 # name -> number of arguments
 FUNCTIONS: dict[str, int] = {
@@ -94,6 +110,7 @@ class _Parser:
     def __init__(self, text: str):
         self.tokens = _tokenize(text)
         self.i = 0
+        self.nesting = 0  # factors open on the parser's stack
 
     @property
     def tok(self) -> _Token:
@@ -146,10 +163,20 @@ class _Parser:
                 return node
 
     def factor(self) -> Expr:
-        if self.tok.kind == "op" and self.tok.text == "-":
-            tok = self.next()
-            return Neg(self.factor(), tok.pos)
-        return self.postfix()
+        if self.nesting >= MAX_DEPTH:
+            raise ExprError(
+                f"expression nested too deeply (over {MAX_DEPTH} levels)",
+                self.tok.pos,
+                f"at most {MAX_DEPTH} nested parentheses, calls and signs",
+            )
+        self.nesting += 1
+        try:
+            if self.tok.kind == "op" and self.tok.text == "-":
+                tok = self.next()
+                return Neg(self.factor(), tok.pos)
+            return self.postfix()
+        finally:
+            self.nesting -= 1
 
     def postfix(self) -> Expr:
         node = self.atom()
@@ -215,5 +242,21 @@ class _Parser:
 
 
 def parse_expr(text: str) -> Expr:
-    """Parse ``text``; raises :class:`ExprError` with the offending offset."""
-    return _Parser(text).parse()
+    """Parse ``text``; raises :class:`ExprError` with the offending offset. The text is at most
+    :data:`MAX_LENGTH` characters and its tree at most :data:`MAX_DEPTH` levels deep (a long
+    sum is as deep as it has terms), so no printer can exhaust the stack."""
+    if len(text) > MAX_LENGTH:
+        raise ExprError(
+            f"expression too long ({len(text)} characters)",
+            MAX_LENGTH,
+            f"at most {MAX_LENGTH} characters",
+        )
+    node = _Parser(text).parse()
+    levels = depth(node)
+    if levels > MAX_DEPTH:
+        raise ExprError(
+            f"expression too deep ({levels} levels: a long chain of operators)",
+            None,
+            f"at most {MAX_DEPTH} levels; split a long sum or product into named parts",
+        )
+    return node

@@ -74,8 +74,12 @@ class ScalarEvaluator(Printer):
 
 
 def evaluate_scalar(expr: Expr, env: Mapping[str, float]) -> float:
-    """Evaluate a size expression: numbers, the names in ``env``, arithmetic, sqrt, sum."""
-    return ScalarEvaluator(env).doprint(expr)
+    """Evaluate a size expression: numbers, the names in ``env``, arithmetic, sqrt, sum. The
+    value is finite (an overflow or ``0 * inf`` is an :class:`ExprError`)."""
+    value = ScalarEvaluator(env).doprint(expr)
+    if not math.isfinite(value):
+        raise ExprError(f"{expr} is not a finite number ({value})", None, "a finite value")
+    return value
 
 
 def evaluate_size_int(expr: Expr, sizes: Mapping[str, float], *, zero: bool = False) -> int:
