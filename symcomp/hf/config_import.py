@@ -96,7 +96,7 @@ def _model_type(config: _Config) -> str:
     value, path = config.first(("model_type",), None)
     if value is None:
         raise config.error("required key is missing", ("model_type",), accepted=accepted)
-    if value not in FAMILIES:
+    if not isinstance(value, str) or value not in FAMILIES:
         raise config.error("unsupported model_type", path, found=_short(value), accepted=accepted)
     config.model_type = value
     return value

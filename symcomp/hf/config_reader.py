@@ -4,10 +4,12 @@ every other set key is known to leave the function unchanged."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from symcomp.errors import KeyPath, SpecError
+from symcomp.spec.model import MAX_SIZE
 from symcomp.spec.source import Source
 
 _NO_DEFAULT: Any = object()
@@ -73,6 +75,10 @@ class _Config:
         value, path = self.first(keys, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error("expected an integer", path, found=_short(value))
+        if abs(value) > MAX_SIZE:
+            raise self.error(
+                "integer out of range", path, found=_short(value), accepted=f"at most {MAX_SIZE:,}"
+            )
         return value
 
     def optional_integer(self, key: str, default: int | None) -> int | None:
@@ -85,7 +91,10 @@ class _Config:
         value, path = self.first((key,), default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error("expected a number", path, found=_short(value))
-        return float(value)
+        number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
+        if not math.isfinite(number):
+            raise self.error("expected a finite number", path, found=_short(value))
+        return number
 
     def flag(self, key: str, default: bool) -> bool:
         value, path = self.first((key,), default)

@@ -208,6 +208,27 @@ def sliding_layers_valid(spec: Spec, source: Source) -> Iterator[Problem]:
         )
 
 
+# symcomp's graph holds every block, and every expert of every block: the analysis walks it,
+# so its size bounds the time of every command. The deepest published models have about 128.
+MAX_BLOCKS = 2048
+
+
+def graph_size_bounded(spec: Spec, source: Source) -> Iterator[Problem]:
+    arch = spec.architecture
+    experts = arch.mlp.experts
+    blocks = arch.layers * (experts.count if experts is not None else 1)
+    if blocks > MAX_BLOCKS:
+        path = (*ARCH, "layers") if experts is None else (*ARCH, "mlp", "experts", "count")
+        found = f"{arch.layers} layers" + (f" x {experts.count} experts" if experts else "")
+        yield _problem(
+            source,
+            "too many blocks: symcomp's graph holds every layer (and every expert of each)",
+            path,
+            found=found,
+            accepted=f"layers x experts at most {MAX_BLOCKS}",
+        )
+
+
 def symmetries_valid(spec: Spec, source: Source) -> Iterator[Problem]:
     from symcomp.spec.groups import check_custom_groups
 
@@ -216,6 +237,7 @@ def symmetries_valid(spec: Spec, source: Source) -> Iterator[Problem]:
 
 # Rules on the sizes; they run before the defaults are filled in.
 ARCHITECTURE_RULES: tuple[Rule, ...] = (
+    graph_size_bounded,
     heads_divide_width,
     kv_heads_divide_heads,
     rotated_width_even,

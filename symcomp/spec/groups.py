@@ -206,6 +206,14 @@ class _GroupChecker:
                 accepted="no layers key, or per: layer, kv_head, head or neuron",
             )
         count = self.arch.layers
+        named = [i % count for i in self.group.layers if -count <= i < count]
+        if len(set(named)) != len(named):
+            yield self.problem(
+                "layers names a layer twice (negative indices count from the end)",
+                "layers",
+                found=str(self.group.layers),
+                accepted="distinct layer indices",
+            )
         for j, index in enumerate(self.group.layers):
             if not -count <= index < count:
                 yield self.problem(

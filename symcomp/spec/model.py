@@ -16,11 +16,16 @@ SPEC_VERSION = 1
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False, strict=True
+    )
 
 
-PositiveInt = Annotated[int, Field(strict=True, gt=0)]
-NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
+# Every size, count and index is below 2^31: far above any real model's, and it keeps the sizes'
+# products (parameter counts) exact and cheap.
+MAX_SIZE = 2**31 - 1
+PositiveInt = Annotated[int, Field(strict=True, gt=0, le=MAX_SIZE)]
+NonNegativeInt = Annotated[int, Field(strict=True, ge=0, le=MAX_SIZE)]
 
 Activation = Literal["relu", "relu2", "gelu", "gelu_tanh", "gelu_tanh_bloom", "silu"]
 # What a user may write: the plain activations plus the gated shorthands.
@@ -268,7 +273,8 @@ class MLP(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _expand_shorthand(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("activation") in GATED_SHORTHANDS:
+        activation = data.get("activation") if isinstance(data, dict) else None
+        if isinstance(activation, str) and activation in GATED_SHORTHANDS:
             if data.get("gated") is False:
                 return data  # a contradiction, which the consistency checks report
             data = {**data, "activation": GATED_SHORTHANDS[data["activation"]], "gated": True}

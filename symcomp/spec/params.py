@@ -93,8 +93,22 @@ def qk_norm_widths(arch: Architecture) -> tuple[int, int] | None:
 
 def layer_parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
     """Shapes of one block's parameters, by local name (``attn.W_Q``, ``mlp_norm.gain``, ...)."""
+    out = _attention_shapes(arch)
+    d, f = arch.width, arch.mlp.hidden
+    experts = arch.mlp.experts
+    if experts is None:
+        out.update(_mlp_shapes(arch, "mlp.", d, f))
+        return out
+    out["mlp.W_router"] = (d, experts.count)
+    for e in range(experts.count):
+        out.update(_mlp_shapes(arch, f"mlp.experts.{e}.", d, f))
+    return out
+
+
+def _attention_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
+    """One block's parameters outside its MLP: the norms and the attention."""
     s = sizes_of(arch)
-    d, h, g, k, f = s.width, s.heads, s.kv_heads, s.head_width, s.hidden
+    d, h, g, k = s.width, s.heads, s.kv_heads, s.head_width
     bias = arch.attention.bias
     out: dict[str, tuple[int, ...]] = {}
     for name in block_norm_names(arch):
@@ -110,13 +124,6 @@ def layer_parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
     out["attn.W_O"] = (h * k, d)
     if bias.o:
         out["attn.b_O"] = (d,)
-    experts = arch.mlp.experts
-    if experts is None:
-        out.update(_mlp_shapes(arch, "mlp.", d, f))
-        return out
-    out["mlp.W_router"] = (d, experts.count)
-    for e in range(experts.count):
-        out.update(_mlp_shapes(arch, f"mlp.experts.{e}.", d, f))
     return out
 
 
@@ -136,6 +143,19 @@ def _mlp_shapes(arch: Architecture, prefix: str, d: int, f: int) -> dict[str, tu
 
 def parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
     """Every parameter of the model, in forward order, with its shape."""
+    before, after = _outer_shapes(arch)
+    out = dict(before)
+    layer = layer_parameter_shapes(arch)
+    for i in range(arch.layers):
+        out.update({f"layers.{i}.{name}": shape for name, shape in layer.items()})
+    out.update(after)
+    return out
+
+
+def _outer_shapes(
+    arch: Architecture,
+) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """The parameters before the blocks (embeddings) and after them (final norm, head)."""
     s = sizes_of(arch)
     d = s.width
     out: dict[str, tuple[int, ...]] = {"embed.W_E": (s.vocab, d)}
@@ -145,9 +165,7 @@ def parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
         out["embed.W_T"] = (arch.embeddings.token_types, d)
     if arch.embedding_norm:
         out.update(_norm("embed_norm", arch, d))
-    layer = layer_parameter_shapes(arch)
-    for i in range(s.layers):
-        out.update({f"layers.{i}.{name}": shape for name, shape in layer.items()})
+    before, out = out, {}
     if arch.final_norm:
         out.update(_norm("final_norm", arch, d))
     if arch.prediction_head is not None:
@@ -158,9 +176,25 @@ def parameter_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
         out["unembed.W_U"] = (d, s.vocab)
     if arch.embeddings.unembedding_bias:
         out["unembed.b_U"] = (s.vocab,)
-    return out
+    return before, out
+
+
+def _size(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def layer_parameter_count(arch: Architecture) -> int:
+    """The scalar parameters of one block, in closed form (no walk over the experts)."""
+    d, f = arch.width, arch.mlp.hidden
+    mlp = _size(_mlp_shapes(arch, "mlp.", d, f))
+    experts = arch.mlp.experts
+    if experts is not None:
+        mlp = d * experts.count + experts.count * mlp
+    return _size(_attention_shapes(arch)) + mlp
 
 
 def parameter_count(arch: Architecture) -> int:
-    """Total number of scalar parameters; a tied tensor counts once."""
-    return sum(math.prod(shape) for shape in parameter_shapes(arch).values())
+    """Total number of scalar parameters, in closed form in the sizes (time and memory do not
+    grow with the layer or expert count); a tied tensor counts once."""
+    before, after = _outer_shapes(arch)
+    return _size(before) + arch.layers * layer_parameter_count(arch) + _size(after)

@@ -23,7 +23,9 @@ class Facts:
         self.graph = graph
         self.producer = {op.output: op for op in graph.ops}
         self.consumers: dict[str, list[OpNode]] = {}
+        self.by_name: dict[str, OpNode] = {}
         for op in graph.ops:
+            self.by_name.setdefault(op.name, op)
             for inp in op.inputs:
                 self.consumers.setdefault(inp.node, []).append(op)
 
@@ -48,7 +50,7 @@ class Facts:
         return out
 
     def producer_named(self, name: str) -> OpNode:
-        return next(op for op in self.graph.ops if op.name == name)
+        return self.by_name[name]
 
     def readers(self, value: str) -> list[OpNode]:
         return self.consumers.get(value, [])
