@@ -1,16 +1,20 @@
 """The ``symcomp`` command line. Each command is a thin shell over the library API.
 
-The exit codes, and what reaches stderr:
+The exit codes (the contract scripts may rely on), and what reaches stderr:
 
-- 0: done.
-- 1: ``verify`` ran and some claimed symmetry is false (the report says which).
+- 0: done. Also when the reader of the output goes away (``symcomp schema | head``): the rest of
+  the output is dropped quietly.
+- 1: a claim was checked and is false: ``verify`` found a claimed symmetry that does not hold,
+  or ``analyze``/``verify`` measured a Jacobian nullity that contradicts the count (the report
+  says which group, by how much, and which parameters the unexplained directions move).
 - 2: a :class:`symcomp.errors.SymcompError` (bad input, a refused overwrite, a checkpoint that
   cannot be reduced, ...), raised anywhere below: :func:`main` prints ``error: `` and its message
   (file:line:column, key path, what was found, what is accepted or what to do) on one line per
   problem, never a traceback; the status is the error's ``exit_code``. argparse reports bad
   command-line usage the same way (exit 2).
 - 3: any other exception, which is a bug in symcomp: one line ``internal error: `` with the
-  exception and a request to report it; ``SYMCOMP_DEBUG=1`` shows the traceback instead.
+  exception and where to report it; ``--debug`` (or ``SYMCOMP_DEBUG=1``) shows the traceback
+  instead.
 
 This is the only place that catches :class:`Exception`.
 """
@@ -282,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile the parameter symmetries of a transformer spec into verified "
         "PyTorch code.",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an internal error (exit 3), show the Python traceback (also: SYMCOMP_DEBUG=1)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
@@ -388,25 +397,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+REPORT_TO = "the symcomp issue tracker"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``symcomp`` script: user errors exit 2 and bugs exit 3, each with a
     message and without a traceback (see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+    except BrokenPipeError:
+        _drop_stdout()
+        sys.exit(0)
     except SymcompError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except Exception as exc:  # the top level: anything else is a bug in symcomp
-        if os.environ.get("SYMCOMP_DEBUG"):
+        if args.debug or os.environ.get("SYMCOMP_DEBUG"):
             raise
         message = " ".join(str(exc).split())  # one line
         print(
             f"internal error: {type(exc).__name__}: {message} (a bug in symcomp: please report "
-            "it with the command and its input; SYMCOMP_DEBUG=1 shows the traceback)",
+            f"it with the command and its input to {REPORT_TO}; --debug shows the traceback)",
             file=sys.stderr,
         )
         sys.exit(3)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of what is still
+    buffered cannot raise a second BrokenPipeError (Python's documented idiom)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":
