@@ -630,6 +630,14 @@ def _realsize(results: Results, quick: bool) -> None:
     bench_realsize(results, quick)
 
 
+def _fuzz(results: Results, quick: bool) -> None:
+    """The CLI under 10,000 hostile specs, configs and expressions: bench/fuzz.py."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fuzz import bench_fuzz
+
+    bench_fuzz(results, quick)
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -642,6 +650,7 @@ SECTIONS = {
     "projection": bench_projection,
     "roofline": bench_roofline,
     "realsize": _realsize,
+    "fuzz": _fuzz,
 }
 
 

@@ -31,6 +31,7 @@ def test_quick_benchmarks_report_every_section(tmp_path):
         "memory",
         "projection",
         "roofline",
+        "fuzz",
     ):
         assert f"## {section}" in report, section
     rows = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line]
