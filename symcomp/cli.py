@@ -391,7 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--force", action="store_true", help="replace a folder that holds files")
 
     imp = add("import-hf", cmd_import_hf)
-    imp.add_argument("config", type=Path, help="a Hugging Face config.json, or its folder")
+    imp.add_argument(
+        "config",
+        type=Path,
+        help="a Hugging Face config.json, its folder, or a Hub id whose config is in the local cache",
+    )
     imp.add_argument("-o", "--output", type=Path, help="write the spec here (default: stdout)")
     imp.add_argument("--name", help="spec name (default: from the path)")
     return parser

@@ -42,7 +42,7 @@ def test_unknown_key_names_its_line_and_the_accepted_keys():
     text = TINY_LLAMA.replace("  width: 8\n", "  width: 8\n  widht: 8\n")
     err = _error(text)
     p = err.first
-    assert p.message == "unknown key"
+    assert p.message == "unknown key (did you mean 'width'?)"
     assert p.key_path == ("architecture", "widht")
     assert p.location.line == _line_of(text, "widht")
     assert p.location.column == 3

@@ -17,6 +17,8 @@ class default: a config without them does not describe a particular model.
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,13 @@ CONFIG_FILE = "config.json"
 
 
 def import_hf_config(path: str | Path, name: str | None = None) -> Spec:
-    """Read a Hugging Face ``config.json`` (or a directory holding one) and return its spec.
+    """Read a Hugging Face ``config.json`` (or a directory holding one, or a Hub id such as
+    ``gpt2`` or ``meta-llama/Llama-2-7b-hf`` whose config is in the local Hugging Face cache:
+    nothing is downloaded) and return its spec.
 
     ``name`` is the spec's name; by default the config's directory name (or the file's stem when
-    the file is not called ``config.json``), made to fit the spec's name pattern. Raises
+    the file is not called ``config.json``, or the Hub id's last part), made to fit the spec's
+    name pattern. Raises
     :class:`ImportHFError` (a :class:`SpecError`) for unreadable or malformed input and for
     anything not supported.
     """
@@ -47,6 +52,9 @@ def import_hf_config(path: str | Path, name: str | None = None) -> Spec:
 
 def _import_hf_config(path: str | Path, name: str | None) -> Spec:
     file = _config_file(Path(path))
+    hub_id = str(path) if file != Path(path) and not Path(path).exists() else None
+    if name is None and hub_id is not None:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", hub_id.rsplit("/", 1)[-1])
     source = read_json(file)
     if not isinstance(source.data, dict):
         raise source.error(
@@ -63,7 +71,8 @@ def _import_hf_config(path: str | Path, name: str | None) -> Spec:
     config.reject_unknown(model_type, family.ignored)
     data = {
         "name": name if name is not None else default_name(file),
-        "description": f"Imported from the Hugging Face config {file} (model_type {model_type}).",
+        "description": f"Imported from the Hugging Face config {hub_id or file} "
+        f"(model_type {model_type}).",
         "hf_model_type": model_type,
         "architecture": architecture,
         "symmetries": "auto",
@@ -71,7 +80,12 @@ def _import_hf_config(path: str | Path, name: str | None) -> Spec:
     return _validate(data, source)
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
 def _config_file(path: Path) -> Path:
+    if not path.exists() and _HUB_ID.match(str(path)):
+        return _cached_hub_config(str(path))
     if path.is_dir():
         file = path / CONFIG_FILE
         if not file.is_file():
@@ -82,6 +96,39 @@ def _config_file(path: Path) -> Path:
             )
         return file
     return path  # a missing file is reported by read_json
+
+
+def hub_cache() -> Path:
+    """The local Hugging Face Hub cache, as huggingface_hub finds it (read at each call)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
+
+
+def _cached_hub_config(repo_id: str) -> Path:
+    """The config.json of a Hub id from the local cache, offline (huggingface_hub reads the
+    cache's layout); a clear error when it is not there."""
+    how = (
+        f"a {CONFIG_FILE} path, its folder, or a Hub id whose config is in the local cache "
+        f"(fetch it with: hf download {repo_id} {CONFIG_FILE})"
+    )
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        raise SpecError.at(
+            "no such file, and reading a Hub id needs huggingface_hub (pip install 'symcomp[hf]')",
+            file=repo_id,
+            accepted=how,
+        ) from None
+    found = try_to_load_from_cache(repo_id, CONFIG_FILE, cache_dir=hub_cache())
+    if not isinstance(found, str):
+        raise SpecError.at(
+            f"no such file, and no {CONFIG_FILE} for the Hub id {repo_id!r} in the local "
+            f"Hugging Face cache ({hub_cache()})",
+            file=repo_id,
+            accepted=how,
+        )
+    return Path(found)
 
 
 def default_name(file: Path) -> str:
@@ -97,7 +144,9 @@ def _model_type(config: _Config) -> str:
     if value is None:
         raise config.error("required key is missing", ("model_type",), accepted=accepted)
     if not isinstance(value, str) or value not in FAMILIES:
-        raise config.error("unsupported model_type", path, found=_short(value), accepted=accepted)
+        close = difflib.get_close_matches(value, FAMILIES, n=1) if isinstance(value, str) else []
+        message = "unsupported model_type" + (f" (did you mean {close[0]!r}?)" if close else "")
+        raise config.error(message, path, found=_short(value), accepted=accepted)
     config.model_type = value
     return value
 

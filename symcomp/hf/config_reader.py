@@ -4,6 +4,7 @@ every other set key is known to leave the function unchanged."""
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -58,7 +59,10 @@ class _Config:
         if not found:
             if default is _NO_DEFAULT:
                 accepted = " or ".join(keys) if len(keys) > 1 else None
-                raise self.error("required key is missing", (keys[0],), accepted=accepted)
+                unread = [k for k in self.data if k not in self.read]
+                close = difflib.get_close_matches(keys[0], unread, n=1)
+                hint = f" (is {close[0]!r} a misspelling?)" if close else ""
+                raise self.error(f"required key is missing{hint}", (keys[0],), accepted=accepted)
             return default, (keys[0],)
         key, value = found[0]
         for other, other_value in found[1:]:

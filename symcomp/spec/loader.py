@@ -11,6 +11,8 @@ The passes run in order, each a small function:
 
 from __future__ import annotations
 
+import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -67,7 +69,10 @@ def validate(source: Source) -> Spec:
         return Spec.model_validate(source.data)
     except ValidationError as exc:
         problems = [_problem(err, source) for err in exc.errors(include_url=False)]
-        raise SpecError(_dedupe(problems)) from None
+        found = _without_misspelt_missing([p for p in problems if p is not None])
+        if not found:  # only derived values failed: report pydantic's first error as it is
+            raise SpecError.at(str(exc.errors()[0]["msg"]), file=source.file) from None
+        raise SpecError(_dedupe(found)) from None
 
 
 def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[KeyPath, bool]:
@@ -139,33 +144,93 @@ def _found(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _problem(err: dict[str, Any], source: Source) -> Problem:
+def _problem(err: dict[str, Any], source: Source) -> Problem | None:
+    """The problem in symcomp's words, at its key; None for an error in a value the spec does
+    not hold (a default derived from another key, whose own problem is reported)."""
     path, missing = _data_path(err["loc"], source.data)
     kind = err["type"]
-    accepted: str | None = None
-    found: str | None = None
-    if kind == "missing" or (missing and kind != "extra_forbidden"):
-        message = "required key is missing"
-        parent = path[:-1]
-        line, column = source.position(parent)
-        return Problem(message, _loc(source, line, column), path)
+    if missing and kind not in ("missing", "extra_forbidden"):
+        return None
+    if kind == "missing":
+        line, column = source.position(path[:-1])
+        return Problem("required key is missing", _loc(source, line, column), path)
     if kind == "extra_forbidden":
-        message = "unknown key"
-        found = repr(path[-1])
         fields = _model_fields_at(path[:-1], source.data)
-        accepted = ", ".join(fields) if fields else None
+        message = "unknown key" + _did_you_mean(str(path[-1]), fields)
         line, column = source.position(path, key=True)
-        return Problem(message, _loc(source, line, column), path, found, accepted)
-    message = err["msg"]
+        accepted = ", ".join(fields) if fields else None
+        return Problem(message, _loc(source, line, column), path, repr(path[-1]), accepted)
     ctx = err.get("ctx") or {}
-    if kind in {"literal_error", "enum"}:
-        message = "value not accepted"
-        accepted = str(ctx.get("expected", ""))
-    elif "expected" in ctx:
-        accepted = str(ctx["expected"])
     found = _found(err.get("input"))
+    if kind == "union_tag_invalid":  # positions: {type: learnd}
+        path = (*path, str(ctx.get("discriminator", "type")).strip("'"))
+        found, options = repr(ctx.get("tag")), re.findall(r"'([^']*)'", ctx["expected_tags"])
+        message = "value not accepted" + _did_you_mean(str(ctx.get("tag")), options)
+        accepted = ", ".join(options)
+    elif kind in ("literal_error", "enum"):
+        options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        value = err.get("input")
+        message = "value not accepted" + (
+            _did_you_mean(value, options) if isinstance(value, str) else ""
+        )
+        accepted = ", ".join(options) or None
+    else:
+        message, accepted = _in_our_words(kind, ctx, err["msg"])
     line, column = source.position(path)
     return Problem(message, _loc(source, line, column), path, found, accepted)
+
+
+# pydantic's error types, said as symcomp says them: (message, accepted) from the context
+_WORDS: dict[str, tuple[str, str | None]] = {
+    "int_type": ("expected an integer", "a whole number such as 8"),
+    "int_parsing": ("expected an integer", "a whole number such as 8"),
+    "int_from_float": ("expected an integer", "a whole number such as 8"),
+    "float_type": ("expected a number", "a number such as 1e-5"),
+    "float_parsing": ("expected a number", "a number such as 1e-5"),
+    "bool_type": ("expected true or false", "true, false"),
+    "bool_parsing": ("expected true or false", "true, false"),
+    "string_type": ("expected a string", None),
+    "dict_type": ("expected a mapping", "key: value pairs"),
+    "model_type": ("expected a mapping", "key: value pairs"),
+    "model_attributes_type": ("expected a mapping", "key: value pairs"),
+    "list_type": ("expected a list", "[a, b, ...]"),
+    "finite_number": ("expected a finite number", "no inf or nan"),
+    "greater_than": ("too small", "greater than {gt}"),
+    "greater_than_equal": ("too small", "at least {ge}"),
+    "less_than": ("too large", "less than {lt}"),
+    "less_than_equal": ("too large", "at most {le}"),
+    "too_short": ("too few items", "at least {min_length}"),
+    "too_long": ("too many items", "at most {max_length}"),
+}
+
+
+def _in_our_words(kind: str, ctx: dict[str, Any], message: str) -> tuple[str, str | None]:
+    if kind in _WORDS:
+        words, accepted = _WORDS[kind]
+        return words, accepted.format(**ctx) if accepted else None
+    if kind == "value_error":  # our own validators' messages
+        return message.removeprefix("Value error, "), None
+    return message[:1].lower() + message[1:], str(ctx["expected"]) if "expected" in ctx else None
+
+
+def _without_misspelt_missing(problems: list[Problem]) -> list[Problem]:
+    """Drop "required key is missing" for a key that an unknown sibling key is a misspelling
+    of: the unknown key's "did you mean" already says it."""
+    suggested = {
+        (*p.key_path[:-1], match.group(1))
+        for p in problems
+        if (match := re.search(r"did you mean '([^']*)'", p.message)) and p.key_path
+    }
+    return [
+        p
+        for p in problems
+        if not (p.message == "required key is missing" and tuple(p.key_path) in suggested)
+    ]
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _loc(source: Source, line: int | None, column: int | None) -> Location:

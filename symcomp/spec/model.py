@@ -130,8 +130,8 @@ class Attention(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _default_kv_heads(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("kv_heads") is None and "heads" in data:
-            data = {**data, "kv_heads": data["heads"]}
+        if isinstance(data, dict) and data.get("kv_heads") is None:  # one key/value per query
+            data = {**data, "kv_heads": data.get("heads", 1)}  # (a missing heads is reported)
         return data
 
 
