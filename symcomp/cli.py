@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "config",
         type=Path,
-        help="a Hugging Face config.json, its folder, or a Hub id whose config is in the local cache",
+        help="a Hugging Face config.json, its folder, or a Hub id (its config in the local cache)",
     )
     imp.add_argument("-o", "--output", type=Path, help="write the spec here (default: stdout)")
     imp.add_argument("--name", help="spec name (default: from the path)")

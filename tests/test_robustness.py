@@ -137,7 +137,7 @@ def test_a_model_type_that_is_not_a_string_is_refused(tmp_path, model_type):
 # 7. a custom group's layers
 
 
-@pytest.mark.parametrize(("layers", "says"), [("[]", "at least 1 item"), ("[0, -12]", "twice")])
+@pytest.mark.parametrize(("layers", "says"), [("[]", "too few items"), ("[0, -12]", "twice")])
 def test_a_custom_groups_layer_list_must_name_distinct_layers(tmp_path, layers, says):
     group = (
         "symmetries:\n- name: s\n  group: scaling\n  per: neuron\n  size: 1\n"
