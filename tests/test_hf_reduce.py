@@ -121,15 +121,16 @@ def test_reduce_reproduces_transformers(family, run_cli, tmp_path):
 def test_from_transformers_and_the_reduced_model(tmp_path):
     hf = hf_tiny.build("llama")
     hf_tiny.float64_rope_(hf)
-    model = from_transformers(hf, tmp_path / "llama_package")
+    model, reduced, package = from_transformers(hf, tmp_path / "llama_package")
+    assert isinstance(model, package.Model) and isinstance(reduced, package.ReducedModel)
     ids = _ids(hf.config.vocab_size)
     with torch.no_grad():
         expected = torch.log_softmax(hf(input_ids=ids).logits, dim=-1)
         assert float((model.log_probs(ids) - expected).abs().max()) <= TOL
-        reduced = type(model).__module__  # the generated package's model module
-        pkg = sys.modules[reduced.rsplit(".", 1)[0]]
-        r = pkg.ReducedModel.from_standard(model)
-        assert float((r.log_probs(ids) - expected).abs().max()) <= TOL
+        assert float((reduced.log_probs(ids) - expected).abs().max()) <= TOL
+    kept = sum(p.numel() for p in reduced.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert 0 < kept < total
 
 
 def test_a_missing_or_truncated_checkpoint_is_a_clear_error(run_cli, tmp_path):

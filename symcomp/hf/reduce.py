@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -151,12 +151,24 @@ def _stage(progress: Progress | None, stage: str):
 # --- a live transformers model ----------------------------------------------------------------
 
 
-def from_transformers(hf_model: Any, out: str | Path | None = None, *, force: bool = False):
-    """The generated standard ``Model`` of a transformers model, holding its weights.
+class Transformed(NamedTuple):
+    """What :func:`from_transformers` returns: ``model, reduced, package = ...``."""
+
+    model: Any  # the generated standard Model, holding the transformers model's weights
+    reduced: Any  # its ReducedModel: the same log-probs from the non-redundant parameters only
+    package: ModuleType  # the generated package (groups, invariants, projections, geometry)
+
+
+def from_transformers(
+    hf_model: Any, out: str | Path | None = None, *, force: bool = False
+) -> Transformed:
+    """The generated standard ``Model`` of a transformers model, holding its weights, and its
+    reduced form.
 
     The package is compiled from the model's config into ``out`` (by default a cache folder
-    named after the config, reused when it exists) and imported from there; the returned
-    model's ``ReducedModel.from_standard`` and the package's other tools work on it.
+    named after the config, reused when it exists) and imported from there. The model and the
+    reduced model are in the transformers model's dtype; both reproduce its log-probs (exactly
+    in float64, where transformers' float32 islands are lifted: see the README).
     """
     from symcomp.hf.config_import import default_name, import_hf_config
 
@@ -174,7 +186,8 @@ def from_transformers(hf_model: Any, out: str | Path | None = None, *, force: bo
     if out is not None or not (folder / "__init__.py").is_file():
         write_package(compile_package(spec, spec_text), folder, force=force)
     module = _import_persistent(folder)
-    return _standard(module, params)
+    model = _standard(module, params)
+    return Transformed(model, module.ReducedModel.from_standard(model), module)
 
 
 def _cache() -> Path:
@@ -192,4 +205,4 @@ def _import_persistent(folder: Path) -> ModuleType:
     return loaded_package(folder, name).__enter__()
 
 
-__all__ = ["ReduceError", "Reduced", "from_transformers", "reduce_checkpoint"]
+__all__ = ["ReduceError", "Reduced", "Transformed", "from_transformers", "reduce_checkpoint"]
