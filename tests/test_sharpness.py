@@ -7,6 +7,7 @@ before and after: geodesic sharpness (both metrics) does not change, plain sharp
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -289,3 +290,25 @@ def test_pairs_are_the_full_gl_gauges_found_from_the_action_forms():
     assert gpt2.PAIRS["vo_gauge"]["layers.*.attn.W_O"] == ("H", True)  # B^-1 W_O: H = W_Oᵀ
     assert sorted(llama.PAIRS) == ["vo_gauge"]
     assert "qk_gauge" in Path(llama.__file__).read_text().split('"""')[1]  # named as not quotiented
+
+
+def test_zero_biases_are_held_with_a_warning_and_the_geodesic_value_stays_finite(package):
+    from symcomp_runtime.sharpness import DegeneratePointWarning
+
+    model = _model(package)
+    with torch.no_grad():  # a fresh transformers model: every bias zero, b_Q and b_K included
+        for name, p in model.named_parameters():
+            if name.endswith(("b_Q", "b_K", "b_V", "b_O", "b_up", "b_down", ".bias")):
+                p.zero_()
+    tokens = _tokens(package)
+    with pytest.warns(DegeneratePointWarning, match=r"exactly zero \(in .*attn\.b_O"):
+        out = model_sharpness(model, lm_loss(model, tokens), rho=0.05, steps=4)
+    # b_Q and b_K sit in a GL(k) pair, not in the elementwise ball: they move (and were once
+    # divided by, which made every gradient nan and the value silently 0.0)
+    assert math.isfinite(out.value) and out.value > 1e-6
+
+
+def test_a_loss_that_is_not_finite_is_refused():
+    theta = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="not finite"):
+        sharpness(lambda v: (v / 0).sum(), theta, measure="adaptive", steps=2)

@@ -65,6 +65,12 @@ def maximize(
         xi = xi.detach().requires_grad_(True)
         value = loss(geometry.step(xi))
         (egrad,) = torch.autograd.grad(value, xi)
+        if not (math.isfinite(float(value.detach())) and bool(torch.isfinite(egrad).all())):
+            raise ValueError(
+                "the loss or its gradient is not finite along the ascent (at a distance "
+                f"{float(geometry.norm(xi.detach())):.3g} from the point): no sharpness value "
+                "can be trusted; check the loss at the point itself"
+            )
         direction = geometry.project(geometry.rgrad(egrad))
         size = float(geometry.norm(direction))
         return float(value.detach()) - base, direction / size if size > 0 else direction

@@ -166,8 +166,12 @@ class Geometry:
             self.live = torch.ones_like(paired)
             return
         self.live = self.elementwise & (self.theta != 0) | paired
-        w = torch.where(self.live, self.theta, torch.ones_like(self.theta))
-        self._w2 = w * w  # the elementwise metric's weights (1 where frozen; zeroed elsewhere)
+        # the elementwise metric's weights: w where it applies, 1 elsewhere (paired and frozen
+        # entries), so that no division by a zero weight ever runs, not even in a branch that
+        # torch.where discards (its gradient would be 0 * nan = nan)
+        self._scaled = self.elementwise & self.live
+        self._w = torch.where(self._scaled, self.theta, torch.ones_like(self.theta))
+        self._w2 = self._w * self._w
 
     @property
     def dim(self) -> int:
@@ -211,8 +215,7 @@ class Geometry:
         """``Γ(ξ, ξ)``: zero for the Euclidean metric, ``−ξ²/w`` elementwise."""
         if self.metric == "euclidean":
             return torch.zeros_like(x)
-        w = torch.where(self.live, self.theta, torch.ones_like(self.theta))
-        out = torch.where(self.live, -x * x / w, torch.zeros_like(x))
+        out = torch.where(self._scaled, -x * x / self._w, torch.zeros_like(x))
         for block in self.blocks:
             block.write(out, *block.christoffel(self.metric, *block.read(x)))
         return out

@@ -19,6 +19,7 @@ model from a package ``symcomp compile`` wrote, whose ``geometry`` module finds 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ __all__ = [
     "METRICS",
     "PAIR_METRICS",
     "Ascent",
+    "DegeneratePointWarning",
     "Geometry",
     "Sharpness",
     "geometry_for",
@@ -83,9 +85,17 @@ def sharpness(
     rho: float = 0.1,
     steps: int = 20,
     progress: bool = False,
+    names: Callable[[Tensor], str] | None = None,
 ) -> Sharpness:
-    """Sharpness of ``loss`` (a function of the flat float64 vector ``theta``) at ``theta``."""
+    """Sharpness of ``loss`` (a function of the flat float64 vector ``theta``) at ``theta``.
+
+    The adaptive and geodesic balls measure an elementwise weight relative to itself, so an
+    entry that is exactly zero cannot move: a :class:`DegeneratePointWarning` says how many
+    are held fixed (a freshly initialised model's biases are all zero; measure at a trained
+    or perturbed point; ``names`` maps a mask over ``theta`` to the parameters it touches, for
+    that message). A loss that is not finite along the ascent is a ValueError."""
     geometry = geometry_for(theta.detach().to(torch.float64), pairs, measure, metric)
+    _warn_if_degenerate(geometry, measure, names)
     if progress:
         ascent = _with_progress_bar(loss, geometry, rho, steps, f"{measure} sharpness")
     else:
@@ -114,6 +124,10 @@ def model_sharpness(
     def flat_loss(vector: Tensor) -> Tensor:
         return loss(module.unflatten(model, vector))
 
+    def names(mask: Tensor) -> str:
+        parts = module.unflatten(model, mask.to(theta.dtype))
+        return ", ".join(name for name, part in parts.items() if bool(part.any()))
+
     return sharpness(
         flat_loss,
         theta,
@@ -123,7 +137,32 @@ def model_sharpness(
         rho=rho,
         steps=steps,
         progress=progress,
+        names=names,
     )
+
+
+class DegeneratePointWarning(UserWarning):
+    """The point has parameters the sharpness ball cannot move (see :func:`sharpness`)."""
+
+
+def _warn_if_degenerate(
+    geometry: Geometry, measure: str, names: Callable[[Tensor], str] | None
+) -> None:
+    if measure == "plain":
+        return
+    mask = geometry.elementwise & ~geometry.live
+    frozen = int(mask.sum())
+    if frozen:
+        where = names(mask) if names is not None else ""
+        warnings.warn(
+            f"{frozen} of {geometry.dim} parameter entries are exactly zero"
+            + (f" (in {where[:300]})" if where else "")
+            + f": the {measure} ball measures each elementwise weight relative to itself, so "
+            "it holds them fixed and the sharpness ignores them. A freshly initialised model's "
+            "biases are zero: measure at a trained or perturbed point, or with measure='plain'.",
+            DegeneratePointWarning,
+            stacklevel=3,
+        )
 
 
 def lm_loss(model: nn.Module, tokens: Tensor) -> Callable[[dict[str, Tensor]], Tensor]:
