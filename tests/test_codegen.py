@@ -218,3 +218,26 @@ def test_compiled_path_runs_on_cpu(tmp_path):
     fast = model.compiled()
     assert float((fast(ids) - model(ids)).abs().max()) <= 1e-4
     assert float((reduced.compiled()(ids) - reduced(ids)).abs().max()) <= 1e-4
+
+
+def test_a_hand_written_per_neuron_relu_scaling_gets_a_chart(tmp_path):
+    """``W_up s`` with ``s`` one neuron's scalar (per: neuron, size 1) is the chart's diagonal
+    scaling form, like the catalogue's ``W_up diag(s)``: the reduced model drops one entry per
+    neuron and keeps the log-probs."""
+    from tests.custom_catalogue import spec_text
+
+    path = tmp_path / "relu.yaml"
+    path.write_text(spec_text("C1"))
+    spec, pkg = _compiled(path, tmp_path, "hand_relu")
+    torch.manual_seed(0)
+    model = pkg.Model(dtype=torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    reduced = pkg.ReducedModel.from_standard(model)
+    ids = torch.randint(0, spec.architecture.vocab_size, (2, spec.architecture.max_positions))
+    with torch.no_grad():
+        assert torch.allclose(reduced.log_probs(ids), model.log_probs(ids), atol=1e-10)
+    count = sum(p.numel() for p in model.parameters())
+    neurons = spec.architecture.layers * spec.architecture.mlp.hidden
+    assert sum(p.numel() for p in reduced.parameters()) == count - neurons

@@ -12,8 +12,10 @@ from symcomp.lang import BinOp, Call, Expr, Inverse, Name, Number, Transpose, pa
 
 def element_form(node: Expr, element: str, scaling: bool) -> str | None:
     """``E``, ``E^-1``, ``E^T`` or ``E^-T`` when ``node`` is that function of the element."""
-    if scaling:
-        if isinstance(node, Call) and node.func == "diag" and node.args == (Name(element),):
+    if scaling:  # diag(s); or s itself, a unit of one neuron's scalar (per: neuron, size 1)
+        if node == Name(element) or (
+            isinstance(node, Call) and node.func == "diag" and node.args == (Name(element),)
+        ):
             return "E"
         if isinstance(node, Inverse) and element_form(node.operand, element, True) == "E":
             return "E^-1"
