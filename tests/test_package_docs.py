@@ -27,3 +27,18 @@ def test_the_docstring_example_runs(name):
     if "reduced" in namespace:  # the reduced model reproduces the standard one
         ids = torch.randint(0, model.sizes.vocab, (1, model.sizes.positions))
         torch.testing.assert_close(namespace["reduced"].log_probs(ids), model.log_probs(ids))
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_tiny_instances_need_no_sizes(name):
+    """``Model.tiny()`` and ``ReducedModel.tiny()``: the same structure at small sizes, at the
+    same generic point, with the same log-probs from fewer parameters."""
+    package = importlib.import_module(f"generated.{name}")
+    model = package.Model.tiny()
+    assert model.sizes.width == package.model.TINY["width"]
+    if not hasattr(package, "ReducedModel"):
+        return
+    reduced = package.ReducedModel.tiny()
+    ids = torch.randint(0, model.sizes.vocab, (2, model.sizes.positions))
+    torch.testing.assert_close(reduced.log_probs(ids), model.log_probs(ids))
+    assert sum(p.numel() for p in reduced.parameters()) < sum(p.numel() for p in model.parameters())

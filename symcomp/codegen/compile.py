@@ -130,11 +130,10 @@ def emit_package(
         "rope": _rope(spec, graph),
         "unread": _unread(symmetries),
         "tiny": repr(tiny),
-        "tiny_kwargs": ", ".join(f"{key}={value}" for key, value in tiny.items()),
         "redundant": redundant,
         "formula": formula,
     }
-    model = partial(render_model, spec, hf_model_type=spec.hf_model_type, graph=graph)
+    model = partial(render_model, spec, hf_model_type=spec.hf_model_type, graph=graph, tiny=tiny)
     files = {
         "model.py": head + "\n" + model(rt=context["rt"]),
         "groups.py": render("groups.py.j2", **context),

@@ -509,6 +509,7 @@ def render_model(
     hf_model_type: str | None = None,
     graph: Graph | None = None,
     rt: str = "symcomp_runtime",
+    tiny: dict[str, int] | None = None,
 ) -> str:
     """The text of the standalone ``model.py`` of ``spec``, generated from its graph IR.
 
@@ -516,6 +517,7 @@ def render_model(
     our parameter names -> that family's state-dict names. The spec does not record its family,
     so without it the table is left out. ``graph``: the spec's graph, when the caller has it.
     ``rt``: the runtime's module name, ``".symcomp_runtime"`` where the package vendors it.
+    ``tiny``: small sizes of the same structure, for ``TINY`` and ``Model.tiny()``.
     """
     graph = graph or build_graph(spec)
     block, sublayers = _block_class(graph)
@@ -530,6 +532,7 @@ def render_model(
         module_doc=_module_doc(spec),
         spec_name=spec.name,
         sizes=tuple((key, getattr(sizes, key)) for key in SIZE_KEYS),
+        tiny=tuple(tiny.items()) if tiny else (),
         mha=sizes.kv_heads == sizes.heads,
         rt=rt,
         modules_import=_modules_import(rt, norm, mask, code + values),
