@@ -5,15 +5,10 @@ its symmetry groups and their invariants.
 
     from <this package> import Model, ReducedModel
 
-    # a small instance of the same structure
-    model = Model(
-        dtype=torch.float64, layers=1, width=8, heads=2, head_width=4, hidden=12, vocab=11,
-        positions=6, kv_heads=1
-    )
-    with torch.no_grad():  # a generic point: a fresh model's zero biases can be degenerate
-        for p in model.parameters():
-            p.add_(0.5 * torch.randn_like(p))
-    reduced = ReducedModel.from_standard(model)
+    # a small instance of the same structure, at a generic point (the spec's own sizes:
+    # Model(), or Model.from_pretrained(path) for saved weights)
+    model = Model.tiny()  # the sizes model.TINY
+    reduced = ReducedModel.from_standard(model)  # or ReducedModel.tiny()
 """
 
 # ruff: noqa: E402 (the runtime's version is checked before anything of it is used)

@@ -45,6 +45,18 @@ SIZES: dict[str, int] = {
 }
 """The spec's sizes: the defaults of ``Model(**sizes)``."""
 
+TINY: dict[str, int] = {
+    "layers": 1,
+    "width": 12,
+    "heads": 2,
+    "head_width": 6,
+    "hidden": 12,
+    "vocab": 15,
+    "positions": 6,
+    "kv_heads": 2,
+}
+"""Small sizes of the same structure (the generated tests' instance): ``Model.tiny()``."""
+
 # Our parameter name -> the tensor of a transformers phi state dict that holds it
 # ({i}: the layer index). A fused tensor (GPT-2's c_attn, GPT-NeoX's query_key_value) holds
 # several of ours: each is a slice of it, as the comments say; nn.Linear weights are stored
@@ -240,6 +252,20 @@ class Model(Pretrained, nn.Module):
         self.layers = nn.ModuleList(Block(s, **factory) for _ in range(s.layers))
         self.final_norm = Norm(s.width, eps=1e-05, **factory)
         self.unembed = Unembedding(s, **factory)
+
+    @classmethod
+    def tiny(cls, *, dtype: torch.dtype = torch.float64, seed: int = 0) -> Self:
+        """A small instance of the same structure (the sizes ``TINY``) at a generic point: every
+        parameter drawn at random, gains and biases included (a fresh model's zero biases make
+        some of its symmetries degenerate). The same ``seed`` gives the same parameters; the
+        caller's random state is left as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(dtype=dtype, **TINY)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.5 * torch.randn_like(p))
+        return model
 
     def forward(self, input_ids: Tensor) -> Tensor:
         """Logits (B, T, vocab) of the token ids ``input_ids`` (B, T)."""
