@@ -304,21 +304,24 @@ def count_redundancy(
 
 def tabulate(name: str, arch: Architecture, syms: Symmetries, count: Count) -> Analysis:
     """The table of ``symcomp analyze``: one line per group, the unread rows and the overlap."""
+    from symcomp.lang.sympy_printer import remembered_assumptions
+
     sizes = _sizes(arch)
-    lines = [
-        GroupLine(
-            gi.group.name,
-            gi.catalogue_id,
-            gi.acts_on,
-            gi.per,
-            str(gi.dimension),
-            str(gi.units),
-            str(gi.total),
-            int(gi.total.subs(sizes)),
-            tuple((path, str(e)) for path, e in action_sympy(gi.group).items()),
-        )
-        for gi in syms.groups
-    ]
+    with remembered_assumptions():
+        lines = [
+            GroupLine(
+                gi.group.name,
+                gi.catalogue_id,
+                gi.acts_on,
+                gi.per,
+                str(gi.dimension),
+                str(gi.units),
+                str(gi.total),
+                int(gi.total.subs(sizes)),
+                tuple((path, str(e)) for path, e in action_sympy(gi.group).items()),
+            )
+            for gi in syms.groups
+        ]
     for unread in syms.unread:
         lines.append(
             GroupLine(
