@@ -96,8 +96,8 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     """A tiny architecture with the same structure: the design note's sizes (d = 8, k = 4,
     f = 12, T = 6), the same head grouping and relation of ``g k`` to ``d``
     (:func:`value_width_relation`), an even rotated width, a RoPE base of 10 and norm eps 0.1
-    (near-symmetries stay far from exact ones), and V = 40 (more for a parallel block:
-    :func:`parallel_vocab`)."""
+    (near-symmetries stay far from exact ones), and V = 2 d + 4 (:func:`tiny_vocab`; more for
+    a parallel block: :func:`parallel_vocab`)."""
     att = arch.attention
     heads, kv = head_grouping(arch, 2)
     width = value_width_relation(arch, kv * 4, 8)
@@ -108,7 +108,7 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     window = att.sliding_window and min(att.sliding_window, 3)
     return arch.model_copy(
         update={
-            "vocab_size": parallel_vocab(arch, 40, width=width, hidden=12),
+            "vocab_size": parallel_vocab(arch, tiny_vocab(width), width=width, hidden=12),
             "max_positions": 6,
             "width": width,
             "layers": layers,
@@ -120,6 +120,15 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
             "mlp": arch.mlp.model_copy(update={"hidden": 12}),
         }
     )
+
+
+def tiny_vocab(width: int) -> int:
+    """The vocabulary of a tiny instance of width ``d``: ``2 d + 4``. Each position's
+    log-probabilities give ``V - 1`` rows, and the unembedding is generic (its centred columns
+    span the stream, with room to spare) only when ``V - 1`` exceeds ``d``; every parameter
+    more is Jacobian work (its QR grows as the cube of the parameter count), and the
+    embedding and unembedding are most of a tiny instance's parameters."""
+    return 2 * width + 4
 
 
 def value_width_relation(arch: Architecture, value_width: int, width: int) -> int:
