@@ -122,6 +122,21 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     )
 
 
+def fewer_experts(arch: Architecture, spare: int = 1) -> Architecture:
+    """``arch`` with ``top_k + spare`` experts (at most as many as it has): ``spare = 1`` is the
+    fewest that leave the router a choice (each expert selected on some positions and not on
+    others), so that each expert's own groups, the router's shift and the permutation of the
+    experts are all there to measure; more experts only repeat the per-expert terms (Mixtral's
+    eight made its measurement instance 3,416 parameters, a QR eight times llama's). The
+    count's terms name the expert count as a number, so a formula checked on this instance is
+    the derivation's own at its experts."""
+    experts = arch.mlp.experts
+    if experts is None or experts.count <= experts.top_k + spare:
+        return arch
+    fewer = experts.model_copy(update={"count": experts.top_k + spare})
+    return arch.model_copy(update={"mlp": arch.mlp.model_copy(update={"experts": fewer})})
+
+
 def tiny_vocab(width: int) -> int:
     """The vocabulary of a tiny instance of width ``d``: ``2 d + 4``. Each position's
     log-probabilities give ``V - 1`` rows, and the unembedding is generic (its centred columns

@@ -78,8 +78,9 @@ class Witness:
     not_null: tuple[str, ...]
     """Named groups with directions that change the log-probabilities."""
     pattern: bool = False
-    """The instance holds one layer of each kind, and ``derived`` is the derivation's formula at
-    that depth (a count of listed layers holds at the spec's depth only)."""
+    """The instance holds one layer of each kind, or fewer experts than the spec, and
+    ``derived`` is the derivation's formula at that depth and expert count (a count of listed
+    layers holds at the spec's depth only; the per-expert terms name the expert count)."""
 
     @property
     def verdict(self) -> str:
@@ -109,7 +110,7 @@ class Witness:
         verdict = self.verdict
         if verdict == "exact":
             formula = (
-                "the derivation's formula for this layer pattern"
+                "the derivation's formula for this instance"
                 if self.pattern
                 else ("the formula there")
             )
