@@ -50,7 +50,7 @@ from symcomp.verify.nullity import (
     sequences_needed,
 )
 
-FACTORS = (2.0, 4.0)
+FACTORS = (3.0, 6.0)
 """Sample sizes tried in turn (rows per parameter, see :func:`.nullity.sequences_needed`)."""
 
 VERDICTS_OK = ("exact", "partial")
