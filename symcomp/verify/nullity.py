@@ -345,6 +345,7 @@ def measure_nullity(
     n_seq: int | None = None,
     factor: float = 10.0,
     jacobian: Callable[..., Tensor] = jacobian_of_logprobs,
+    draw: Callable[[int, int, int, torch.Generator], Tensor] = sample_inputs,
 ) -> tuple[NullityMeasurement, Tensor]:
     """Measure the nullity on ``n_seq >= factor * params / (T (V - 1))`` sequences and on twice
     as many (fresh sequences added).
@@ -355,14 +356,14 @@ def measure_nullity(
     """
     total = sum(p.numel() for p in params.values())
     n_seq = n_seq or sequences_needed(total, seq_len, vocab, factor)
-    first = covering_inputs(vocab, seq_len, n_seq, generator)
+    first = draw(vocab, seq_len, n_seq, generator)
     J1 = jacobian(fn, params, first)
     m1 = J1.shape[0]
     R1 = compress(J1)
     del J1
     eps = torch.finfo(R1.dtype).eps
     half = report_from_singular_values(_svdvals_n(R1, total), m1, eps=eps)
-    return _doubled(fn, params, half, R1, vocab, seq_len, n_seq, generator, jacobian)
+    return _doubled(fn, params, half, R1, vocab, seq_len, n_seq, generator, jacobian, draw)
 
 
 def measure_growing(
@@ -375,11 +376,12 @@ def measure_growing(
     n_seq: int,
     rounds: int,
     jacobian: Callable[..., Tensor] = jacobian_of_logprobs,
+    draw: Callable[[int, int, int, torch.Generator], Tensor] = sample_inputs,
 ) -> tuple[NullityMeasurement, Tensor]:
     """:func:`measure_nullity` on ``n_seq`` sequences and twice as many; while that is not
     trustworthy and ``rounds`` allow, again on ``2 n_seq`` and ``4 n_seq``, and so on. Each
     round's first sample is the whole sample of the round before: its QR factor and spectrum
-    are reused, and only the fresh sequences (:func:`covering_inputs`) are differentiated."""
+    are reused, and only the fresh sequences (``draw``) are differentiated."""
     measured, R = measure_nullity(
         fn,
         params,
@@ -388,13 +390,16 @@ def measure_growing(
         generator=generator,
         n_seq=n_seq,
         jacobian=jacobian,
+        draw=draw,
     )
     for _ in range(rounds - 1):
         if measured.trustworthy:
             break
         n_seq *= 2
         half = measured.report
-        measured, R = _doubled(fn, params, half, R, vocab, seq_len, n_seq, generator, jacobian)
+        measured, R = _doubled(
+            fn, params, half, R, vocab, seq_len, n_seq, generator, jacobian, draw
+        )
     return measured, R
 
 
@@ -408,10 +413,11 @@ def _doubled(
     n_seq: int,
     generator: torch.Generator,
     jacobian: Callable[..., Tensor],
+    draw: Callable[[int, int, int, torch.Generator], Tensor] = sample_inputs,
 ) -> tuple[NullityMeasurement, Tensor]:
     """The measurement on a first sample of ``n_seq`` sequences (its report ``half`` and QR
     factor ``R1``) and on that sample with ``n_seq`` fresh ones added."""
-    second = covering_inputs(vocab, seq_len, n_seq, generator)
+    second = draw(vocab, seq_len, n_seq, generator)
     J2 = jacobian(fn, params, second)
     m2 = J2.shape[0]
     R = compress(torch.cat([R1, J2]))

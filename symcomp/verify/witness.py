@@ -44,6 +44,7 @@ from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import (
     NullityMeasurement,
+    covering_inputs,
     measure_growing,
     null_space,
     one_thread,
@@ -206,6 +207,7 @@ def measure(
             generator=torch.Generator().manual_seed(seed + 1),
             n_seq=n_seq,
             rounds=len(FACTORS),
+            draw=covering_inputs,
         )
 
 
