@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -182,7 +183,6 @@ def bench_analyze(results: Results, quick: bool) -> None:
     closed form and its measurement (the Jacobian nullity of a tiny instance), end to end. The
     target is on wall seconds; the note adds the process's CPU seconds and the machine's load,
     which say how much of the wall time other processes took on a shared machine."""
-    import os
     import resource
 
     folders = sorted(p for p in HF_CONFIGS.iterdir() if (p / "config.json").exists())
@@ -678,6 +678,8 @@ def markdown(results: Results, command: str) -> str:
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine()}",
         f"- command: `{command}`",
+        "- load average when written (1, 5, 15 min): "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg()),
         "",
     ]
     for section in SECTIONS | {"memory": None}:

@@ -28,6 +28,7 @@ from symcomp.symmetry.analysis import (
     Analysis,
     Count,
     count_redundancy,
+    fewer_experts,
     groups_of,
     layer_pattern,
     measurement_instance,
@@ -90,7 +91,10 @@ def measure(
     (:mod:`symcomp.verify.witness`); ``discover`` always lists the null directions outside the
     named groups. Where the layers differ (NoPE or sliding layers among others), an instance
     holds one layer of each kind (twice over for the second), and the formula checked there is
-    the derivation's own at that depth. Cached by the spec's structure and the formula."""
+    the derivation's own at that depth. With ``symmetries: auto``, a mixture of experts is
+    measured with as few experts as leave the router a choice (:func:`fewer_experts`; one more
+    on the second instance), against the derivation's formula at that expert count. Cached by
+    the spec's structure and the formula."""
     arch, pattern = spec.architecture, layer_pattern(spec.architecture)
     if pattern is None:
         instances = [measurement_instance(arch, measurement_layers(spec))]
@@ -101,8 +105,16 @@ def measure(
         if second:
             twice = layer_pattern(arch, repeat=2) or pattern
             instances.append(second_instance(twice, layers=twice.layers))
+    if spec.symmetries == "auto":  # a listed group may name any expert
+        instances = [fewer_experts(tiny, spare) for spare, tiny in enumerate(instances, 1)]
     return tuple(
-        _witness(spec, instance, n if pattern is None else None, seed, discover)
+        _witness(
+            spec,
+            instance,
+            n if pattern is None and instance.mlp.experts == arch.mlp.experts else None,
+            seed,
+            discover,
+        )
         for instance in instances
     )
 

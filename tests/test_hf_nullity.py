@@ -16,6 +16,7 @@ import torch
 from symcomp.spec import parameter_count
 from symcomp.verify.nullity import (
     NullityMeasurement,
+    covering_inputs,
     jacobian_of_logprobs,
     measure_nullity,
     null_space,
@@ -190,3 +191,13 @@ def test_sample_size_rule() -> None:
     assert sequences_needed(772, 6, 11) == math.ceil(7720 / 60)
     x = sample_inputs(11, 6, 5, torch.Generator().manual_seed(0))
     assert x.shape == (5, 6) and x.dtype == torch.long and x.min() >= 0 and x.max() < 11
+
+
+def test_covering_sample_reads_every_token_evenly() -> None:
+    # 7 x 6 = 42 tokens of 40: every token once, two of them twice
+    x = covering_inputs(40, 6, 7, torch.Generator().manual_seed(0))
+    assert x.shape == (7, 6) and x.dtype == torch.long
+    counts = torch.bincount(x.reshape(-1), minlength=40)
+    assert int(counts.min()) == 1 and int(counts.max()) == 2 and int(counts.sum()) == 42
+    uniform = sample_inputs(40, 6, 7, torch.Generator().manual_seed(0))
+    assert int((torch.bincount(uniform.reshape(-1), minlength=40) == 0).sum()) > 0

@@ -3,7 +3,8 @@ matrices (:class:`SympyMatrixEvaluator`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import sympy
@@ -19,6 +20,32 @@ def exact(x: float) -> sympy.Expr:
     if float(x).is_integer():
         return sympy.Integer(int(x))
     return sympy.Rational(repr(float(x)))
+
+
+@contextmanager
+def remembered_assumptions() -> Iterator[None]:
+    """SymPy's ``ask`` with its answers remembered while the block runs. Building and printing
+    matrix expressions asks the same questions again and again (``DiagMatrix.doit`` asks
+    ``Q.diagonal`` of its vector at every product it sits in), and each answer is a SAT solve:
+    Nemotron's group actions took 10 s, nearly all of it there. Only questions without local
+    assumptions are remembered, and only while no global assumption is in force."""
+    import sympy.assumptions as assumptions
+
+    ask = assumptions.ask
+    answers: dict[Any, Any] = {}
+
+    def remembered(proposition, assumptions=True, context=assumptions.global_assumptions):
+        if assumptions is not True or context:
+            return ask(proposition, assumptions, context)
+        if proposition not in answers:
+            answers[proposition] = ask(proposition)
+        return answers[proposition]
+
+    assumptions.ask = remembered
+    try:
+        yield
+    finally:
+        assumptions.ask = ask
 
 
 # --- matrix expressions ---------------------------------------------------------------------

@@ -96,8 +96,8 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     """A tiny architecture with the same structure: the design note's sizes (d = 8, k = 4,
     f = 12, T = 6), the same head grouping and relation of ``g k`` to ``d``
     (:func:`value_width_relation`), an even rotated width, a RoPE base of 10 and norm eps 0.1
-    (near-symmetries stay far from exact ones), and V = 40 (more for a parallel block:
-    :func:`parallel_vocab`)."""
+    (near-symmetries stay far from exact ones), and V = 2 d + 4 (:func:`tiny_vocab`; more for
+    a parallel block: :func:`parallel_vocab`)."""
     att = arch.attention
     heads, kv = head_grouping(arch, 2)
     width = value_width_relation(arch, kv * 4, 8)
@@ -108,7 +108,7 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
     window = att.sliding_window and min(att.sliding_window, 3)
     return arch.model_copy(
         update={
-            "vocab_size": parallel_vocab(arch, 40, width=width, hidden=12),
+            "vocab_size": parallel_vocab(arch, tiny_vocab(width), width=width, hidden=12),
             "max_positions": 6,
             "width": width,
             "layers": layers,
@@ -120,6 +120,30 @@ def measurement_instance(arch: Architecture, layers: int = 1) -> Architecture:
             "mlp": arch.mlp.model_copy(update={"hidden": 12}),
         }
     )
+
+
+def fewer_experts(arch: Architecture, spare: int = 1) -> Architecture:
+    """``arch`` with ``top_k + spare`` experts (at most as many as it has): ``spare = 1`` is the
+    fewest that leave the router a choice (each expert selected on some positions and not on
+    others), so that each expert's own groups, the router's shift and the permutation of the
+    experts are all there to measure; more experts only repeat the per-expert terms (Mixtral's
+    eight made its measurement instance 3,416 parameters, a QR eight times llama's). The
+    count's terms name the expert count as a number, so a formula checked on this instance is
+    the derivation's own at its experts."""
+    experts = arch.mlp.experts
+    if experts is None or experts.count <= experts.top_k + spare:
+        return arch
+    fewer = experts.model_copy(update={"count": experts.top_k + spare})
+    return arch.model_copy(update={"mlp": arch.mlp.model_copy(update={"experts": fewer})})
+
+
+def tiny_vocab(width: int) -> int:
+    """The vocabulary of a tiny instance of width ``d``: ``2 d + 4``. Each position's
+    log-probabilities give ``V - 1`` rows, and the unembedding is generic (its centred columns
+    span the stream, with room to spare) only when ``V - 1`` exceeds ``d``; every parameter
+    more is Jacobian work (its QR grows as the cube of the parameter count), and the
+    embedding and unembedding are most of a tiny instance's parameters."""
+    return 2 * width + 4
 
 
 def value_width_relation(arch: Architecture, value_width: int, width: int) -> int:
@@ -304,21 +328,24 @@ def count_redundancy(
 
 def tabulate(name: str, arch: Architecture, syms: Symmetries, count: Count) -> Analysis:
     """The table of ``symcomp analyze``: one line per group, the unread rows and the overlap."""
+    from symcomp.lang.sympy_printer import remembered_assumptions
+
     sizes = _sizes(arch)
-    lines = [
-        GroupLine(
-            gi.group.name,
-            gi.catalogue_id,
-            gi.acts_on,
-            gi.per,
-            str(gi.dimension),
-            str(gi.units),
-            str(gi.total),
-            int(gi.total.subs(sizes)),
-            tuple((path, str(e)) for path, e in action_sympy(gi.group).items()),
-        )
-        for gi in syms.groups
-    ]
+    with remembered_assumptions():
+        lines = [
+            GroupLine(
+                gi.group.name,
+                gi.catalogue_id,
+                gi.acts_on,
+                gi.per,
+                str(gi.dimension),
+                str(gi.units),
+                str(gi.total),
+                int(gi.total.subs(sizes)),
+                tuple((path, str(e)) for path, e in action_sympy(gi.group).items()),
+            )
+            for gi in syms.groups
+        ]
     for unread in syms.unread:
         lines.append(
             GroupLine(

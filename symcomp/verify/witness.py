@@ -44,13 +44,14 @@ from symcomp.symmetry.catalogue import SIZE_SYMBOLS, Symmetries
 from symcomp.verify.generic import generic_point
 from symcomp.verify.nullity import (
     NullityMeasurement,
+    covering_inputs,
     measure_growing,
     null_space,
     one_thread,
     sequences_needed,
 )
 
-FACTORS = (6.0, 12.0)
+FACTORS = (3.0, 6.0)
 """Sample sizes tried in turn (rows per parameter, see :func:`.nullity.sequences_needed`)."""
 
 VERDICTS_OK = ("exact", "partial")
@@ -78,8 +79,9 @@ class Witness:
     not_null: tuple[str, ...]
     """Named groups with directions that change the log-probabilities."""
     pattern: bool = False
-    """The instance holds one layer of each kind, and ``derived`` is the derivation's formula at
-    that depth (a count of listed layers holds at the spec's depth only)."""
+    """The instance holds one layer of each kind, or fewer experts than the spec, and
+    ``derived`` is the derivation's formula at that depth and expert count (a count of listed
+    layers holds at the spec's depth only; the per-expert terms name the expert count)."""
 
     @property
     def verdict(self) -> str:
@@ -109,7 +111,7 @@ class Witness:
         verdict = self.verdict
         if verdict == "exact":
             formula = (
-                "the derivation's formula for this layer pattern"
+                "the derivation's formula for this instance"
                 if self.pattern
                 else ("the formula there")
             )
@@ -205,6 +207,7 @@ def measure(
             generator=torch.Generator().manual_seed(seed + 1),
             n_seq=n_seq,
             rounds=len(FACTORS),
+            draw=covering_inputs,
         )
 
 
