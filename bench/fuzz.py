@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from tests.fuzzing import (
     OUTCOMES,
+    ROOT,
     Outcome,
     check_expression,
     config_files,
@@ -55,9 +56,9 @@ def _explore(strategy, examples: int, body) -> None:
     run()
 
 
-def _timed(fn, *args) -> tuple[Outcome, float]:
+def _timed(fn, *args, **kwargs) -> tuple[Outcome, float]:
     start = time.perf_counter()
-    outcome = fn(*args)
+    outcome = fn(*args, **kwargs)
     return outcome, time.perf_counter() - start
 
 
@@ -121,19 +122,31 @@ def deep_commands(specs: list[Path], folder: Path, seconds: float) -> _Tally:
     return tally
 
 
+def _progress(name: str, tally: _Tally) -> None:
+    counts = ", ".join(f"{kind} {tally.counts[kind]}" for kind in OUTCOMES)
+    print(f"    {name}: {counts}; slowest {tally.slowest:.2f} s", flush=True)
+
+
 def bench_fuzz(results, quick: bool) -> None:
-    examples, deep = (10, 0) if quick else (10_000, 30)
+    examples, deep = (10, 1) if quick else (10_000, 30)
     folder = Path(tempfile.mkdtemp(prefix="symcomp-fuzz-"))
     specs, accepted = fuzz_specs(examples, deep, folder)
+    _progress("specs", specs)
     imported, checked = fuzz_configs(examples, folder)
+    _progress("configs", imported)
+    _progress("their specs", checked)
     exprs = fuzz_expressions(examples)
+    _progress("expressions", exprs)
+    tiny = sorted((ROOT / "specs" / "tiny").glob("*.yaml"))
+    accepted += tiny[: deep - len(accepted)]  # few mutants accepted: real tiny specs fill in
     commands = deep_commands(accepted, folder, seconds=300.0)
+    _progress("analyze + compile", commands)
     rows = [
         ("check on mutated specs", specs, 10.0),
         ("import-hf on mutated config.json files", imported, 10.0),
         ("check on what import-hf wrote", checked, 10.0),
         ("expressions: parse, print, evaluate", exprs, 10.0),
-        (f"analyze + compile on {len(accepted)} accepted spec mutants", commands, 300.0),
+        (f"analyze + compile of {len(accepted)} accepted specs", commands, 300.0),
     ]
     for name, tally, limit in rows:
         tried = sum(tally.counts.values())
