@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import tempfile
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -579,6 +580,21 @@ def wider(cfg: transformers.PretrainedConfig) -> transformers.PretrainedConfig:
     for key in ("ffn_hidden_size", "n_inner"):
         if getattr(cfg, key, None):
             setattr(cfg, key, 2 * getattr(cfg, key) + 2)
+    return _generic_vocab(cfg)
+
+
+def _generic_vocab(cfg: transformers.PretrainedConfig) -> transformers.PretrainedConfig:
+    """The config with a vocabulary large enough to be generic at its new sizes: a parallel
+    block's layer-0 MLP reads the current token's embedding alone, so V tokens must give it
+    twice its weights' conditions (``parallel_vocab``), or the model has null directions of its
+    own (the wider Cohere at V = 40, d = 16, f = 26 gated: 820 against 193)."""
+    from symcomp.hf.config_import import import_hf_config
+    from symcomp.symmetry.analysis import parallel_vocab
+
+    with tempfile.TemporaryDirectory() as folder:
+        cfg.save_pretrained(folder)
+        arch = import_hf_config(folder).architecture
+    cfg.vocab_size = parallel_vocab(arch, cfg.vocab_size, width=arch.width, hidden=arch.mlp.hidden)
     return cfg
 
 
