@@ -35,6 +35,8 @@ def percent(value: float) -> str:
     """A share for people: two significant digits below 1 %, one decimal above."""
     if value == 0:
         return "0%"
+    if abs(value) < 0.001:
+        return "<0.001%" if value > 0 else ">-0.001%"
     if abs(value) < 1:
         return f"{value:.2g}%"
     return f"{value:.1f}%"
