@@ -165,3 +165,19 @@ def test_verify_tells_its_progress_naming_the_instance(one_torch_thread):
     assert f"group qk_gauge at {sizes}" in steps
     nullity = [s for s in steps if s.startswith("Jacobian nullity at ")]
     assert len(nullity) == 2 and nullity[0] != nullity[1]
+
+
+def test_per_layer_breakdown_adds_up_on_a_post_norm_stack():
+    # unmeasured: the per-layer split is read off the groups (BERT: pinned per-layer copies)
+    from symcomp.pipeline import analyze, load
+    from symcomp.report import per_layer
+
+    a = analyze(load(SPECS / "bert-base.yaml"), measured=False)
+    layers, each, whole = per_layer(a)
+    assert layers == list(range(12))
+    assert sum(map(sum, each.values())) + sum(whole.values()) == a.redundant
+    qk = next(g for g in a.groups if g.name == "qk_gauge")
+    assert each["qk_gauge"] == [qk.dimension // 12] * 12
+    for g in a.groups:  # a group per model lies in no layer
+        if g.per == "model" and g.dimension:
+            assert g.name in whole and g.name not in each, g.name
