@@ -167,7 +167,7 @@ def test_verify_tells_its_progress_naming_the_instance(one_torch_thread):
     assert len(nullity) == 2 and nullity[0] != nullity[1]
 
 
-def test_per_layer_breakdown_adds_up_on_a_post_norm_stack():
+def test_per_layer_breakdown_adds_up_on_a_post_norm_stack(one_torch_thread):
     # unmeasured: the per-layer split is read off the groups (BERT: pinned per-layer copies)
     from symcomp.pipeline import analyze, load
     from symcomp.report import per_layer
