@@ -32,12 +32,13 @@ from pathlib import Path
 from symcomp.errors import SymcompError
 
 
-def _console():  # rich is imported lazily, only for human output
+def _console(*, stderr: bool = False):  # rich is imported lazily, only for human output
     import shutil
 
     from rich.console import Console
 
-    return Console(highlight=False, width=max(140, shutil.get_terminal_size().columns))
+    width = max(140, shutil.get_terminal_size().columns)
+    return Console(highlight=False, width=width, stderr=stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> None:
@@ -102,35 +103,66 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     from symcomp.pipeline import analyze
+    from symcomp.report import analysis_json, folded, folded_line, percent, share
 
+    if args.report is not None:
+        _check_report_target(args.report)
     analysis = analyze(_spec_or_hf(args), discover=args.discover)
     if args.json:
-        print(json.dumps({**asdict(analysis), "confirmed": analysis.confirmed}, indent=2))
-        if not analysis.confirmed:
-            raise SystemExit(1)
-        return
-    table = Table(title=f"{analysis.name}: redundant parameters", title_justify="left")
-    for column in ("group", "id", "acts on", "per", "dim each", "units", "formula", "dimension"):
-        table.add_column(column, justify="right" if column == "dimension" else "left")
-    for line in analysis.groups:
-        table.add_row(
-            line.name,
-            line.catalogue_id,
-            line.acts_on,
-            line.per,
-            line.dimension_each,
-            line.units,
-            line.formula,
-            f"{line.dimension:,}",
+        print(json.dumps(analysis_json(analysis), indent=2))
+    else:
+        kept, zero = folded(analysis)
+        table = Table(title=f"{analysis.name}: redundant parameters", title_justify="left")
+        width = max((len(line.name) for line in kept), default=5)
+        table.add_column("group", min_width=width, overflow="fold")
+        for column in ("id", "acts on", "per", "dim each", "units"):
+            table.add_column(column, overflow="fold")
+        table.add_column("dimension", justify="right", no_wrap=True)
+        table.add_column("share", justify="right", no_wrap=True)
+        for line in kept:
+            table.add_row(
+                line.name,
+                line.catalogue_id,
+                line.acts_on,
+                line.per,
+                line.dimension_each,
+                line.units,
+                f"{line.dimension:,}",
+                percent(share(line.dimension, analysis.parameters)),
+            )
+        console = _console()
+        console.print(table)
+        if zero:
+            console.print(folded_line(zero), markup=False, soft_wrap=True)
+        total = percent(share(analysis.redundant, analysis.parameters))
+        console.print(f"parameters          {analysis.parameters:,}")
+        console.print(
+            f"redundant           {analysis.redundant:,} ({total}) = {analysis.formula}",
+            markup=False,
+            soft_wrap=True,
         )
-    console = _console()
-    console.print(table)
-    console.print(f"parameters          {analysis.parameters:,}")
-    console.print(f"redundant           {analysis.redundant:,} = {analysis.formula}")
-    console.print(f"reduced parameters  {analysis.reduced_parameters:,}")
-    _print_witnesses(console, analysis.measured, discover=args.discover)
+        console.print(f"reduced parameters  {analysis.reduced_parameters:,}")
+        _print_witnesses(console, analysis.measured, discover=args.discover)
+    if args.report is not None:
+        from symcomp.report import write_report
+
+        written = write_report(analysis, args.report)
+        names = ", ".join(str(p) for p in written)
+        print(f"wrote {names}", file=sys.stderr if args.json else sys.stdout)
     if not analysis.confirmed:
         raise SystemExit(1)
+
+
+def _check_report_target(path: Path) -> None:
+    """Refuse a report before the work: an unknown type, or matplotlib missing."""
+    from symcomp.report import require_matplotlib
+
+    if path.suffix.lower() not in (".md", ".html", ".htm"):
+        raise SymcompError(
+            f"--report {path}: unknown report type {path.suffix or '(none)'!r}; "
+            "accepted: a file name ending in .md or .html"
+        )
+    require_matplotlib()
 
 
 def _print_witnesses(console, witnesses, *, discover: bool) -> None:
@@ -147,23 +179,48 @@ def _print_witnesses(console, witnesses, *, discover: bool) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    """Check every group symbolically and numerically, and the count against the Jacobian
-    nullity of two tiny instances that differ in every size."""
-    from symcomp.pipeline import load, verify
+    """Check every group symbolically and numerically on a tiny instance of the spec, and the
+    count against the Jacobian nullity of two tiny instances that differ in every size (exit 1
+    when a group does not hold or the measurement contradicts the count)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    report = verify(load(args.spec), symbolic=not args.no_symbolic)
-    console = _console()
+    from symcomp.pipeline import load, verify
+    from symcomp.report import verify_json
+
+    spec = load(args.spec)
+    out = _console(stderr=args.json)  # with --json, stdout holds the JSON alone
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"verify {spec.name}", total=None)
+        steps = [0]
+
+        def progress(what: str) -> None:
+            steps[0] += 1
+            bar.update(task, description=f"verify {spec.name}, step {steps[0]}: {what}")
+
+        report = verify(spec, symbolic=not args.no_symbolic, progress=progress)
+    sizes = ", ".join(f"{k}={v}" for k, v in report.instance)
+    out.print(
+        f"{report.name}: the groups checked on a tiny instance of the same structure: {sizes}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     for check in report.checks:
         mark = "ok " if check.holds else "REJECTED"
         settled = f" (settled at {', '.join(check.settled[:3])})" if check.settled else ""
-        console.print(
+        out.print(
             f"{mark} {check.name}: symbolic {check.symbolic}{settled}; "
-            f"max |d log p| = {check.numeric_error:.2e} (tolerance 1e-10)"
+            f"max |d log p| = {check.numeric_error:.2e} (tolerance 1e-10)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
-    _print_witnesses(console, report.witnesses, discover=True)
+    _print_witnesses(out, report.witnesses, discover=True)
+    verdict = "verified" if report.ok else "NOT VERIFIED"
+    out.print(f"{report.name}: {verdict}", markup=False, highlight=False)
     if args.json:
-        data = {**asdict(report), "ok": report.ok}
-        print(json.dumps({**data, "nullity": report.nullity, "derived": report.derived}, indent=2))
+        print(json.dumps(verify_json(report), indent=2))
     if not report.ok:
         raise SystemExit(1)
 
@@ -287,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch code.",
     )
     parser.add_argument(
+        "--version",
+        action="version",
+        version=_version(),
+        help="print the versions of symcomp and of its runtime, and exit",
+    )
+    parser.add_argument(
         "--debug",
         action="store_true",
         help="on an internal error (exit 3), show the Python traceback (also: SYMCOMP_DEBUG=1)",
@@ -308,7 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = add("analyze", cmd_analyze)
     analyze.add_argument("spec", type=Path, nargs="?", help="a YAML spec")
     analyze.add_argument("--hf", type=Path, help="a Hugging Face config.json (or its folder)")
-    analyze.add_argument("--json", action="store_true", help="print one JSON object")
+    analyze.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (its keys: docs/cli.md)",
+    )
+    analyze.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="also write the breakdown with plots (per group, per layer) to FILE.md (the SVGs "
+        "beside it) or FILE.html (one file); needs matplotlib: pip install 'symcomp[report]'",
+    )
     analyze.add_argument(
         "--discover",
         action="store_true",
@@ -318,7 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver = add("verify", cmd_verify)
     ver.add_argument("spec", type=Path, help="a YAML spec")
     ver.add_argument("--no-symbolic", action="store_true", help="skip the SymPy proofs")
-    ver.add_argument("--json", action="store_true", help="also print one JSON object")
+    ver.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object to stdout (its keys: docs/cli.md); the text goes to stderr",
+    )
 
     comp = add("compile", cmd_compile)
     comp.add_argument("spec", type=Path, help="a YAML spec")
@@ -399,6 +477,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("-o", "--output", type=Path, help="write the spec here (default: stdout)")
     imp.add_argument("--name", help="spec name (default: from the path)")
     return parser
+
+
+def _version() -> str:
+    """``symcomp X (runtime Y)``: the package and the runtime it imports."""
+    from symcomp import __version__
+
+    try:
+        import symcomp_runtime
+
+        runtime = symcomp_runtime.__version__
+    except ImportError:
+        runtime = "not installed"
+    return f"symcomp {__version__} (symcomp-runtime {runtime})"
 
 
 REPORT_TO = "the symcomp issue tracker"

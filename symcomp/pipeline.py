@@ -16,6 +16,7 @@ term is measured on tiny instances of the same structure, which it builds itself
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +38,10 @@ from symcomp.symmetry.analysis import (
 )
 from symcomp.symmetry.catalogue import Symmetries
 from symcomp.verify.report import VerifyReport, check_groups
-from symcomp.verify.witness import Witness, second_instance, witness
+from symcomp.verify.witness import Witness, instance_sizes, second_instance, witness
+
+Progress = Callable[[str], None]
+"""Told, in words, of each step before it runs (the CLI shows it)."""
 
 if TYPE_CHECKING:  # code generation is imported by the commands that emit a package only
     from symcomp.codegen.compile import Package
@@ -84,7 +88,13 @@ def emit(
 
 
 def measure(
-    spec: Spec, n: Count, *, second: bool = False, seed: int = 0, discover: bool = False
+    spec: Spec,
+    n: Count,
+    *,
+    second: bool = False,
+    seed: int = 0,
+    discover: bool = False,
+    progress: Progress | None = None,
 ) -> tuple[Witness, ...]:
     """The closed form ``n`` against the Jacobian nullity of the spec's tiny measurement
     instance, and with ``second`` of another that differs in every free size
@@ -94,7 +104,8 @@ def measure(
     the derivation's own at that depth. With ``symmetries: auto``, a mixture of experts is
     measured with as few experts as leave the router a choice (:func:`fewer_experts`; one more
     on the second instance), against the derivation's formula at that expert count. Cached by
-    the spec's structure and the formula."""
+    the spec's structure and the formula. ``progress(what)`` is told of each instance before it
+    is measured."""
     arch, pattern = spec.architecture, layer_pattern(spec.architecture)
     if pattern is None:
         instances = [measurement_instance(arch, measurement_layers(spec))]
@@ -107,16 +118,14 @@ def measure(
             instances.append(second_instance(twice, layers=twice.layers))
     if spec.symmetries == "auto":  # a listed group may name any expert
         instances = [fewer_experts(tiny, spare) for spare, tiny in enumerate(instances, 1)]
-    return tuple(
-        _witness(
-            spec,
-            instance,
-            n if pattern is None and instance.mlp.experts == arch.mlp.experts else None,
-            seed,
-            discover,
-        )
-        for instance in instances
-    )
+    out = []
+    for instance in instances:
+        if progress is not None:
+            sizes = ", ".join(f"{k}={v}" for k, v in instance_sizes(instance))
+            progress(f"Jacobian nullity at {sizes}")
+        same = pattern is None and instance.mlp.experts == arch.mlp.experts
+        out.append(_witness(spec, instance, n if same else None, seed, discover))
+    return tuple(out)
 
 
 _witnesses: dict[tuple[str, str, str, int, bool], Witness] = {}
@@ -174,13 +183,28 @@ def analyze_and_compile(spec: Spec, source_text: str) -> tuple[Analysis, Package
     return analysis, emit(spec, source_text, graph, symmetries, n)
 
 
-def verify(spec: Spec, *, symbolic: bool = True, seed: int = 0) -> VerifyReport:
+def verify(
+    spec: Spec, *, symbolic: bool = True, seed: int = 0, progress: Progress | None = None
+) -> VerifyReport:
     """``symcomp verify``: SymPy proofs and float64 invariance of each group on a tiny instance
     of the same structure (:func:`symcomp.symmetry.analysis.measurement_instance`), and the
     printed formula against the Jacobian nullity there and at a second instance that differs in
-    every free size."""
+    every free size. ``progress(what)`` is told of each step before it runs (a group on the tiny
+    instance, then each measurement)."""
+    tell = progress or (lambda what: None)
+    tell("deriving the groups and their count")
     n = count(spec, derive(build(spec), spec))
-    tiny = spec.model_copy(update={"architecture": measurement_instance(spec.architecture)})
+    instance = measurement_instance(spec.architecture)
+    tiny = spec.model_copy(update={"architecture": instance})
     graph = build(tiny)
-    checks = check_groups(spec, graph, derive(graph, tiny), symbolic=symbolic)
-    return VerifyReport(spec.name, checks, measure(spec, n, second=True, seed=seed, discover=True))
+    sizes = instance_sizes(instance)
+    at = ", ".join(f"{k}={v}" for k, v in sizes)
+    checks = check_groups(
+        spec,
+        graph,
+        derive(graph, tiny),
+        symbolic=symbolic,
+        progress=lambda name: tell(f"group {name} at {at}"),
+    )
+    witnesses = measure(spec, n, second=True, seed=seed, discover=True, progress=tell)
+    return VerifyReport(spec.name, checks, witnesses, instance=sizes)

@@ -20,12 +20,13 @@ import sympy
 
 from symcomp.errors import DerivationError
 from symcomp.ir.graph import Graph, build_graph
+from symcomp.lang import parse_expr, unparse
 from symcomp.spec.model import Architecture, CustomGroup, RotaryPositions, Spec
 from symcomp.spec.params import parameter_count, parameter_shapes, sizes_of
 from symcomp.symmetry.catalogue import (
     SIZE_SYMBOLS,
+    GroupInfo,
     Symmetries,
-    action_sympy,
     derive_groups,
     select_groups,
 )
@@ -53,7 +54,10 @@ class GroupLine:
     formula: str
     dimension: int
     action: tuple[tuple[str, str], ...] = ()
-    """each parameter the group moves, and its new value as a SymPy expression"""
+    """each parameter the group moves, and its new value in the spec language"""
+    per_layer: tuple[tuple[int, int], ...] = ()
+    """(layer, dimension there) for the layers its units lie in; the rest of ``dimension`` is
+    the whole model's (per model, the unread rows, the overlap)"""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class Analysis:
     measured: tuple[Witness, ...] = ()
     """The formula against the Jacobian nullity of tiny instances (:mod:`symcomp.verify.witness`);
     empty when the caller skipped the measurement."""
+    sizes: tuple[tuple[str, int], ...] = ()
+    """The spec's sizes by size symbol (d, L, h, g, k, f, V, T, r): the formulas' values."""
 
     @property
     def confirmed(self) -> bool:
@@ -342,7 +348,8 @@ def tabulate(name: str, arch: Architecture, syms: Symmetries, count: Count) -> A
                 str(gi.units),
                 str(gi.total),
                 int(gi.total.subs(sizes)),
-                tuple((path, str(e)) for path, e in action_sympy(gi.group).items()),
+                tuple((path, unparse(parse_expr(text))) for path, text in gi.group.acts.items()),
+                _per_layer(gi, arch.layers, int(gi.total.subs(sizes))),
             )
             for gi in syms.groups
         ]
@@ -371,10 +378,54 @@ def tabulate(name: str, arch: Architecture, syms: Symmetries, count: Count) -> A
                 "",
                 str(-overlap),
                 -int(overlap.subs(sizes)),
+                per_layer=tuple((i, -b) for i in range(arch.layers) if (b := _per_unit(overlap))),
             )
         )
     redundant = count.at(arch)
     assert redundant == sum(line.dimension for line in lines)
     parameters = parameter_count(arch)
     formula = str(count.formula)
-    return Analysis(name, parameters, redundant, parameters - redundant, formula, tuple(lines))
+    return Analysis(
+        name,
+        parameters,
+        redundant,
+        parameters - redundant,
+        formula,
+        tuple(lines),
+        sizes=tuple((str(sym), value) for sym, value in sizes.items()),
+    )
+
+
+def _per_unit(overlap: sympy.Expr) -> int:
+    """The overlap's term per layer: ``b`` of ``a + b L``."""
+    return int(sympy.expand(overlap).coeff(L, 1))
+
+
+def _per_layer(gi: GroupInfo, depth: int, dimension: int) -> tuple[tuple[int, int], ...]:
+    """The dimension of ``gi`` in each layer: each copy has units in the layers it lists (where
+    its relative references exist), or one unit in the lowest layer it names in full, or (per
+    model, or naming no layer) one unit of the whole model; units of one group are alike."""
+    import re
+
+    from symcomp_runtime.layers import unit_layers
+
+    from symcomp.symmetry.engine import group_reach
+
+    slots: list[int | None] = []
+    for group in gi.all_groups:
+        named = [
+            int(i)
+            for path in group.acts
+            for m in [re.match(r"layers\.(\d+)\.", path)]
+            if m
+            for i in m.groups()
+        ]
+        if group.per != "model" and len(named) < len(group.acts):
+            slots += unit_layers(group.layers, group_reach(group), depth)
+        else:
+            slots.append(min(named) if named and gi.per != "model" else None)
+    each: dict[int, float] = {}
+    for layer in slots:
+        if layer is not None:
+            each[layer] = each.get(layer, 0) + dimension / len(slots)
+    return tuple((layer, round(value)) for layer, value in sorted(each.items()))

@@ -15,6 +15,7 @@ A group that does not hold is rejected with its measured error, never dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from symcomp.ir.graph import Graph
@@ -45,6 +46,8 @@ class VerifyReport:
     witnesses: tuple[Witness, ...]
     """The printed formula against the Jacobian nullity of two tiny instances that differ in
     every free size (:mod:`.witness`)."""
+    instance: tuple[tuple[str, int], ...] = ()
+    """The sizes of the tiny instance whose groups were checked, by size symbol."""
 
     @property
     def nullity(self) -> int:
@@ -74,11 +77,22 @@ def _check(spec: Spec, graph: Graph, group: CustomGroup, symbolic: bool) -> Grou
 
 
 def check_groups(
-    spec: Spec, graph: Graph, syms: Symmetries, *, symbolic: bool = True
+    spec: Spec,
+    graph: Graph,
+    syms: Symmetries,
+    *,
+    symbolic: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[GroupCheck, ...]:
     """Check the groups ``syms`` of ``graph``, a tiny instance of ``spec``, symbolically and
-    numerically; a catalogue name the spec lists but the graph does not admit is a false claim."""
-    checks = tuple(_check(spec, graph, gi.group, symbolic) for gi in syms.groups)
+    numerically; a catalogue name the spec lists but the graph does not admit is a false claim.
+    ``progress(name)`` is told of each group before its check."""
+    done = []
+    for gi in syms.groups:
+        if progress is not None:
+            progress(gi.group.name)
+        done.append(_check(spec, graph, gi.group, symbolic))
+    checks = tuple(done)
     if spec.symmetries != "auto":
         found = {gi.name for gi in syms.groups} | {"unread_parameters"}
         checks += tuple(
