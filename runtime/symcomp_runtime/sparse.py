@@ -98,6 +98,19 @@ class Moves:
 def sparse_moves(
     move: Callable[[Tensor], Tensor], basis: Tensor, rows: int, budget: int = 1 << 24
 ) -> Moves:
+    """C from ``move`` (linear) over ``basis``: by probing (:func:`probed_moves`) when each of
+    C's rows has one nonzero, else densely, a chunk of basis elements at a time (batched with
+    ``torch.vmap``, at most ``budget`` dense entries at once)."""
+    if basis.shape[0] > 4:
+        found = probed_moves(move, basis, rows)
+        if found is not None:
+            return found
+    return dense_moves(move, basis, rows, budget)
+
+
+def dense_moves(
+    move: Callable[[Tensor], Tensor], basis: Tensor, rows: int, budget: int = 1 << 24
+) -> Moves:
     """C from ``move`` (linear, batched with ``torch.vmap``) over ``basis``, a chunk of basis
     elements at a time (at most ``budget`` dense entries at once)."""
     chunk = max(1, budget // max(rows, 1))
@@ -109,6 +122,44 @@ def sparse_moves(
     r, c, v = (torch.cat(part) for part in zip(*found, strict=True))
     order = torch.argsort(r * basis.shape[0] + c)
     return Moves(r[order], c[order], v[order], (rows, basis.shape[0]))
+
+
+def probed_moves(move: Callable[[Tensor], Tensor], basis: Tensor, rows: int) -> Moves | None:
+    """C in 2 + log2(dim) applications of ``move`` when each row of C has one nonzero (a
+    per-feature or per-neuron shift): the sum of all basis elements gives each row's value,
+    and the sum of those whose index has bit k set says bit k of its column. A last probe
+    with random weights checks the pattern (C v against the move of v); None when it fails
+    (a row that two columns move), for the dense computation."""
+    dim = basis.shape[0]
+    if dim == 0:
+        return None
+    with torch.no_grad():
+        total = move(basis.sum(0))
+        at = torch.nonzero(total).reshape(-1)
+        values = total[at]
+        del total
+        col = torch.zeros(at.numel(), dtype=torch.long, device=at.device)
+        index = torch.arange(dim, device=basis.device)
+        for k in range(max(1, (dim - 1).bit_length())):
+            chosen = (index >> k) & 1 == 1
+            if not bool(chosen.any()):
+                continue
+            probe = move(basis[chosen].sum(0))[at]
+            lit = probe != 0
+            if bool(((probe != values) & lit).any()):
+                return None  # the row sees two columns: not a one-nonzero row
+            col |= lit.long() << k
+            del probe, lit
+        if bool((col >= dim).any()):
+            return None
+        weights = torch.rand(dim, generator=torch.Generator().manual_seed(0), dtype=basis.dtype)
+        weights = weights.to(basis.device) + 0.5
+        check = move(torch.einsum("i,i...->...", weights, basis))
+        expected = torch.zeros_like(check).index_put((at,), values * weights[col])
+        scale = float(values.abs().max()) if values.numel() else 1.0
+        if float((check - expected).abs().max()) > 1e-9 * max(scale, 1e-300):
+            return None
+    return Moves(at, col, values, (rows, dim))
 
 
 def components(C: Moves) -> Tensor:
