@@ -65,3 +65,37 @@ def test_probing_is_not_fooled_by_cancelling_columns():
     basis = torch.eye(dim, dtype=torch.float64)
     assert probed_moves(_linear(A), basis, rows) is None
     assert torch.equal(sparse_moves(_linear(A), basis, rows).dense(), A)
+
+
+def test_a_large_component_through_its_distinct_rows_matches_the_dense_svd():
+    """An embedding-like step: every row of W_E (V x d) moved by one scalar and by c_j, every
+    row of W_P (T x d) by b_p and -c_j; one component, its W_E rows repeated V times."""
+    from symcomp_runtime.sparse import Moves, solve_components
+
+    V, T, d = 7, 4, 3
+    rows, cols, vals = [], [], []
+    for v in range(V):
+        for j in range(d):
+            rows += [v * d + j] * 2
+            cols += [0, 1 + T + j]
+            vals += [1.0, 1.0]
+    for p in range(T):
+        for j in range(d):
+            rows += [(V + p) * d + j] * 2
+            cols += [1 + p, 1 + T + j]
+            vals += [1.0, -1.0]
+    m, n = (V + T) * d, 1 + T + d
+    C = Moves(
+        torch.tensor(rows), torch.tensor(cols), torch.tensor(vals, dtype=torch.float64), (m, n)
+    )
+    x = torch.randn(m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    blocked = torch.zeros(m, dtype=torch.bool)
+    blocked[[0, 5, 30]] = True
+    c_dense, dep_dense = solve_components(C, x, blocked)
+    c_large, dep_large = solve_components(C, x, blocked, dense_limit=1)
+    D = C.dense()
+    assert torch.allclose(c_large, c_dense, atol=1e-12)
+    assert (D.T @ (x + D @ c_large)).abs().max() < 1e-12  # the fix is the projection
+    assert dep_large == dep_dense
+    assert int(torch.linalg.matrix_rank(D[dep_large])) == int(torch.linalg.matrix_rank(D))
+    assert not blocked[dep_large].any()

@@ -241,12 +241,16 @@ def greedy_rows(
 # --- the minimum-norm fix and the dependent entries, per component ---------------------------
 
 
-def solve_components(C: Moves, x: Tensor, blocked: Tensor) -> tuple[Tensor, list[int]]:
+def solve_components(
+    C: Moves, x: Tensor, blocked: Tensor, dense_limit: int = 1 << 22
+) -> tuple[Tensor, list[int]]:
     """(c, dependent): the minimum-norm c with C c = -(the part of x in C's range), its
     singular values cut at 1e-10 of the largest; and the greedy max-volume rows of C outside
     ``blocked``, as many as they have rank (in the order one greedy pass over all of C would
     pick them: by decreasing residual, ties to the later row). Components of C's columns are
-    independent blocks, so both are solved block by block."""
+    independent blocks, so both are solved block by block: a block of more than ``dense_limit``
+    entries through its Gram matrix (built from its distinct rows, each with its count) and a
+    greedy pass over its distinct rows held sparse (:func:`_large_block`)."""
     dim = C.shape[1]
     c = torch.zeros(dim, dtype=x.dtype)
     if C.values.numel() == 0:
@@ -259,11 +263,17 @@ def solve_components(C: Moves, x: Tensor, blocked: Tensor) -> tuple[Tensor, list
     # the largest singular value: of a one-column block, its norm; of the others, their own
     top2 = float(col_norm2[single].max()) if bool(single.any()) else 0.0
     multi = torch.unique(label[~single]).tolist()
-    blocks = []
+    blocks, large = [], []
+    Ctx = C.rmatvec(x)
     for head in multi:
         cols = torch.nonzero(label == head).reshape(-1)
         at = torch.isin(C.cols, cols)
         rows = torch.unique(C.rows[at])
+        if rows.numel() * cols.numel() > dense_limit:
+            found = _large_block(C, at, rows, cols, x.dtype)
+            top2 = max(top2, float(found[-2].max()) if found[-2].numel() else 0.0)
+            large.append(found)
+            continue
         sub = torch.zeros(rows.numel(), cols.numel(), dtype=x.dtype)
         sub[torch.searchsorted(rows, C.rows[at]), torch.searchsorted(cols, C.cols[at])] = C.values[
             at
@@ -273,13 +283,18 @@ def solve_components(C: Moves, x: Tensor, blocked: Tensor) -> tuple[Tensor, list
         blocks.append((rows, cols, sub, U, sv, Vh))
     cut = 1e-10 * max(top2**0.5, 1.0)
     # one-column blocks: c_j = -(C_j . x) / |C_j|^2
-    Ctx = C.rmatvec(x)
     keep = single & (col_norm2.sqrt() > cut)
     c[keep] = -Ctx[keep] / col_norm2[keep]
     for rows, cols, _, U, sv, Vh in blocks:
         rank = int(torch.count_nonzero(sv > cut))
         U, sv, Vh = U[:, :rank], sv[:rank], Vh[:rank]
         c[cols] = -(Vh.T @ ((U.T @ x[rows]) / sv))
+    for cols, _, lam, V in large:
+        # the Gram matrix resolves eigenvalues to about n eps of the largest, not cut^2
+        floor = max(cut * cut, float(lam.max()) * lam.numel() * 2.2e-16) if lam.numel() else 0.0
+        kept = lam > floor
+        V, lam = V[:, kept], lam[kept]
+        c[cols] = -(V @ ((V.T @ Ctx[cols]) / lam))
     # the dependent rows: the greedy threshold is relative to the largest row norm outside
     # ``blocked`` over all of C
     row_norm2 = torch.zeros(C.shape[0], dtype=x.dtype).index_add(0, C.rows, sq)
@@ -299,5 +314,107 @@ def solve_components(C: Moves, x: Tensor, blocked: Tensor) -> tuple[Tensor, list
             scores: list[float] = []
             chosen = greedy_rows(sub, None, blocked[rows], first=first, scores=scores)
             picks += [(s, int(rows[i])) for s, i in zip(scores, chosen, strict=True)]
+        for cols, rows, *_ in large:
+            picks += _greedy_sparse(C, cols, rows, blocked, first)
     picks.sort(key=lambda pick: (-pick[0], -pick[1]))
     return c, [row for _, row in picks]
+
+
+def _distinct_rows(C: Moves, at: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """(class, count): a label per row of ``rows`` (C's nonzeros ``at``), equal for rows of C
+    that are equal (two random fingerprints of each row agree), and each class's size. A
+    broadcast translation (one vector added to every row of a table) repeats its rows."""
+    g = torch.Generator().manual_seed(1)
+    r = torch.searchsorted(rows, C.rows[at])
+    prints = []
+    for _ in range(2):
+        weight = torch.rand(C.shape[1], generator=g, dtype=torch.float64) + 0.5
+        prints.append(
+            torch.zeros(rows.numel(), dtype=torch.float64).index_add(
+                0, r, C.values[at].double() * weight[C.cols[at]]
+            )
+        )
+    first, label = torch.unique(prints[0], return_inverse=True)
+    lo = torch.full((first.numel(),), float("inf"), dtype=torch.float64)
+    lo = lo.scatter_reduce(0, label, prints[1], "amin")
+    hi = torch.full((first.numel(),), -float("inf"), dtype=torch.float64)
+    hi = hi.scatter_reduce(0, label, prints[1], "amax")
+    if not torch.equal(lo, hi):  # the fingerprints disagree: every row its own class
+        label = torch.arange(rows.numel())
+    return label, torch.bincount(label)
+
+
+def _large_block(C: Moves, at: Tensor, rows: Tensor, cols: Tensor, dtype):
+    """A component too large for a dense SVD: (cols, rows, eigenvalues, eigenvectors) of its
+    Gram matrix C_b^T C_b, summed over its distinct rows with their counts."""
+    label, count = _distinct_rows(C, at, rows)
+    # the last row of each class stands for it (its nonzeros, weighted by the class size)
+    last = torch.full((count.numel(),), -1, dtype=torch.long)
+    last = last.scatter_reduce(0, label, torch.arange(rows.numel()), "amax")
+    r = torch.searchsorted(rows, C.rows[at])
+    mine = last[label[r]] == r
+    rr, cc = label[r[mine]], torch.searchsorted(cols, C.cols[at][mine])
+    vv = C.values[at][mine].to(dtype)
+    n = cols.numel()
+    # rows with a few nonzeros: each contributes its outer product (pairs within a row)
+    order = torch.argsort(rr, stable=True)
+    rr, cc, vv = rr[order], cc[order], vv[order]
+    start = torch.searchsorted(rr, rr, right=False)
+    G = torch.zeros(n * n, dtype=dtype)
+    weight = count.to(dtype)
+    span = int((torch.searchsorted(rr, rr, right=True) - start).max())
+    for shift in range(span):
+        j = start + shift
+        ok = j < torch.searchsorted(rr, rr, right=True)
+        a, b = torch.nonzero(ok).reshape(-1), j[ok]
+        G.index_add_(0, cc[a] * n + cc[b], weight[rr[a]] * vv[a] * vv[b])
+    lam, V = torch.linalg.eigh(G.reshape(n, n))
+    return cols, rows, lam, V
+
+
+def _greedy_sparse(C: Moves, cols: Tensor, rows: Tensor, blocked: Tensor, first: float):
+    """:func:`greedy_rows` over a large component's rows outside ``blocked`` (those of ``C``
+    at ``rows``, on ``cols``), held sparse: equal rows enter once, as their last copy outside
+    ``blocked`` (the one the greedy pass would pick of a tie). Returns (score, row) pairs."""
+    at = torch.isin(C.cols, cols)
+    label, count = _distinct_rows(C, at, rows)
+    open_rows = ~blocked[rows]
+    index = torch.arange(rows.numel())
+    last = torch.full((count.numel(),), -1, dtype=torch.long)
+    last = last.scatter_reduce(0, label[open_rows], index[open_rows], "amax")
+    keep = last[last >= 0]  # one row per class with an open copy, in row order
+    keep = torch.sort(keep).values
+    r = torch.searchsorted(rows, C.rows[at])
+    slot = torch.full((rows.numel(),), -1, dtype=torch.long)
+    slot[keep] = torch.arange(keep.numel())
+    on = slot[r] >= 0
+    rr, cc = slot[r[on]], torch.searchsorted(cols, C.cols[at][on])
+    vv = C.values[at][on].double()
+    order = torch.argsort(rr, stable=True)
+    rr, cc, vv = rr[order], cc[order], vv[order]
+    m, n = keep.numel(), cols.numel()
+    ptr = torch.zeros(m + 1, dtype=torch.long)
+    ptr[1:] = torch.cumsum(torch.bincount(rr, minlength=m), 0)
+    norms = torch.zeros(m, dtype=torch.float64).index_add(0, rr, vv * vv)
+    picked = torch.zeros(0, n, dtype=torch.float64)
+    out: list[tuple[float, int]] = []
+    if m == 0 or float(norms.max()) == 0:
+        return out
+    while True:
+        i = int(torch.nonzero(norms >= norms.max() * (1 - 1e-9))[-1])
+        a, b = int(ptr[i]), int(ptr[i + 1])
+        residual = torch.zeros(n, dtype=torch.float64).index_put((cc[a:b],), vv[a:b])
+        for _ in range(2):
+            residual = residual - picked.T @ (picked @ residual)
+        size = float(residual @ residual)
+        if size <= 1e-20 * first:
+            break
+        out.append((float(norms[i]), int(rows[keep[i]])))
+        q = residual / residual.norm()
+        picked = torch.cat([picked, q[None]])
+        product = torch.zeros(m, dtype=torch.float64).index_add(0, rr, vv * q[cc])
+        norms = (norms - product**2).clamp_min(0.0)
+        norms[i] = 0.0
+        if picked.shape[0] == n:
+            break
+    return out
