@@ -99,3 +99,19 @@ def test_a_large_component_through_its_distinct_rows_matches_the_dense_svd():
     assert dep_large == dep_dense
     assert int(torch.linalg.matrix_rank(D[dep_large])) == int(torch.linalg.matrix_rank(D))
     assert not blocked[dep_large].any()
+
+
+def test_the_probe_colouring_separates_columns_that_share_a_row():
+    from symcomp_runtime.slices import _colours
+    from symcomp_runtime.sparse import Moves
+
+    g = torch.Generator().manual_seed(4)
+    rows = torch.randint(0, 30, (80,), generator=g)
+    cols = torch.randint(0, 12, (80,), generator=g)
+    key = torch.unique(rows * 12 + cols)
+    rows, cols = key // 12, key % 12
+    colour = _colours(Moves(rows, cols, torch.ones(rows.numel(), dtype=torch.float64), (30, 12)))
+    for r in rows.unique():
+        mine = colour[cols[rows == r]]
+        assert mine.unique().numel() == mine.numel()
+    assert int(colour.max()) < 12

@@ -116,64 +116,95 @@ def translation_slices(chart: Chart, record, shapes, S: Sizes, dtype=torch.float
     return out
 
 
-def _colours(rows: list[int], cols: list[int], dimension: int) -> list[int]:
-    """A greedy colouring of C's columns: two columns with a nonzero in the same row differ."""
-    by_row: dict[int, list[int]] = {}
-    for row, col in zip(rows, cols, strict=True):
-        by_row.setdefault(row, []).append(col)
-    clashes: list[set[int]] = [set() for _ in range(dimension)]
-    for shared in by_row.values():
-        for col in shared:
-            clashes[col].update(c for c in shared if c != col)
-    colour: list[int] = []
+def _colours(C: Moves) -> Tensor:
+    """A greedy colouring of C's columns (in order, each the smallest colour its earlier
+    neighbours leave): two columns with a nonzero in the same row differ."""
+    dimension = C.shape[1]
+    rows, cols = C.rows, C.cols
+    # the clashing pairs: nonzeros of one row (C is held row-major)
+    start = torch.searchsorted(rows, rows)
+    end = torch.searchsorted(rows, rows, right=True)
+    span = int((end - start).max()) if rows.numel() else 0
+    pairs = []
+    for shift in range(1, span):
+        j = start + shift
+        ok = j < end
+        a, b = cols[ok], cols[j[ok]]
+        pairs.append(torch.maximum(a, b) * dimension + torch.minimum(a, b))
+    colour = torch.zeros(dimension, dtype=torch.long)
+    if not pairs:
+        return colour
+    edges = torch.unique(torch.cat(pairs))  # later * dimension + earlier, sorted by the later
+    later, earlier = edges // dimension, edges % dimension
+    keep = later != earlier
+    later, earlier = later[keep], earlier[keep]
+    ptr = torch.searchsorted(later, torch.arange(dimension + 1))
     for col in range(dimension):
-        taken = {colour[c] for c in clashes[col] if c < col}
-        colour.append(next(k for k in range(dimension) if k not in taken))
+        a, b = int(ptr[col]), int(ptr[col + 1])
+        if a == b:
+            continue
+        taken = torch.zeros(b - a + 1, dtype=torch.bool)
+        seen = colour[earlier[a:b]]
+        taken[seen[seen <= b - a]] = True
+        colour[col] = int(torch.nonzero(~taken)[0])
     return colour
 
 
 def _slice(C: Moves, elements, entries, dependent: list[int], constant: bool, unit, runs):
     """One unit's :class:`Slice`, from C (its nonzeros) at a generic point."""
-    rows, cols = C.rows.tolist(), C.cols.tolist()
-    slot = {row: position for position, row in enumerate(dependent)}
-    off = [n for n in range(len(rows)) if rows[n] not in slot]
-    on = [n for n in range(len(rows)) if rows[n] in slot]
-    place = {n: position for position, n in enumerate(off + on)}
-    colour = _colours(rows, cols, C.shape[1])
-    classes: dict[tuple[int, str], list[int]] = {}  # the nonzeros each probe measures
-    for n, col in enumerate(cols):
-        classes.setdefault((colour[col], elements[col][0]), []).append(n)
-    probes = tuple(
-        Probe(
-            group=name,
-            unit=unit,
-            element=sum(elements[c][1] for c in dict.fromkeys(cols[n] for n in members)),
-            runs=runs,
-            offset=0,
-            rows=torch.tensor([rows[n] for n in members], dtype=torch.long),
-            slots=torch.tensor([place[n] for n in members], dtype=torch.long),
+    rows, cols = C.rows, C.cols
+    dep = torch.tensor(dependent, dtype=torch.long)
+    slot = torch.full((C.shape[0],), -1, dtype=torch.long)
+    slot[dep] = torch.arange(dep.numel())
+    is_on = slot[rows] >= 0
+    off = torch.nonzero(~is_on).reshape(-1)
+    on = torch.nonzero(is_on).reshape(-1)
+    place = torch.empty(rows.numel(), dtype=torch.long)
+    place[off] = torch.arange(off.numel())
+    place[on] = off.numel() + torch.arange(on.numel())
+    names = list(dict.fromkeys(name for name, _ in elements))
+    group = torch.tensor([names.index(name) for name, _ in elements], dtype=torch.long)
+    key = _colours(C)[cols] * len(names) + group[cols]  # the nonzeros each probe measures
+    found, inverse = torch.unique(key, return_inverse=True)
+    first = torch.full((found.numel(),), rows.numel(), dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, torch.arange(rows.numel()), "amin")
+    by_class = torch.argsort(inverse, stable=True)
+    members = torch.split(by_class, torch.bincount(inverse, minlength=found.numel()).tolist())
+    probes = []
+    for k in torch.argsort(first).tolist():  # in the order the classes first appear
+        mine = members[k]
+        used = torch.unique(cols[mine]).tolist()
+        probes.append(
+            Probe(
+                group=names[int(found[k]) % len(names)],
+                unit=unit,
+                element=torch.stack([elements[c][1] for c in used]).sum(0),
+                runs=runs,
+                offset=0,
+                rows=rows[mine],
+                slots=place[mine],
+            )
         )
-        for (_, name), members in classes.items()
-    )
-    dep_cols = [cols[n] for n in on]
-    diagonal = len(on) == len(dependent) and len(set(dep_cols)) == len(on)
+    dep_cols = cols[on]
+    dep_slot = slot[rows[on]]
+    diagonal = on.numel() == len(dependent) and torch.unique(dep_cols).numel() == on.numel()
     values = divisors = lift = None
     if constant:
-        values = C.values[torch.tensor(off, dtype=torch.long)]
-        on_values = C.values[torch.tensor(on, dtype=torch.long)]
+        values = C.values[off]
+        on_values = C.values[on]
         if diagonal:  # the solve is a division: keep the divisors
             divisors = on_values
         else:
             C_d = torch.zeros(C.shape[1], len(dependent), dtype=C.values.dtype)
-            C_d[dep_cols, [slot[rows[n]] for n in on]] = on_values
+            C_d[dep_cols, dep_slot] = on_values
             lift = torch.linalg.pinv(C_d)[None]
     return Slice(
         runs=runs,
-        rows=torch.tensor([rows[n] for n in off], dtype=torch.long),
-        cols=torch.tensor([cols[n] for n in off], dtype=torch.long),
-        dep_cols=torch.tensor(dep_cols, dtype=torch.long),
-        dep_slot=torch.tensor([slot[rows[n]] for n in on], dtype=torch.long),
-        probes=probes,
+        rows=rows[off],
+        cols=cols[off],
+        dep_cols=dep_cols,
+        dep_slot=dep_slot,
+        probes=tuple(probes),
         writes=_writes(entries, dependent),
         dimension=C.shape[1],
         dependents=len(dependent),
