@@ -12,19 +12,18 @@ from torch import Tensor
 from .actions import Sizes, Unit, apply, units
 from .gauge import (
     Chart,
-    Step,
     _anchor_entries,
     _anchor_runs,
     _gather,
-    _members,
     _solve_dependents,
     _translation_moves,
     _unit_key,
     _write,
     _writes,
+    constant_move,
     fixed_entries,
 )
-from .sparse import Moves
+from .sparse import Fold, Moves
 
 # --- translation slices, solved on every forward without forming C -----------------------------
 
@@ -75,18 +74,7 @@ class Slice:
     values: Tensor | None = None
     divisors: Tensor | None = None
     lift: Tensor | None = None
-
-
-def constant_move(chart: Chart, step: Step) -> bool:
-    """Whether a translation step's anchors move by the same amount from every point: every
-    member group's action on every anchor of the step is ``X + g(E)`` (``Act.shift``)."""
-    anchors = {anchor for _, anchor in _members(step)}
-    return all(
-        act.shift
-        for name, _ in _members(step)
-        for act in chart.groups[name].acts
-        if act.target in anchors
-    )
+    fold: Fold | None = None  # C over kept rows: x is summed over the rows each stands for
 
 
 def translation_slices(chart: Chart, record, shapes, S: Sizes, dtype=torch.float64, device=None):
@@ -108,10 +96,11 @@ def translation_slices(chart: Chart, record, shapes, S: Sizes, dtype=torch.float
             dependent = record[_unit_key(i, unit)]
             if dependent.numel() == 0:
                 continue
-            C, elements = _translation_moves(chart, step, point, unit, S)
+            C, elements, fold = _translation_moves(chart, step, point, unit, S)
             entries = _anchor_entries(chart, step, unit, shapes, S)
             runs = _anchor_runs(chart, step, unit, shapes, S)
-            parts.append(_slice(C, elements, entries, dependent.tolist(), constant, unit, runs))
+            found = _slice(C, elements, entries, dependent.tolist(), constant, unit, runs, fold)
+            parts.append(found)
         out[i] = tuple(_slice_to(found, dtype, device) for found in _merged(parts))
     return out
 
@@ -150,14 +139,17 @@ def _colours(C: Moves) -> Tensor:
     return colour
 
 
-def _slice(C: Moves, elements, entries, dependent: list[int], constant: bool, unit, runs):
-    """One unit's :class:`Slice`, from C (its nonzeros) at a generic point."""
+def _slice(C: Moves, elements, entries, dependent: list[int], constant: bool, unit, runs, fold):
+    """One unit's :class:`Slice`, from C (its nonzeros) at a generic point. With a ``fold``
+    (a constant move; C over the kept rows), every nonzero reads the summed x, the dependent
+    entries' rows at zero."""
     rows, cols = C.rows, C.cols
     dep = torch.tensor(dependent, dtype=torch.long)
+    folded = bool(fold.segments)
     slot = torch.full((C.shape[0],), -1, dtype=torch.long)
-    slot[dep] = torch.arange(dep.numel())
+    slot[fold.kept_row(dep) if folded else dep] = torch.arange(dep.numel())
     is_on = slot[rows] >= 0
-    off = torch.nonzero(~is_on).reshape(-1)
+    off = torch.arange(rows.numel()) if folded else torch.nonzero(~is_on).reshape(-1)
     on = torch.nonzero(is_on).reshape(-1)
     place = torch.empty(rows.numel(), dtype=torch.long)
     place[off] = torch.arange(off.numel())
@@ -171,7 +163,7 @@ def _slice(C: Moves, elements, entries, dependent: list[int], constant: bool, un
     by_class = torch.argsort(inverse, stable=True)
     members = torch.split(by_class, torch.bincount(inverse, minlength=found.numel()).tolist())
     probes = []
-    for k in torch.argsort(first).tolist():  # in the order the classes first appear
+    for k in [] if folded else torch.argsort(first).tolist():  # in order of first appearance
         mine = members[k]
         used = torch.unique(cols[mine]).tolist()
         probes.append(
@@ -212,13 +204,14 @@ def _slice(C: Moves, elements, entries, dependent: list[int], constant: bool, un
         values=values,
         divisors=divisors,
         lift=lift,
+        fold=fold if folded else None,
     )
 
 
 def _merged(parts: list[Slice]) -> list[Slice]:
     """The units' slices as one when that is exact and cheap: their anchors are disjoint, and
     either every solve is a division or all are constant with lifts of one shape."""
-    if len(parts) < 2:
+    if len(parts) < 2 or any(found.fold is not None for found in parts):
         return parts
     flats: dict[str, list[Tensor]] = {}
     for found in parts:
@@ -305,6 +298,7 @@ def _slice_to(found: Slice, dtype, device) -> Slice:
         values=None if found.values is None else found.values.to(device),
         divisors=None if found.divisors is None else found.divisors.to(device),
         lift=None if found.lift is None else found.lift.to(device),
+        fold=None if found.fold is None else replace(found.fold, kept=found.fold.kept.to(device)),
     )
 
 
@@ -326,7 +320,8 @@ def _solve_slice(chart: Chart, params, S: Sizes, found: Slice) -> dict[str, Tens
             measured = measured.index_put((probe.slots,), change[probe.rows].double())
         values, on = measured[:off], measured[off:]
     y = torch.zeros(found.dimension, dtype=torch.float64, device=x.device)
-    y = y.index_add(0, found.cols, values * x.index_select(0, found.rows).double())
+    read = x if found.fold is None else found.fold.sum(x)
+    y = y.index_add(0, found.cols, values * read.index_select(0, found.rows).double())
     if found.diagonal:
         divisors = found.divisors if found.divisors is not None else on
         solved = y.new_zeros(found.dependents)

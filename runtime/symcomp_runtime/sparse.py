@@ -95,6 +95,103 @@ class Moves:
         return out.index_add(0, self.cols, self.values.to(x) * x[self.rows])
 
 
+@dataclass(frozen=True)
+class Fold:
+    """Anchor rows that every translation moves alike, kept once: ``segments`` (start, copies,
+    width) are runs of the anchor vector holding ``copies`` view rows of ``width`` entries each
+    that C moves the same (a vector added to every row of a table); each keeps its last row.
+    C is held over the kept rows, ``kept`` (their places in the anchor vector, in order)."""
+
+    size: int
+    segments: tuple[tuple[int, int, int], ...]
+    kept: Tensor
+
+    @property
+    def count(self) -> Tensor:
+        """How many anchor rows each kept row stands for."""
+        out = torch.ones(self.kept.numel(), dtype=torch.long)
+        for at, (_, copies, width) in zip(self._at(), self.segments, strict=True):
+            out[at : at + width] = copies
+        return out
+
+    def _at(self) -> list[int]:
+        return [
+            int(torch.searchsorted(self.kept, start + (copies - 1) * width))
+            for start, copies, width in self.segments
+        ]
+
+    def sum(self, x: Tensor) -> Tensor:
+        """The anchor vector ``x`` over the kept rows, each the sum of the rows it stands for."""
+        out = x.index_select(0, self.kept.to(x.device))
+        for at, (start, copies, width) in zip(self._at(), self.segments, strict=True):
+            part = x[start : start + copies * width].reshape(copies, width).sum(0)
+            out = torch.cat([out[:at], part, out[at + width :]])
+        return out
+
+    def kept_row(self, rows: Tensor) -> Tensor:
+        """The kept row standing for each anchor row ``rows``."""
+        out = torch.searchsorted(self.kept, rows)
+        for at, (start, copies, width) in zip(self._at(), self.segments, strict=True):
+            inside = (rows >= start) & (rows < start + copies * width)
+            out[inside] = at + (rows[inside] - start) % width
+        return out
+
+    def copies(self, kept: Tensor) -> Tensor:
+        """The anchor rows the kept rows ``kept`` stand for."""
+        parts = [self.kept[kept]]
+        for at, (start, copies, width) in zip(self._at(), self.segments, strict=True):
+            mine = kept[(kept >= at) & (kept < at + width)] - at
+            grid = start + width * torch.arange(copies - 1)[:, None] + mine[None, :]
+            parts.append(grid.reshape(-1))
+        return torch.cat(parts)
+
+    def open_copy(self, blocked: Tensor) -> tuple[Tensor, Tensor]:
+        """(shut, last): for each kept row, whether every row it stands for is ``blocked``,
+        and the last of them that is not (the one a greedy pass over all rows picks of a tie;
+        the kept row itself when all are)."""
+        last = self.kept.clone()
+        shut = blocked[self.kept].clone()
+        for at, (start, copies, width) in zip(self._at(), self.segments, strict=True):
+            grid = ~blocked[start : start + copies * width].reshape(copies, width)
+            flipped = torch.argmax(grid.flip(0).to(torch.int8), 0)  # first open from the end
+            ok = grid.any(0)
+            row = start + (copies - 1 - flipped) * width + torch.arange(width)
+            last[at : at + width] = torch.where(ok, row, last[at : at + width])
+            shut[at : at + width] = ~ok
+        return shut, last
+
+
+def identity_fold(size: int) -> Fold:
+    return Fold(size, (), torch.arange(size))
+
+
+def find_fold(probes: list[Tensor], runs: list[tuple[int, int, int]]) -> Fold:
+    """The :class:`Fold` of the anchor runs ``(start, length, width)`` whose view rows are
+    equal in every probe (random combinations of the translations' moves, measured exactly)."""
+    size = probes[0].numel()
+    segments = []
+    for start, length, width in runs:
+        copies = length // width if width else 0
+        if copies < 2 or copies * width != length:
+            continue
+        if all(
+            bool(
+                (
+                    p[start : start + length].reshape(copies, width)
+                    == p[start + length - width : start + length]
+                ).all()
+            )
+            for p in probes
+        ):
+            segments.append((start, copies, width))
+    if not segments:
+        return identity_fold(size)
+    drop = torch.zeros(size, dtype=torch.bool)
+    for start, copies, width in segments:
+        drop[start : start + (copies - 1) * width] = True
+    return Fold(size, tuple(segments), torch.nonzero(~drop).reshape(-1))
+
+
 def sparse_moves(
     move: Callable[[Tensor], Tensor], basis: Tensor, rows: int, budget: int = 1 << 24
 ) -> Moves:
@@ -242,7 +339,7 @@ def greedy_rows(
 
 
 def solve_components(
-    C: Moves, x: Tensor, blocked: Tensor, dense_limit: int = 1 << 22
+    C: Moves, x: Tensor, blocked: Tensor, dense_limit: int = 1 << 22, count: Tensor | None = None
 ) -> tuple[Tensor, list[int]]:
     """(c, dependent): the minimum-norm c with C c = -(the part of x in C's range), its
     singular values cut at 1e-10 of the largest; and the greedy max-volume rows of C outside
@@ -250,11 +347,18 @@ def solve_components(
     pick them: by decreasing residual, ties to the later row). Components of C's columns are
     independent blocks, so both are solved block by block: a block of more than ``dense_limit``
     entries through its Gram matrix (built from its distinct rows, each with its count) and a
-    greedy pass over its distinct rows held sparse (:func:`_large_block`)."""
+    greedy pass over its distinct rows held sparse (:func:`_large_block`). With ``count``, each
+    row of C stands for that many equal rows (a :class:`Fold`) and x holds their sums."""
     dim = C.shape[1]
     c = torch.zeros(dim, dtype=x.dtype)
     if C.values.numel() == 0:
         return c, []
+    if count is not None:  # rows standing for ``count`` equal rows each, x summed over them
+        w = count.to(x.dtype).sqrt()
+        c, _ = solve_components(
+            Moves(C.rows, C.cols, C.values * w[C.rows], C.shape), x / w, blocked
+        )
+        return c, solve_components(C, torch.zeros_like(x), blocked)[1]
     label = components(C)
     width = torch.bincount(label, minlength=dim)
     single = width[label] == 1  # columns alone in their component
