@@ -513,13 +513,20 @@ def canonicalize(
     S: Sizes,
     snapshots: list[dict[str, Tensor]] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    consume: bool = False,
 ) -> tuple[dict[str, Tensor], dict]:
     """The chart's representative of the orbit of ``params`` (float64), and the discrete choices
     made on the way (pivot rows, signs, dependent entries), keyed ``"<step>.<unit>"``. With
     ``snapshots``, the chart point after each step is appended to it (the prefixes' points);
     ``progress(done, units, group)`` is called as each step starts on each unit, and at the
-    end."""
-    params = {name: value.detach().to(torch.float64) for name, value in params.items()}
+    end. With ``consume``, ``params`` (a dict) is emptied as its tensors are read, so that a
+    tensor and its float64 copy are not both held for the whole model."""
+    source = params
+    params = {}
+    for name in list(source):
+        value = source.pop(name) if consume else source[name]  # type: ignore[attr-defined]
+        params[name] = value.detach().to(torch.float64)
+        del value
     params = _zero_unread(chart, params)
     determined = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
     for path, mask in _unread_masks(chart, {n: tuple(v.shape) for n, v in params.items()}).items():

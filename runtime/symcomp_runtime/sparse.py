@@ -38,7 +38,7 @@ class Entries:
         starts = [0, *change.tolist()]
         ends = [*change.tolist(), len(self)]
         return tuple(
-            (self.paths[int(self.which[a])], self.flat[a:b].clone())
+            (self.paths[int(self.which[a])], self.flat[a:b])
             for a, b in zip(starts, ends, strict=True)
         )
 
@@ -62,13 +62,15 @@ def entries_of(parts: list[tuple[str, Tensor]]) -> Entries:
     """:class:`Entries` from (path, flat indices) parts, in order (a path may repeat)."""
     paths: list[str] = []
     which, flat = [], []
+    names = list(dict.fromkeys(path for path, _ in parts))
+    small = torch.int8 if len(names) < 128 else torch.long  # one byte a row at real sizes
     for path, index in parts:
         if path not in paths:
             paths.append(path)
-        which.append(torch.full((index.numel(),), paths.index(path), dtype=torch.long))
+        which.append(torch.full((index.numel(),), paths.index(path), dtype=small))
         flat.append(index.reshape(-1).long())
     if not flat:
-        return Entries((), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+        return Entries((), torch.zeros(0, dtype=torch.int8), torch.zeros(0, dtype=torch.long))
     return Entries(tuple(paths), torch.cat(which), torch.cat(flat))
 
 
