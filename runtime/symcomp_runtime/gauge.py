@@ -570,6 +570,7 @@ def canonicalize(
             record[key] = pivots
             rows, cols, _ = pinned(step, group, tuple(index.shape), pivots, S, chart.rope, None)
             determined[path][index[rows, cols]] = True
+        _forget_indices()  # index tensors as large as the parameters: not kept step after step
         if snapshots is not None:
             snapshots.append(_zero_unread(chart, params))
     if progress is not None:
@@ -607,7 +608,16 @@ def determined(chart: Chart, record: Mapping[str, Tensor], shapes, S: Sizes) -> 
                 step, group, tuple(index.shape), record[key], S, chart.rope, None
             )
             masks[path][index[rows, cols]] = True
+        _forget_indices()
     return {name: mask.reshape(shapes[name]) for name, mask in masks.items()}
+
+
+def _forget_indices() -> None:
+    """Drop the cached anchor entries and view indices (at real sizes they hold several
+    bytes per parameter)."""
+    _ENTRIES.clear()
+    _RUNS.clear()
+    _view_index.cache_clear()
 
 
 def fixed_entries(chart: Chart, record, masks, S: Sizes, dtype=torch.float64, device=None):
