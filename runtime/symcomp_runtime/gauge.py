@@ -30,7 +30,16 @@ from .actions import (
     view,
 )
 from .errors import DegenerateError
-from .sparse import Entries, Moves, entries_of, solve_components, sparse_moves
+from .sparse import (
+    Entries,
+    Fold,
+    Moves,
+    entries_of,
+    find_fold,
+    identity_fold,
+    solve_components,
+    sparse_moves,
+)
 from .sparse import greedy_rows as _greedy_rows
 
 # --- pivots ---------------------------------------------------------------------------------
@@ -376,36 +385,95 @@ def _zero_unread(chart: Chart, params: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _translation_moves(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes):
-    """(C, elements): the anchors' change under each translation basis element (columns of
-    C, held as its nonzeros: :class:`Moves`), and those elements as (group, element) pairs.
-    The move is linear in t, so C is exact; its columns are computed in batched
-    (``torch.vmap``) applications of each group's actions on the anchors only, a chunk of
-    basis elements at a time."""
-    base = _anchor_vector(chart, step, params, unit, S)
+def constant_move(chart: Chart, step: Step) -> bool:
+    """Whether a translation step's anchors move by the same amount from every point: every
+    member group's action on every anchor of the step is ``X + g(E)`` (``Act.shift``)."""
     anchors = {anchor for _, anchor in _members(step)}
-    parts, elements = [], []
-    offset = 0
+    return all(
+        act.shift
+        for name, _ in _members(step)
+        for act in chart.groups[name].acts
+        if act.target in anchors
+    )
+
+
+def _translation_moves(chart: Chart, step: Step, params: Params, unit: Unit, S: Sizes):
+    """(C, elements, fold): the anchors' change under each translation basis element (columns
+    of C, held as its nonzeros: :class:`Moves`), those elements as (group, element) pairs,
+    and the :class:`Fold` of the anchor rows C moves alike (C is held over its kept rows).
+    The move is linear in t, so C is exact; a move that is the same from every point is
+    measured from zero anchors (exactly: equal rows come out equal). Its columns are computed
+    in batched applications of each group's actions on the anchors only."""
+    runs = _anchor_runs(chart, step, unit, {n: tuple(v.shape) for n, v in params.items()}, S)
+    constant = constant_move(chart, step)
+    if constant:
+        params = {path: torch.zeros(params[path].shape, **_DTYPE) for path, _ in runs}
+    base = _gather(params, runs)
+    anchors = {anchor for _, anchor in _members(step)}
+    moves = []
     for name, _ in _members(step):
         group = chart.groups[name]
         basis = algebra_basis(group, S, chart.rope)
         if basis.shape[0] == 0:
             continue
         mine = replace(group, acts=tuple(act for act in group.acts if act.target in anchors))
+        moves.append((name, mine, basis.to(base)))
+    fold = identity_fold(base.numel())
+    if constant and moves:
+        fold = _find_fold(chart, step, params, unit, S, runs, moves)
+    kept = None if fold.kept.numel() == base.numel() else _kept_runs(runs, fold.kept)
+    base_kept = base if kept is None else _gather(params, kept)
+    parts, elements = [], []
+    offset = 0
+    for name, mine, basis in moves:
 
         def move(B: Tensor, group: Group = mine) -> Tensor:
-            return _anchor_vector(chart, step, apply(group, params, unit, B, S), unit, S) - base
+            moved = apply(group, params, unit, B, S)
+            return _gather(moved, runs if kept is None else kept) - base_kept
 
-        found = sparse_moves(move, basis.to(base), base.numel())
+        found = sparse_moves(move, basis, base_kept.numel())
         parts.append((found.rows, found.cols + offset, found.values))
         offset += basis.shape[0]
         elements += [(name, B) for B in basis]
     if not parts:  # a translation the RoPE commutant leaves no room for
         empty = torch.zeros(0, dtype=torch.long)
-        return Moves(empty, empty, base.new_zeros(0), (base.numel(), 0)), elements
+        return Moves(empty, empty, base.new_zeros(0), (base_kept.numel(), 0)), elements, fold
     r, c, v = (torch.cat(part) for part in zip(*parts, strict=True))
     order = torch.argsort(r * offset + c)
-    return Moves(r[order], c[order], v[order], (base.numel(), offset)), elements
+    return Moves(r[order], c[order], v[order], (base_kept.numel(), offset)), elements, fold
+
+
+def _find_fold(chart, step, params, unit, S, runs, moves) -> Fold:
+    """The anchor rows two random moves (of every member group at once) move alike."""
+    generator = torch.Generator().manual_seed(2)
+    probes = []
+    for _ in range(2):
+        moved = dict(params)
+        for _, mine, basis in moves:
+            weights = torch.randn(basis.shape[0], generator=generator, **_DTYPE).to(basis)
+            moved = apply(mine, moved, unit, torch.einsum("i,i...->...", weights, basis), S)
+        probes.append(_gather(moved, runs))
+    shapes = {name: tuple(value.shape) for name, value in params.items()}
+    widths = {
+        path: view_index(chart.groups[name], unit, path, shapes[path], S).shape[1]
+        for name, path in _joint_paths(chart, step, unit)
+    }
+    spans, start = [], 0
+    for path, index in runs:
+        spans.append((start, index.numel(), widths.get(path, 0)))
+        start += index.numel()
+    return find_fold(probes, spans)
+
+
+def _kept_runs(runs, kept: Tensor) -> tuple[tuple[str, Tensor], ...]:
+    """``runs`` restricted to the anchor rows ``kept`` (sorted)."""
+    out, start = [], 0
+    for path, index in runs:
+        mine = kept[(kept >= start) & (kept < start + index.numel())] - start
+        if mine.numel():
+            out.append((path, index[mine]))
+        start += index.numel()
+    return tuple(out)
 
 
 def _fix_translations(chart, step, params, unit, S, determined, support):
@@ -413,24 +481,26 @@ def _fix_translations(chart, step, params, unit, S, determined, support):
     parameters and the dependent entries: one per direction not implied by earlier steps,
     chosen outside what earlier steps determined or constrained (so that rebuilding can solve
     the steps in order)."""
-    C, elements = _translation_moves(chart, step, params, unit, S)
+    C, elements, fold = _translation_moves(chart, step, params, unit, S)
     shapes = {name: tuple(value.shape) for name, value in params.items()}
     entries = _anchor_entries(chart, step, unit, shapes, S)
     if C.shape[1] == 0 or C.values.numel() == 0:  # the translations do not move these anchors
         return dict(params), torch.zeros(0, dtype=torch.long)
     x = _anchor_vector(chart, step, params, unit, S)
-    blocked = entries.read(determined) | entries.read(support)
+    shut, last = fold.open_copy(entries.read(determined) | entries.read(support))
     # as many dependent entries as the rows of C outside ``blocked`` have rank
-    c, dependent = solve_components(C, x, blocked)
+    c, dependent = solve_components(C, fold.sum(x), shut, count=fold.count)
+    del x
     out = dict(params)
     for name in dict.fromkeys(name for name, _ in elements):
         parts = [ci * B for ci, (n, B) in zip(c, elements, strict=True) if n == name]
         out = apply(chart.groups[name], out, unit, torch.stack(parts).sum(0), S)
     magnitude = C.values.abs()
-    moved = C.rows[magnitude > 1e-12 * float(magnitude.max())]
-    entries.mark(support, moved)
-    entries.mark(determined, torch.tensor(dependent, dtype=torch.long))
-    return out, torch.tensor(dependent, dtype=torch.long)
+    moved = torch.unique(C.rows[magnitude > 1e-12 * float(magnitude.max())])
+    entries.mark(support, fold.copies(moved))
+    chosen = last[torch.tensor(dependent, dtype=torch.long)]
+    entries.mark(determined, chosen)
+    return out, chosen
 
 
 def _unit_key(i: int, unit: Unit) -> str:
@@ -443,13 +513,20 @@ def canonicalize(
     S: Sizes,
     snapshots: list[dict[str, Tensor]] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    consume: bool = False,
 ) -> tuple[dict[str, Tensor], dict]:
     """The chart's representative of the orbit of ``params`` (float64), and the discrete choices
     made on the way (pivot rows, signs, dependent entries), keyed ``"<step>.<unit>"``. With
     ``snapshots``, the chart point after each step is appended to it (the prefixes' points);
     ``progress(done, units, group)`` is called as each step starts on each unit, and at the
-    end."""
-    params = {name: value.detach().to(torch.float64) for name, value in params.items()}
+    end. With ``consume``, ``params`` (a dict) is emptied as its tensors are read, so that a
+    tensor and its float64 copy are not both held for the whole model."""
+    source = params
+    params = {}
+    for name in list(source):
+        value = source.pop(name) if consume else source[name]  # type: ignore[attr-defined]
+        params[name] = value.detach().to(torch.float64)
+        del value
     params = _zero_unread(chart, params)
     determined = {name: torch.zeros(v.numel(), dtype=torch.bool) for name, v in params.items()}
     for path, mask in _unread_masks(chart, {n: tuple(v.shape) for n, v in params.items()}).items():
@@ -493,6 +570,7 @@ def canonicalize(
             record[key] = pivots
             rows, cols, _ = pinned(step, group, tuple(index.shape), pivots, S, chart.rope, None)
             determined[path][index[rows, cols]] = True
+        _forget_indices()  # index tensors as large as the parameters: not kept step after step
         if snapshots is not None:
             snapshots.append(_zero_unread(chart, params))
     if progress is not None:
@@ -530,7 +608,16 @@ def determined(chart: Chart, record: Mapping[str, Tensor], shapes, S: Sizes) -> 
                 step, group, tuple(index.shape), record[key], S, chart.rope, None
             )
             masks[path][index[rows, cols]] = True
+        _forget_indices()
     return {name: mask.reshape(shapes[name]) for name, mask in masks.items()}
+
+
+def _forget_indices() -> None:
+    """Drop the cached anchor entries and view indices (at real sizes they hold several
+    bytes per parameter)."""
+    _ENTRIES.clear()
+    _RUNS.clear()
+    _view_index.cache_clear()
 
 
 def fixed_entries(chart: Chart, record, masks, S: Sizes, dtype=torch.float64, device=None):
@@ -564,16 +651,17 @@ def _solve_dependents(chart, step, params, unit, S, dependent: Tensor, shapes):
     if dependent.numel() == 0:
         return params
     wide = {name: value.to(torch.float64) for name, value in params.items()}
-    C, _ = _translation_moves(chart, step, wide, unit, S)
+    C, _, fold = _translation_moves(chart, step, wide, unit, S)
     x = _anchor_vector(chart, step, wide, unit, S)
     dep = dependent.to(x.device)
     slot = torch.full((C.shape[0],), -1, dtype=torch.long)
-    slot[dep] = torch.arange(dep.numel())
+    slot[fold.kept_row(dep)] = torch.arange(dep.numel())
     on = slot[C.rows] >= 0
     C_d = x.new_zeros(C.shape[1], dep.numel())
     C_d[C.cols[on], slot[C.rows[on]]] = C.values[on].to(x)
     # least squares: the system is consistent, and some of its rows may be implied by others
-    solved = torch.linalg.lstsq(C_d, -C.rmatvec(x.index_fill(0, dep, 0.0))[:, None]).solution
+    y = C.rmatvec(fold.sum(x.index_fill(0, dep, 0.0)))
+    solved = torch.linalg.lstsq(C_d, -y[:, None]).solution
     entries = _anchor_entries(chart, step, unit, shapes, S)
     dtype = next(iter(params.values())).dtype
     return _write(params, _writes(entries, dependent.tolist(), x.device), solved[:, 0].to(dtype))

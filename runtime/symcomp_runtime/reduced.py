@@ -118,16 +118,32 @@ class ReducedModel(nn.Module):
         default the model's). ``progress`` is called as the chart's steps go, with (units
         done, units, group): each step fixes its group on every unit (layer, head, neuron)."""
         p = next(model.parameters())
-        if dtype is not None:
-            p = p.new_zeros((), dtype=dtype)
         params = {name: value.detach().cpu() for name, value in model.named_parameters()}
-        S = as_sizes(model.sizes)
-        canonical, record = canonicalize(cls.chart, params, S, progress=progress)
+        return cls.from_parameters(
+            params, as_sizes(model.sizes), progress, dtype or p.dtype, p.device
+        )
+
+    @classmethod
+    def from_parameters(
+        cls,
+        params: dict[str, Tensor],
+        sizes: dict[str, int],
+        progress: Callable[[int, int, str], None] | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        consume: bool = False,
+    ) -> ReducedModel:
+        """:meth:`from_standard` from the standard parameters by name; with ``consume``,
+        ``params`` is emptied as they are read (at real sizes, the caller then holds no second
+        copy of the model while the chart is computed)."""
+        S = sizes
+        canonical, record = canonicalize(cls.chart, params, S, progress=progress, consume=consume)
+        p = torch.zeros((), dtype=dtype, device=device)
         out = cls(dtype=p.dtype, device=p.device, _record=record, **S)
         _, masks = out._layout()
         with torch.no_grad():
             for name, mask in masks.items():
-                out.free[_key(name)].copy_(canonical[name][~mask].to(p))
+                out.free[_key(name)].copy_(canonical.pop(name)[~mask].to(p))
         return out
 
     def to_standard(self) -> nn.Module:

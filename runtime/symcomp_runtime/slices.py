@@ -12,19 +12,18 @@ from torch import Tensor
 from .actions import Sizes, Unit, apply, units
 from .gauge import (
     Chart,
-    Step,
     _anchor_entries,
     _anchor_runs,
     _gather,
-    _members,
     _solve_dependents,
     _translation_moves,
     _unit_key,
     _write,
     _writes,
+    constant_move,
     fixed_entries,
 )
-from .sparse import Moves
+from .sparse import Fold, Moves
 
 # --- translation slices, solved on every forward without forming C -----------------------------
 
@@ -75,18 +74,7 @@ class Slice:
     values: Tensor | None = None
     divisors: Tensor | None = None
     lift: Tensor | None = None
-
-
-def constant_move(chart: Chart, step: Step) -> bool:
-    """Whether a translation step's anchors move by the same amount from every point: every
-    member group's action on every anchor of the step is ``X + g(E)`` (``Act.shift``)."""
-    anchors = {anchor for _, anchor in _members(step)}
-    return all(
-        act.shift
-        for name, _ in _members(step)
-        for act in chart.groups[name].acts
-        if act.target in anchors
-    )
+    fold: Fold | None = None  # C over kept rows: x is summed over the rows each stands for
 
 
 def translation_slices(chart: Chart, record, shapes, S: Sizes, dtype=torch.float64, device=None):
@@ -108,72 +96,107 @@ def translation_slices(chart: Chart, record, shapes, S: Sizes, dtype=torch.float
             dependent = record[_unit_key(i, unit)]
             if dependent.numel() == 0:
                 continue
-            C, elements = _translation_moves(chart, step, point, unit, S)
+            C, elements, fold = _translation_moves(chart, step, point, unit, S)
             entries = _anchor_entries(chart, step, unit, shapes, S)
             runs = _anchor_runs(chart, step, unit, shapes, S)
-            parts.append(_slice(C, elements, entries, dependent.tolist(), constant, unit, runs))
+            found = _slice(C, elements, entries, dependent.tolist(), constant, unit, runs, fold)
+            parts.append(found)
         out[i] = tuple(_slice_to(found, dtype, device) for found in _merged(parts))
     return out
 
 
-def _colours(rows: list[int], cols: list[int], dimension: int) -> list[int]:
-    """A greedy colouring of C's columns: two columns with a nonzero in the same row differ."""
-    by_row: dict[int, list[int]] = {}
-    for row, col in zip(rows, cols, strict=True):
-        by_row.setdefault(row, []).append(col)
-    clashes: list[set[int]] = [set() for _ in range(dimension)]
-    for shared in by_row.values():
-        for col in shared:
-            clashes[col].update(c for c in shared if c != col)
-    colour: list[int] = []
+def _colours(C: Moves) -> Tensor:
+    """A greedy colouring of C's columns (in order, each the smallest colour its earlier
+    neighbours leave): two columns with a nonzero in the same row differ."""
+    dimension = C.shape[1]
+    rows, cols = C.rows, C.cols
+    # the clashing pairs: nonzeros of one row (C is held row-major)
+    start = torch.searchsorted(rows, rows)
+    end = torch.searchsorted(rows, rows, right=True)
+    span = int((end - start).max()) if rows.numel() else 0
+    pairs = []
+    for shift in range(1, span):
+        j = start + shift
+        ok = j < end
+        a, b = cols[ok], cols[j[ok]]
+        pairs.append(torch.maximum(a, b) * dimension + torch.minimum(a, b))
+    colour = torch.zeros(dimension, dtype=torch.long)
+    if not pairs:
+        return colour
+    edges = torch.unique(torch.cat(pairs))  # later * dimension + earlier, sorted by the later
+    later, earlier = edges // dimension, edges % dimension
+    keep = later != earlier
+    later, earlier = later[keep], earlier[keep]
+    ptr = torch.searchsorted(later, torch.arange(dimension + 1))
     for col in range(dimension):
-        taken = {colour[c] for c in clashes[col] if c < col}
-        colour.append(next(k for k in range(dimension) if k not in taken))
+        a, b = int(ptr[col]), int(ptr[col + 1])
+        if a == b:
+            continue
+        taken = torch.zeros(b - a + 1, dtype=torch.bool)
+        seen = colour[earlier[a:b]]
+        taken[seen[seen <= b - a]] = True
+        colour[col] = int(torch.nonzero(~taken)[0])
     return colour
 
 
-def _slice(C: Moves, elements, entries, dependent: list[int], constant: bool, unit, runs):
-    """One unit's :class:`Slice`, from C (its nonzeros) at a generic point."""
-    rows, cols = C.rows.tolist(), C.cols.tolist()
-    slot = {row: position for position, row in enumerate(dependent)}
-    off = [n for n in range(len(rows)) if rows[n] not in slot]
-    on = [n for n in range(len(rows)) if rows[n] in slot]
-    place = {n: position for position, n in enumerate(off + on)}
-    colour = _colours(rows, cols, C.shape[1])
-    classes: dict[tuple[int, str], list[int]] = {}  # the nonzeros each probe measures
-    for n, col in enumerate(cols):
-        classes.setdefault((colour[col], elements[col][0]), []).append(n)
-    probes = tuple(
-        Probe(
-            group=name,
-            unit=unit,
-            element=sum(elements[c][1] for c in dict.fromkeys(cols[n] for n in members)),
-            runs=runs,
-            offset=0,
-            rows=torch.tensor([rows[n] for n in members], dtype=torch.long),
-            slots=torch.tensor([place[n] for n in members], dtype=torch.long),
+def _slice(C: Moves, elements, entries, dependent: list[int], constant: bool, unit, runs, fold):
+    """One unit's :class:`Slice`, from C (its nonzeros) at a generic point. With a ``fold``
+    (a constant move; C over the kept rows), every nonzero reads the summed x, the dependent
+    entries' rows at zero."""
+    rows, cols = C.rows, C.cols
+    dep = torch.tensor(dependent, dtype=torch.long)
+    folded = bool(fold.segments)
+    slot = torch.full((C.shape[0],), -1, dtype=torch.long)
+    slot[fold.kept_row(dep) if folded else dep] = torch.arange(dep.numel())
+    is_on = slot[rows] >= 0
+    off = torch.arange(rows.numel()) if folded else torch.nonzero(~is_on).reshape(-1)
+    on = torch.nonzero(is_on).reshape(-1)
+    place = torch.empty(rows.numel(), dtype=torch.long)
+    place[off] = torch.arange(off.numel())
+    place[on] = off.numel() + torch.arange(on.numel())
+    names = list(dict.fromkeys(name for name, _ in elements))
+    group = torch.tensor([names.index(name) for name, _ in elements], dtype=torch.long)
+    key = _colours(C)[cols] * len(names) + group[cols]  # the nonzeros each probe measures
+    found, inverse = torch.unique(key, return_inverse=True)
+    first = torch.full((found.numel(),), rows.numel(), dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, torch.arange(rows.numel()), "amin")
+    by_class = torch.argsort(inverse, stable=True)
+    members = torch.split(by_class, torch.bincount(inverse, minlength=found.numel()).tolist())
+    probes = []
+    for k in [] if folded else torch.argsort(first).tolist():  # in order of first appearance
+        mine = members[k]
+        used = torch.unique(cols[mine]).tolist()
+        probes.append(
+            Probe(
+                group=names[int(found[k]) % len(names)],
+                unit=unit,
+                element=torch.stack([elements[c][1] for c in used]).sum(0),
+                runs=runs,
+                offset=0,
+                rows=rows[mine],
+                slots=place[mine],
+            )
         )
-        for (_, name), members in classes.items()
-    )
-    dep_cols = [cols[n] for n in on]
-    diagonal = len(on) == len(dependent) and len(set(dep_cols)) == len(on)
+    dep_cols = cols[on]
+    dep_slot = slot[rows[on]]
+    diagonal = on.numel() == len(dependent) and torch.unique(dep_cols).numel() == on.numel()
     values = divisors = lift = None
     if constant:
-        values = C.values[torch.tensor(off, dtype=torch.long)]
-        on_values = C.values[torch.tensor(on, dtype=torch.long)]
+        values = C.values[off]
+        on_values = C.values[on]
         if diagonal:  # the solve is a division: keep the divisors
             divisors = on_values
         else:
             C_d = torch.zeros(C.shape[1], len(dependent), dtype=C.values.dtype)
-            C_d[dep_cols, [slot[rows[n]] for n in on]] = on_values
+            C_d[dep_cols, dep_slot] = on_values
             lift = torch.linalg.pinv(C_d)[None]
     return Slice(
         runs=runs,
-        rows=torch.tensor([rows[n] for n in off], dtype=torch.long),
-        cols=torch.tensor([cols[n] for n in off], dtype=torch.long),
-        dep_cols=torch.tensor(dep_cols, dtype=torch.long),
-        dep_slot=torch.tensor([slot[rows[n]] for n in on], dtype=torch.long),
-        probes=probes,
+        rows=rows[off],
+        cols=cols[off],
+        dep_cols=dep_cols,
+        dep_slot=dep_slot,
+        probes=tuple(probes),
         writes=_writes(entries, dependent),
         dimension=C.shape[1],
         dependents=len(dependent),
@@ -181,13 +204,14 @@ def _slice(C: Moves, elements, entries, dependent: list[int], constant: bool, un
         values=values,
         divisors=divisors,
         lift=lift,
+        fold=fold if folded else None,
     )
 
 
 def _merged(parts: list[Slice]) -> list[Slice]:
     """The units' slices as one when that is exact and cheap: their anchors are disjoint, and
     either every solve is a division or all are constant with lifts of one shape."""
-    if len(parts) < 2:
+    if len(parts) < 2 or any(found.fold is not None for found in parts):
         return parts
     flats: dict[str, list[Tensor]] = {}
     for found in parts:
@@ -274,6 +298,7 @@ def _slice_to(found: Slice, dtype, device) -> Slice:
         values=None if found.values is None else found.values.to(device),
         divisors=None if found.divisors is None else found.divisors.to(device),
         lift=None if found.lift is None else found.lift.to(device),
+        fold=None if found.fold is None else replace(found.fold, kept=found.fold.kept.to(device)),
     )
 
 
@@ -295,7 +320,8 @@ def _solve_slice(chart: Chart, params, S: Sizes, found: Slice) -> dict[str, Tens
             measured = measured.index_put((probe.slots,), change[probe.rows].double())
         values, on = measured[:off], measured[off:]
     y = torch.zeros(found.dimension, dtype=torch.float64, device=x.device)
-    y = y.index_add(0, found.cols, values * x.index_select(0, found.rows).double())
+    read = x if found.fold is None else found.fold.sum(x)
+    y = y.index_add(0, found.cols, values * read.index_select(0, found.rows).double())
     if found.diagonal:
         divisors = found.divisors if found.divisors is not None else on
         solved = y.new_zeros(found.dependents)

@@ -114,8 +114,12 @@ def _reduce(
             model.save_pretrained(folder)
             counts["stored"] = sum(p.numel() for p in model.parameters())
             chart = _stage(progress, "chart")
-            reduced = pkg.ReducedModel.from_standard(model, progress=chart, dtype=dtype)
-            del model
+            tensors = {name: p.detach() for name, p in model.named_parameters()}
+            sizes, out_dtype = dict(vars(model.sizes)), next(iter(tensors.values())).dtype
+            del model  # the chart reads ``tensors`` and empties it: one copy at a time
+            reduced = pkg.ReducedModel.from_parameters(
+                tensors, sizes, progress=chart, dtype=out_dtype, consume=True
+            )
             reduced.save_pretrained(folder)
             counts["reduced"] = sum(p.numel() for p in reduced.parameters())
         if counts["reduced"] != analysis.reduced_parameters:
