@@ -60,7 +60,7 @@ def _exception_classes() -> dict[str, type[BaseException]]:
             cls = todo.pop()
             if cls.__module__ != name:
                 continue
-            if issubclass(cls, BaseException):
+            if issubclass(cls, BaseException) and not issubclass(cls, Warning):
                 found[f"{name}.{cls.__qualname__}"] = cls
             todo.extend(v for v in vars(cls).values() if inspect.isclass(v))  # nested classes
     return found

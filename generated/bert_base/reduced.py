@@ -40,7 +40,6 @@ choices made (pivot rows, signs, dependent entries).
 
 from __future__ import annotations
 
-import torch
 from symcomp_runtime import gauge, reduced
 
 from .groups import GROUPS, ROPE, UNREAD
@@ -264,8 +263,3 @@ class ReducedModel(reduced.ReducedModel):
     read_weights = staticmethod(read_weights)
     write_weights = staticmethod(write_weights)
     check_names = staticmethod(check_names)
-
-    @classmethod
-    def tiny(cls, *, dtype: torch.dtype = torch.float64, seed: int = 0) -> ReducedModel:
-        """The reduced form of ``Model.tiny()``: a small instance of the same structure."""
-        return cls.from_standard(Model.tiny(dtype=dtype, seed=seed))

@@ -231,6 +231,7 @@ class Model(Pretrained, nn.Module):
     """
 
     SPEC_NAME = SPEC_NAME  # whose weight files from_pretrained reads
+    TINY = TINY  # the sizes of Model.tiny()
 
     def __init__(
         self,
@@ -245,20 +246,6 @@ class Model(Pretrained, nn.Module):
         self.embed = Embeddings(s, **factory)
         self.layers = nn.ModuleList(Block(s, **factory) for _ in range(s.layers))
         self.final_norm = Norm(s.width, eps=1e-05, **factory)
-
-    @classmethod
-    def tiny(cls, *, dtype: torch.dtype = torch.float64, seed: int = 0) -> Self:
-        """A small instance of the same structure (the sizes ``TINY``) at a generic point: every
-        parameter drawn at random, gains and biases included (a fresh model's zero biases make
-        some of its symmetries degenerate). The same ``seed`` gives the same parameters; the
-        caller's random state is left as it was."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = cls(dtype=dtype, **TINY)
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.add_(0.5 * torch.randn_like(p))
-        return model
 
     def forward(self, input_ids: Tensor) -> Tensor:
         """Logits (B, T, vocab) of the token ids ``input_ids`` (B, T)."""

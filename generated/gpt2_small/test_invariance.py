@@ -12,7 +12,7 @@ from symcomp_runtime import testing
 from .geometry import PAIR_METRICS, PAIRS, geometry
 from .groups import GROUPS, ROPE
 from .invariants import all_group_invariants, group_invariants, ov_circuit, qk_circuit
-from .model import Model
+from .model import TINY, Model
 from .quotient import VerticalSpace, project_horizontal, vertical_basis
 from .reduced import CHART, ReducedModel
 
@@ -22,17 +22,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
 )
 
-TINY = {
-    "layers": 1,
-    "width": 8,
-    "heads": 2,
-    "head_width": 4,
-    "hidden": 12,
-    "vocab": 11,
-    "positions": 6,
-    "kv_heads": 2,
-}
-# symcomp's closed form, evaluated at TINY:
+# symcomp's closed form, evaluated at TINY (the model's small sizes):
 # 4*L*d + 2*L*f + 2*L*g*k**2 + 4*L*g*k + 2*L*h*k + 2*L + T + d
 REDUNDANT = 184
 TOL = 1e-10

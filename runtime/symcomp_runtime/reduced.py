@@ -40,6 +40,11 @@ class ReducedModel(nn.Module):
     A generated package subclasses it and names its standard model, its chart and its weight
     files' readers and writers (class attributes)."""
 
+    @classmethod
+    def tiny(cls, *, dtype: torch.dtype = torch.float64, seed: int = 0) -> ReducedModel:
+        """The reduced form of ``standard.tiny()``: a small instance of the same structure."""
+        return cls.from_standard(cls.standard.tiny(dtype=dtype, seed=seed))
+
     standard: ClassVar[type[nn.Module]]
     chart: ClassVar[Chart]
     read_weights: ClassVar[Callable[..., tuple[dict[str, Tensor], dict[str, int]]]]

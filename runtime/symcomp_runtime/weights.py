@@ -88,6 +88,23 @@ class Pretrained:
 
     SPEC_NAME: ClassVar[str]
     WEIGHTS: ClassVar[str] = "standard.safetensors"
+    TINY: ClassVar[dict[str, int]] = {}  # small sizes of the same structure
+
+    @classmethod
+    def tiny(cls, *, dtype: torch.dtype = torch.float64, seed: int = 0) -> Self:
+        """A small instance of the same structure (the sizes ``TINY``) at a generic point: every
+        parameter drawn at random, gains and biases included (a fresh model's zero biases make
+        some of its symmetries degenerate). The same ``seed`` gives the same parameters; the
+        caller's random state is left as it was."""
+        if not cls.TINY:
+            raise TypeError(f"{cls.__name__} has no TINY sizes: recompile its spec")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(dtype=dtype, **cls.TINY)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.5 * torch.randn_like(p))
+        return model
 
     @classmethod
     def from_pretrained(
