@@ -225,3 +225,13 @@ def test_debug_shows_the_traceback_of_an_internal_error(run_cli, monkeypatch):
     assert code == 3 and "--debug" in err and "issue tracker" in err
     with pytest.raises(KeyError):
         run_cli("--debug", "schema")
+
+
+@pytest.mark.parametrize("family", ["gemma2-9b", "mistral-7b-v0.1", "smollm3-3b"])
+def test_import_hf_refuses_a_depth_before_building_lists_per_layer(tmp_path, family):
+    """Found by the long fuzz run: these families list a kind per layer (sliding, NoPE), so a
+    layer count of 2^31 - 1 once took 7 GB and minutes before the spec refused it."""
+    config = json.loads((ROOT / "tests/data/hf_configs" / family / "config.json").read_text())
+    config["num_hidden_layers"] = 2**31 - 1
+    detail = _refused(tmp_path, json.dumps(config), command="import-hf", name="config.json")
+    assert "num_hidden_layers: too many layers" in detail

@@ -26,6 +26,7 @@ from typing import Any
 from symcomp.errors import ImportHFError, KeyPath, Location, Problem, SpecError, format_key_path
 from symcomp.hf.config_families import FAMILIES
 from symcomp.hf.config_reader import _Config, _short
+from symcomp.spec.checks import MAX_BLOCKS
 from symcomp.spec.loader import spec_from_source
 from symcomp.spec.model import Spec
 from symcomp.spec.source import Source, read_json
@@ -66,6 +67,7 @@ def _import_hf_config(path: str | Path, name: str | None) -> Spec:
     config = _Config(source)
     model_type = _model_type(config)
     family = FAMILIES[model_type]
+    _check_depth(config)
     architecture = family.build(config)
     _check_common(config)
     config.reject_unknown(model_type, family.ignored)
@@ -149,6 +151,24 @@ def _model_type(config: _Config) -> str:
         raise config.error(message, path, found=_short(value), accepted=accepted)
     config.model_type = value
     return value
+
+
+# transformers' names for the number of blocks, across families
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def _check_depth(config: _Config) -> None:
+    """A layer count the spec cannot hold is refused before a family's builder makes a list
+    per layer (sliding or NoPE layers): 2^31 layers would be gigabytes of strings."""
+    for key in _LAYER_KEYS:
+        value = config.data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_BLOCKS:
+            raise config.error(
+                "too many layers: symcomp's graph holds every layer",
+                (key,),
+                found=str(value),
+                accepted=f"at most {MAX_BLOCKS}",
+            )
 
 
 def _check_common(c: _Config) -> None:
