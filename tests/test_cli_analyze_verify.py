@@ -50,6 +50,7 @@ def test_bad_input_exits_2(run_cli, argv):
     assert code == 2 and "Traceback" not in err
 
 
+@pytest.mark.slow  # 13 min in CI: the full symbolic run and two Jacobians
 def test_verify_passes_on_a_true_spec(run_cli):
     code, out, err = run_cli("verify", str(SPECS / "tiny" / "llama.yaml"), "--json")
     assert code == 0, err
@@ -84,6 +85,7 @@ def test_verify_rejects_a_rotation_the_graph_does_not_admit(run_cli, tmp_path, s
     assert "REJECTED residual_rotation: symbolic not admitted by this graph" in out
 
 
+@pytest.mark.slow  # 11 min in CI
 def test_verify_names_the_directions_a_partial_list_leaves_unexplained(run_cli, tmp_path):
     path = tmp_path / "partial.yaml"
     path.write_text((SPECS / "tiny" / "llama.yaml").read_text() + "symmetries: [qk_gauge]\n")
