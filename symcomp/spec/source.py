@@ -138,6 +138,7 @@ class _Builder:
         self.source = source
         self.built = 0
         self.open: set[int] = set()  # the nodes being built (the path from the root)
+        self.loader = _Loader("")  # constructs scalars (one for the walk, not one per value)
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
         source = self.source
@@ -181,7 +182,7 @@ class _Builder:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = (
-                _Loader.construct_scalar(_Loader(""), key_node)
+                self.loader.construct_scalar(key_node)
                 if isinstance(key_node, yaml.ScalarNode)
                 else None
             )
@@ -217,7 +218,7 @@ class _Builder:
         return out
 
     def scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
-        loader = _Loader("")
+        loader = self.loader
         constructor = loader.yaml_constructors.get(node.tag)
         if constructor is None:
             raise self.source.error(
