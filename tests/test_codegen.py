@@ -118,6 +118,25 @@ def test_translation_slices_solve_what_the_dense_solve_does(path, tiny_package):
         assert torch.allclose(fast[name], dense[name], rtol=0, atol=1e-12), name
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+    # and both are the derivative: a central difference along a random direction
+    step = {name: torch.randn(value.shape, dtype=torch.float64) for name, value in free.items()}
+    with torch.no_grad():
+        ends = [
+            sum(
+                (weights[name] * value).sum()
+                for name, value in reconstruct(
+                    chart,
+                    {name: free[name] + sign * 1e-6 * step[name] for name in free},
+                    record,
+                    masks,
+                    reduced.sizes,
+                    slices,
+                ).items()
+            )
+            for sign in (1, -1)
+        ]
+    along = sum((g * step[name]).sum() for g, name in zip(grads[0], free, strict=True))
+    assert abs(float((ends[0] - ends[1]) / 2e-6 - along)) <= 1e-6 * (1 + abs(float(along)))
     # and the chart point is the standard model's orbit point: same function
     ids = torch.randint(0, model.sizes.vocab, (2, 6))
     with torch.no_grad():

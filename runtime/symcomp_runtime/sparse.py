@@ -228,7 +228,8 @@ def probed_moves(move: Callable[[Tensor], Tensor], basis: Tensor, rows: int) -> 
     per-feature or per-neuron shift): the sum of all basis elements gives each row's value,
     and the sum of those whose index has bit k set says bit k of its column. A last probe
     with random weights checks the pattern (C v against the move of v); None when it fails
-    (a row that two columns move), for the dense computation."""
+    (a row that two columns move), for the dense computation. The values are differentiable
+    in what ``move`` reads (one more application when autograd records)."""
     dim = basis.shape[0]
     if dim == 0:
         return None
@@ -258,6 +259,8 @@ def probed_moves(move: Callable[[Tensor], Tensor], basis: Tensor, rows: int) -> 
         scale = float(values.abs().max()) if values.numel() else 1.0
         if float((check - expected).abs().max()) > 1e-9 * max(scale, 1e-300):
             return None
+    if torch.is_grad_enabled():  # the pattern is fixed; the values follow the point
+        values = move(basis.sum(0))[at]
     return Moves(at, col, values, (rows, dim))
 
 
