@@ -178,6 +178,8 @@ def build(
         cfg.vocab_size = vocab
     if layers is not None:
         cfg.num_hidden_layers = layers
+        if getattr(cfg, "layer_types", None):  # one per layer, the pattern repeated
+            cfg.layer_types = [cfg.layer_types[i % len(cfg.layer_types)] for i in range(layers)]
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(seed)
     if family == "bert":

@@ -323,12 +323,24 @@ class Count:
         return int(self.formula.subs(_sizes(arch)))
 
 
+FORMULA_DEPTH = 3
+"""The fewest layers whose graph shows how each group's units grow with L: a first, a middle and
+a last layer. In one layer, the first is the last (a group of the last layer alone reads as one
+of every layer); in two, every layer after the first is the last."""
+
+
 def count_redundancy(
     arch: Architecture, syms: Symmetries, symmetries: SymmetrySetting = "auto"
 ) -> Count:
     """The closed-form count of the groups ``syms`` derived from the graph of ``arch``
-    (``symmetries``: the spec's setting, which the overlap's tiny instances select again)."""
+    (``symmetries``: the spec's setting, which the overlap's tiny instances select again).
+    Shallower than :data:`FORMULA_DEPTH` (and alike in every layer), the groups' terms are
+    read off the graph of the same architecture that deep: ``syms`` hold at ``arch``'s depth,
+    but their units there do not say how they grow with L."""
     overlap = overlap_formula(arch, symmetries)
+    if arch.layers < FORMULA_DEPTH and layer_pattern(arch) is None:
+        deep = build_graph(arch.model_copy(update={"layers": FORMULA_DEPTH}))
+        syms = groups_of(deep, symmetries)
     return Count(overlap, _total(syms, overlap))
 
 
