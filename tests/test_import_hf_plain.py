@@ -97,6 +97,8 @@ def test_keys_become_the_architecture(tmp_path: Path) -> None:
         ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 10.0}},
          ("rope_parameters", "rope_type"), "RoPE type not supported"),
         ("gptj", {"rotary_dim": 3}, ("rotary_dim",), "even"),
+        ("gptj", {"n_head": 0}, ("n_head",), "positive"),
+        ("mpt", {"n_heads": 0}, ("n_heads",), "positive"),
         ("bloom", {"apply_residual_connection_post_layernorm": True},
          ("apply_residual_connection_post_layernorm",), "residual taken after the norm"),
         ("mpt", {"no_bias": False}, ("no_bias",), "no biases"),

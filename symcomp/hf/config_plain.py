@@ -68,7 +68,7 @@ def _gpt_bigcode(c: _Config) -> dict[str, Any]:
         "attention without the 1/sqrt(head width) scale is not supported",
     )
     sizes = _sizes(c, ("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"), _NPOS)
-    heads = c.integer("n_head", "num_attention_heads")
+    heads = c.positive("n_head", "num_attention_heads")
     # multi_query: one key/value head shared by every query head (MQA).
     multi_query = c.flag("multi_query", True)
     return {
@@ -168,7 +168,7 @@ def _gptj(c: _Config) -> dict[str, Any]:
         "transformers' GPT-J always scales attention by 1/sqrt(head width)",
     )
     sizes = _sizes(c, ("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"), _NPOS)
-    heads = c.integer("n_head", "num_attention_heads")
+    heads = c.positive("n_head", "num_attention_heads")
     return {
         "kind": "causal_lm",
         **sizes,
@@ -333,7 +333,7 @@ def _mpt(c: _Config) -> dict[str, Any]:
     sizes = _sizes(
         c, ("d_model", "hidden_size"), ("n_layers", "num_hidden_layers"), ("max_seq_len",)
     )
-    heads = c.integer("n_heads", "num_attention_heads")
+    heads = c.positive("n_heads", "num_attention_heads")
     _mpt_attn_config(c, sizes["width"] // heads)
     return {
         "kind": "causal_lm",

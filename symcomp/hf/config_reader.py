@@ -85,6 +85,16 @@ class _Config:
             )
         return value
 
+    def positive(self, *keys: str, default: Any = _NO_DEFAULT) -> int:
+        """Like :meth:`integer`, for a count a size is divided by (heads)."""
+        value = self.integer(*keys, default=default)
+        if value < 1:
+            _, path = self.first(keys, default)
+            raise self.error(
+                "expected a positive integer", path, found=str(value), accepted="1 or more"
+            )
+        return value
+
     def optional_integer(self, key: str, default: int | None) -> int | None:
         """Like :meth:`integer`, but absent or null with no default gives None."""
         if not self.present(key) and default is None:
