@@ -71,8 +71,9 @@ def test_verify_rejects_head_mixing_with_its_measured_error(run_cli, tmp_path):
     assert float(out.split("max |d log p| = ")[1].split()[0]) > 1e-4
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("spec", "tied"), [("bert", None), ("llama", True)])
+@pytest.mark.parametrize(
+    ("spec", "tied"), [pytest.param("bert", None, marks=pytest.mark.slow), ("llama", True)]
+)
 def test_verify_rejects_a_rotation_the_graph_does_not_admit(run_cli, tmp_path, spec, tied):
     # a post-norm stream (BERT), and a tied unembedding behind a final gain
     text = (SPECS / "tiny" / f"{spec}.yaml").read_text()
@@ -85,7 +86,6 @@ def test_verify_rejects_a_rotation_the_graph_does_not_admit(run_cli, tmp_path, s
     assert "REJECTED residual_rotation: symbolic not admitted by this graph" in out
 
 
-@pytest.mark.slow  # 11 min in CI
 def test_verify_names_the_directions_a_partial_list_leaves_unexplained(run_cli, tmp_path):
     path = tmp_path / "partial.yaml"
     path.write_text((SPECS / "tiny" / "llama.yaml").read_text() + "symmetries: [qk_gauge]\n")

@@ -37,6 +37,7 @@ from symcomp.spec.params import parameter_shapes, sizes_of
 from symcomp.symmetry.analysis import (
     head_grouping,
     parallel_vocab,
+    tiny_vocab,
     value_width_relation,
     vertical_columns,
 )
@@ -154,23 +155,32 @@ def instance_sizes(arch: Architecture) -> tuple[tuple[str, int], ...]:
 
 def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
     """A second tiny instance, differing from :func:`.analysis.measurement_instance` in every
-    size the structure leaves free: V, T, d, L, f, the head width (and so the rotated width), and
-    the head counts (one key/value head stays one; ``g k`` keeps its relation to ``d``);
-    ``layers`` deep (one more than the first instance's unless a layer pattern sets both)."""
+    size the structure leaves free: V, T, d, L, f, the head width and the head counts (one
+    key/value head stays one; ``g k`` keeps its relation to ``d``); ``layers`` deep (one more
+    than the first instance's unless a layer pattern sets both).
+
+    It is small, so that its Jacobian is quick to measure (the SVDs grow as the cube of the
+    parameter count: at d = 18 a tiny Llama's second instance took 4 minutes): three heads of
+    width 3, or 2 where RoPE rotates the whole head (an even width below the first's 4). A
+    partial rotation rotates 2 of the 3 (the only even width below 3), the first instance's
+    rotated width: a term in ``r`` alone is witnessed by the first instance only."""
     att = arch.attention
     heads, kv = head_grouping(arch, 3)
     positions = arch.positions
-    head_width = 6
-    if isinstance(positions, RotaryPositions) and positions.rotated_fraction != 1.0:
-        head_width = 8  # half of it rotated: an even rotated width other than the first's 2
+    head_width = 3
+    if isinstance(positions, RotaryPositions):
+        full = positions.rotated_fraction == 1.0
+        head_width = 2 if full else 3
+        positions = positions.model_copy(update={"rotated_fraction": 1.0 if full else 2 / 3})
     window = att.sliding_window and min(att.sliding_window, 4)
     width = value_width_relation(arch, kv * head_width, 10)
     return arch.model_copy(
         update={
-            "vocab_size": parallel_vocab(arch, 47, width=width, hidden=14),
+            "vocab_size": parallel_vocab(arch, tiny_vocab(width) + 1, width=width, hidden=14),
             "max_positions": 7,
             "width": width,
             "layers": layers,
+            "positions": positions,
             "attention": att.model_copy(
                 update={
                     "heads": heads,
