@@ -99,6 +99,8 @@ def test_keys_become_the_architecture(tmp_path: Path) -> None:
         ("gptj", {"rotary_dim": 3}, ("rotary_dim",), "even"),
         ("gptj", {"n_head": 0}, ("n_head",), "positive"),
         ("mpt", {"n_heads": 0}, ("n_heads",), "positive"),
+        ("smollm3", {"layer_types": [{"a": 1}]}, ("layer_types",), "layer types"),
+        ("gemma2", {"layer_types": [["full_attention"]]}, ("layer_types",), "layer types"),
         ("bloom", {"apply_residual_connection_post_layernorm": True},
          ("apply_residual_connection_post_layernorm",), "residual taken after the norm"),
         ("mpt", {"no_bias": False}, ("no_bias",), "no biases"),

@@ -166,20 +166,12 @@ def _qwen2_window(c: _Config) -> int | None:
     window = _sliding_window(c)
     max_window_layers = c.integer("max_window_layers", default=28)
     layers = c.integer("num_hidden_layers")
-    types = c.get("layer_types") or [
-        "sliding_attention" if i >= max_window_layers else "full_attention" for i in range(layers)
-    ]
+    types = c.layer_types(
+        ["sliding_attention" if i >= max_window_layers else "full_attention" for i in range(layers)]
+    )
     if not use or window is None:
         return None  # Qwen2Config sets sliding_window to None without use_sliding_window
-    valid = isinstance(types, list) and all(isinstance(t, str) for t in types)
-    kinds = set(types) if valid else set()
-    if not kinds or not kinds <= {"full_attention", "sliding_attention"}:
-        raise c.error(
-            "layer types not supported",
-            ("layer_types",),
-            found=_short(types),
-            accepted="a list of 'full_attention' and 'sliding_attention'",
-        )
+    kinds = set(types)
     if len(kinds) > 1:
         raise c.error(
             "a sliding window on some layers only is not supported",
@@ -427,19 +419,11 @@ def _smollm3_no_window(c: _Config, nope: list[int]) -> None:
     layers layer_types names: a window on some layers only is not expressible."""
     use = c.flag("use_sliding_window", False)
     window = c.optional_integer("sliding_window", None)
-    types = c.get("layer_types")
-    if types is None:
+    if c.get("layer_types") is None:
         sliding = use and window is not None and bool(nope)
         key = "use_sliding_window"
     else:
-        if not isinstance(types, list) or not set(types) <= {"full_attention", "sliding_attention"}:
-            raise c.error(
-                "layer types not supported",
-                ("layer_types",),
-                found=_short(types),
-                accepted="a list of 'full_attention' and 'sliding_attention'",
-            )
-        sliding, key = "sliding_attention" in types, "layer_types"
+        sliding, key = "sliding_attention" in c.layer_types([]), "layer_types"
     if sliding:
         raise c.error(
             "a sliding window on some layers only is not supported (a per-layer attention window)",

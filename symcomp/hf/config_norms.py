@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from symcomp.hf.config_pieces import _attention, _rope, _RopeKeys
-from symcomp.hf.config_reader import _Config, _short
+from symcomp.hf.config_reader import _Config
 
 
 def layer_windows(
@@ -17,15 +17,7 @@ def layer_windows(
     """The sliding window and the layers that use it, from ``layer_types`` (or the family's
     default list): (None, None) when no layer slides, (window, None) when every layer does."""
     layers = c.integer("num_hidden_layers")
-    types = c.get("layer_types") or default_types
-    valid = isinstance(types, list) and all(isinstance(t, str) for t in types)
-    if not valid or not set(types) <= {"full_attention", "sliding_attention"}:
-        raise c.error(
-            "layer types not supported",
-            ("layer_types",),
-            found=_short(types),
-            accepted="a list of 'full_attention' and 'sliding_attention'",
-        )
+    types = c.layer_types(default_types)
     if len(types) != layers:
         raise c.error(
             "layer_types must name one type per layer",

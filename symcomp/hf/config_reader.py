@@ -95,6 +95,20 @@ class _Config:
             )
         return value
 
+    def layer_types(self, default: Any) -> list[str]:
+        """``layer_types`` (or ``default`` where absent or null): a list of attention types."""
+        types = self.get("layer_types") or default
+        if not isinstance(types, list) or not all(
+            t in ("full_attention", "sliding_attention") for t in types
+        ):
+            raise self.error(
+                "layer types not supported",
+                ("layer_types",),
+                found=_short(types),
+                accepted="a list of 'full_attention' and 'sliding_attention'",
+            )
+        return types
+
     def optional_integer(self, key: str, default: int | None) -> int | None:
         """Like :meth:`integer`, but absent or null with no default gives None."""
         if not self.present(key) and default is None:
