@@ -233,6 +233,60 @@ def bench_analyze(results: Results, quick: bool) -> None:
     )
 
 
+# --- verify on the example specs --------------------------------------------------------------
+
+
+def bench_verify(results: Results, quick: bool) -> None:
+    """``symcomp verify --json`` of each example spec in a fresh process: the SymPy proof and
+    float64 check of every group, and the Jacobian nullity of two tiny instances against the
+    formula. Wall seconds, with the process's CPU seconds and the machine's load in the note
+    (as :func:`bench_analyze`)."""
+    import resource
+
+    specs = sorted((ROOT / "specs").glob("*.yaml"))
+    command = [sys.executable, "-m", "symcomp", "verify", "--json"]
+    if quick:
+        specs, command = [ROOT / "specs/tiny/llama.yaml"], [*command, "--no-symbolic"]
+    met = 0
+    for path in specs:
+        load = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run([*command, str(path)], capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        note = f"CPU {cpu:.1f} s, load {load:.1f} at the start"
+        if done.returncode == 0:
+            report = json.loads(done.stdout)
+            sizes = "; ".join(
+                f"{w['measured']} = {w['derived']} at {w['parameters']:,} parameters"
+                for w in report["witnesses"]
+            )
+            note = f"{len(report['checks'])} groups checked; nullity {sizes}; {note}"
+        else:
+            note = f"exit {done.returncode}: {' '.join(done.stderr.split())[-160:]}; {note}"
+        figure = results.add(
+            "verify",
+            f"{path.stem}: verify (fresh process)",
+            seconds,
+            "s",
+            target="≤ 15 s, exit 0",
+            met=seconds <= 15.0 and done.returncode == 0,
+            note=note,
+        )
+        met += bool(figure.met)
+    results.add(
+        "verify",
+        "example specs within 15 s, exit 0",
+        met,
+        f"of {len(specs)}",
+        target=f"{len(specs)}",
+        met=met == len(specs),
+        note=f"each: `{' '.join(['python -m symcomp verify --json', *command[5:]])} SPEC`",
+    )
+
+
 # --- throughput --------------------------------------------------------------------------------
 
 
@@ -644,6 +698,7 @@ def _fuzz(results: Results, quick: bool) -> None:
 SECTIONS = {
     "compile": bench_compile,
     "analyze": bench_analyze,
+    "verify": bench_verify,
     "throughput": bench_throughput,
     "compiled": bench_compiled,
     "reduced": bench_reduced,

@@ -25,6 +25,7 @@ def test_quick_benchmarks_report_every_section(tmp_path):
     report = out.read_text()
     for section in (
         "compile",
+        "verify",
         "throughput",
         "compiled",
         "reduced",
