@@ -259,6 +259,7 @@ def cmd_reduce(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     from symcomp.hf.reduce import DTYPES, reduce_checkpoint
+    from symcomp.report import folded, folded_line
 
     console = _console()
     columns = (
@@ -271,7 +272,13 @@ def cmd_reduce(args: argparse.Namespace) -> None:
     )
     with Progress(*columns, console=console, transient=True) as bar:
         tasks: dict[str, object] = {}
-        names = {"read": "reading tensors", "chart": "gauge fixing (units)"}
+        names = {
+            "read": "reading tensors",
+            "analyze": "count, measured",
+            "standard": "standard weights",
+            "chart": "gauge fixing (units)",
+            "reduced": "reduced weights",
+        }
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
@@ -291,13 +298,16 @@ def cmd_reduce(args: argparse.Namespace) -> None:
         ("removed", "right"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for line in analysis.groups:
+    kept, zero = folded(analysis)
+    for line in kept:
         table.add_row(line.name, line.catalogue_id, line.per, f"{line.dimension:,}")
     table.add_section()
     table.add_row("parameters (standard)", "", "", f"{done.stored_parameters:,}")
     table.add_row("redundant", "", "", f"{analysis.redundant:,}")
     table.add_row("parameters (reduced)", "", "", f"{done.reduced_parameters:,}")
     console.print(table)
+    if zero:
+        console.print(folded_line(zero))
     console.print(
         f"wrote {done.out}/: the package, standard.safetensors and reduced.safetensors "
         f"(load with Model.from_pretrained / ReducedModel.from_pretrained)"

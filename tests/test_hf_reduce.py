@@ -206,3 +206,22 @@ def test_a_sharded_checkpoint_streams_and_dtype_chooses_the_output(run_cli, tmp_
         assert float((got - expected).abs().max()) <= tol
         assert sum(p.numel() for p in reduced.parameters()) == analyze(spec).reduced_parameters
         sys.modules.pop(out.name, None)
+
+
+def test_reduce_reports_each_stage_from_start_to_end(tmp_path):
+    """The progress the CLI's bars show: every stage in the order it runs, each from 0 to its
+    total; the chart's units and the tensors read are counted one by one."""
+    from symcomp.hf.reduce import reduce_checkpoint
+
+    calls: list[tuple[str, int, int]] = []
+    folder = _saved("llama", tmp_path / "checkpoint")
+    reduce_checkpoint(folder, tmp_path / "out", progress=lambda *c: calls.append(c))
+    stages = list(dict.fromkeys(stage for stage, _, _ in calls))
+    assert stages == ["read", "analyze", "standard", "chart", "reduced"]
+    for stage in stages:
+        seen = [(done, total) for s, done, total in calls if s == stage]
+        assert seen[-1][0] == seen[-1][1] > 0, (stage, seen)
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen), (stage, seen)
+    read = [total for s, _, total in calls if s == "read"]
+    assert read[-1] == len(_reload(folder).state_dict())
+    assert len([c for c in calls if c[0] == "chart"]) > 2

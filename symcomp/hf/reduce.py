@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -98,7 +99,9 @@ def _reduce(
     dtype: torch.dtype | None = None,
     keep: Callable[[Path], None] | None = None,
 ) -> Reduced:
-    analysis, package = analyze_and_compile(spec, spec_text)
+    step = _steps(progress)
+    with step("analyze"):
+        analysis, package = analyze_and_compile(spec, spec_text)
     if package.chart_problem:
         raise NoReducedModelError(
             f"{spec.name}: no reduced model: {package.chart_problem}; nothing written"
@@ -110,8 +113,9 @@ def _reduce(
         if keep is not None:
             keep(folder)
         with loaded_package(folder) as pkg:
-            model = _standard(pkg, params, dtype)
-            model.save_pretrained(folder)
+            with step("standard"):
+                model = _standard(pkg, params, dtype)
+                model.save_pretrained(folder)
             counts["stored"] = sum(p.numel() for p in model.parameters())
             chart = _stage(progress, "chart")
             tensors = {name: p.detach() for name, p in model.named_parameters()}
@@ -120,7 +124,8 @@ def _reduce(
             reduced = pkg.ReducedModel.from_parameters(
                 tensors, sizes, progress=chart, dtype=out_dtype, consume=True
             )
-            reduced.save_pretrained(folder)
+            with step("reduced"):
+                reduced.save_pretrained(folder)
             counts["reduced"] = sum(p.numel() for p in reduced.parameters())
         if counts["reduced"] != analysis.reduced_parameters:
             raise ReduceError(
@@ -144,6 +149,21 @@ def _standard(pkg: ModuleType, params: Mapping[str, Tensor], dtype=None):
             owner = model.get_submodule(module) if module else model
             setattr(owner, leaf, torch.nn.Parameter(value.to(dtype).contiguous()))
     return model
+
+
+def _steps(progress: Progress | None):
+    """A context manager per one-step stage: ``progress(stage, 0, 1)`` on entry, ``1, 1`` on
+    leaving (the bar shows the stage running, then done)."""
+
+    @contextmanager
+    def step(stage: str) -> Iterator[None]:
+        if progress is not None:
+            progress(stage, 0, 1)
+        yield
+        if progress is not None:
+            progress(stage, 1, 1)
+
+    return step
 
 
 def _stage(progress: Progress | None, stage: str):
