@@ -85,6 +85,22 @@ def subprocess_seconds(args: list[str], reps: int) -> float:
     return timed(lambda: subprocess.run(args, check=True, capture_output=True), reps, warmup=0)
 
 
+def fresh_process(args: list[str]) -> tuple[subprocess.CompletedProcess, float, str]:
+    """Run ``args``: the finished process, its wall seconds, and a note of its CPU seconds and
+    the machine's load when it started (on a shared machine, the wall time is the CPU time
+    stretched by the other processes)."""
+    import resource
+
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return done, seconds, f"CPU {cpu:.1f} s, load {load:.1f} at the start"
+
+
 # --- compile time ------------------------------------------------------------------------------
 
 
@@ -183,8 +199,6 @@ def bench_analyze(results: Results, quick: bool) -> None:
     closed form and its measurement (the Jacobian nullity of a tiny instance), end to end. The
     target is on wall seconds; the note adds the process's CPU seconds and the machine's load,
     which say how much of the wall time other processes took on a shared machine."""
-    import resource
-
     folders = sorted(p for p in HF_CONFIGS.iterdir() if (p / "config.json").exists())
     if quick:
         folders = folders[:1]
@@ -194,14 +208,7 @@ def bench_analyze(results: Results, quick: bool) -> None:
     command = [sys.executable, "-m", "symcomp", "analyze", "--json", "--hf"]
     met = 0
     for folder in folders:
-        load = os.getloadavg()[0]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        done = subprocess.run([*command, str(folder)], capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        usage = f"CPU {cpu:.1f} s, load {load:.1f} at the start"
+        done, seconds, usage = fresh_process([*command, str(folder)])
         if done.returncode == 0:
             data = json.loads(done.stdout)
             (first, *_) = data["measured"]
@@ -241,22 +248,13 @@ def bench_verify(results: Results, quick: bool) -> None:
     float64 check of every group, and the Jacobian nullity of two tiny instances against the
     formula. Wall seconds, with the process's CPU seconds and the machine's load in the note
     (as :func:`bench_analyze`)."""
-    import resource
-
     specs = sorted((ROOT / "specs").glob("*.yaml"))
     command = [sys.executable, "-m", "symcomp", "verify", "--json"]
     if quick:
         specs, command = [ROOT / "specs/tiny/llama.yaml"], [*command, "--no-symbolic"]
     met = 0
     for path in specs:
-        load = os.getloadavg()[0]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        done = subprocess.run([*command, str(path)], capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        note = f"CPU {cpu:.1f} s, load {load:.1f} at the start"
+        done, seconds, note = fresh_process([*command, str(path)])
         if done.returncode == 0:
             report = json.loads(done.stdout)
             sizes = "; ".join(
