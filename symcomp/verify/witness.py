@@ -244,16 +244,18 @@ def _rank(A: Tensor, tol: float = 1e-6) -> int:
 def _uncovered(
     arch: Architecture, R: Tensor, nullity: int, V: Tensor
 ) -> tuple[int, tuple[tuple[str, int], ...]]:
-    """How many null directions lie outside the span of ``V``, and for each parameter how many
-    of them cannot avoid moving it: the dimension lost, modulo ``V``, when the parameter is held
-    fixed. (An orthogonal complement would smear them over every parameter they are mixed
-    with.)"""
-    N = null_space(R, nullity)
+    """How many null directions lie outside the span of ``V`` (columns in the null space), and
+    for each parameter how many of them cannot avoid moving it: the dimension lost, modulo
+    ``V``, when the parameter is held fixed. (An orthogonal complement would smear them over
+    every parameter they are mixed with.)"""
     if V.shape[1]:
         U, s, _ = torch.linalg.svd(V, full_matrices=False)
         U = U[:, : int((s > s[0] * 1e-9).sum())]
     else:
         U = V
+    if U.shape[1] == nullity:  # null directions (the caller's V) spanning the whole null space
+        return 0, ()
+    N = null_space(R, nullity)
 
     def outside(directions: Tensor) -> int:
         return _rank(directions - U @ (U.T @ directions)) if directions.shape[1] else 0
