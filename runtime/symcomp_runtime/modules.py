@@ -11,19 +11,33 @@ import math
 from typing import Any, Literal, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "NUMERICS",
     "alibi_slopes",
     "merge_heads",
     "ones",
+    "rms_norm",
     "rope",
     "sizes_of",
     "split_heads",
+    "use_numerics",
     "weight",
     "windowed",
     "zeros",
 ]
+
+Numerics = Literal["symcomp", "transformers"]
+NUMERICS: tuple[str, ...] = ("symcomp", "transformers")
+"""How a model rounds: ``"symcomp"`` computes everything in the model's dtype (RoPE's angles in
+float64 for a float64 model, else float32); ``"transformers"`` keeps transformers' float32
+islands whatever the dtype: RMSNorm's arithmetic in float32 (its gain applied after the cast
+back, or in float32 as ``1 + w`` where the gain is stored as ``w``) and RoPE's angles in float32
+(a linear scaling divides the frequencies, not the positions). A float64 model in ``"symcomp"``
+numerics matches transformers with those islands patched to float64 (1e-10); in
+``"transformers"`` numerics, stock transformers in float64 and in float32 alike."""
 
 S = TypeVar("S")
 
@@ -89,27 +103,61 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).flatten(2)
 
 
+def use_numerics(model: nn.Module, numerics: Numerics) -> nn.Module:
+    """Set ``numerics`` (see :data:`NUMERICS`) on every module of ``model`` that has the
+    attribute (the norms and the rotating attention of a generated model; a reduced model's
+    standard shell too) and return ``model``."""
+    if numerics not in NUMERICS:
+        raise ValueError(f"numerics must be one of {', '.join(NUMERICS)}, not {numerics!r}")
+    shell = getattr(model, "_shell", None)  # a reduced model's standard model (no submodule)
+    for module in (*model.modules(), *(shell.modules() if shell is not None else ())):
+        if hasattr(module, "numerics"):
+            module.numerics = numerics
+    return model
+
+
+def rms_norm(
+    x: Tensor, gain: Tensor, eps: float, *, one_plus: bool = False, numerics: Numerics = "symcomp"
+) -> Tensor:
+    """RMSNorm: x / sqrt(mean(x^2) + eps), times ``gain`` (``1 + gain`` with ``one_plus``), in
+    ``numerics`` (:data:`NUMERICS`)."""
+    if numerics == "symcomp":
+        return F.rms_norm(x, x.shape[-1:], 1.0 + gain if one_plus else gain, eps)
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    if one_plus:  # Gemma's RMSNorm: the gain in float32 too
+        return (h * (1.0 + gain.float())).to(x.dtype)
+    return gain * h.to(x.dtype)  # Llama's RMSNorm
+
+
 def rope(
     x: Tensor,
     rotary_width: int,
     *,
     base: float,
-    pairs: Literal["split_half", "adjacent"],
+    pairs: Literal["split_half", "adjacent"] = "split_half",
     position_divisor: float = 1.0,
+    numerics: Numerics = "symcomp",
 ) -> Tensor:
     """RoPE on x (B, heads, T, head_width): rotate its first r = rotary_width dims, pass the rest.
 
-    Position p turns each pair of dims by p / position_divisor * base^(-2i / r): the pairs
+    Position p turns each pair of dims by p / position_divisor * base^(-2i / r) (angles rounded
+    as ``numerics`` says, :data:`NUMERICS`): the pairs
     (i, i + r/2) with ``pairs="split_half"`` (transformers' Llama, GPT-NeoX), the pairs
     (2i, 2i + 1) with ``pairs="adjacent"`` (the original RoPE).
     """
     if pairs not in ("split_half", "adjacent"):
         raise ValueError(f"pairs must be 'split_half' or 'adjacent', not {pairs!r}")
     T, r = x.shape[-2], rotary_width
-    # angles in float64 for a float64 model, else in float32
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    # angles in float64 for a float64 model, else (and always in transformers' numerics) float32
+    wide = x.dtype == torch.float64 and numerics == "symcomp"
+    dtype = torch.float64 if wide else torch.float32
     freqs = 1.0 / base ** (torch.arange(0, r, 2, dtype=dtype, device=x.device) / r)
-    positions = torch.arange(T, dtype=dtype, device=x.device) / position_divisor
+    positions = torch.arange(T, dtype=dtype, device=x.device)
+    if numerics == "symcomp":
+        positions = positions / position_divisor
+    else:  # transformers' linear scaling divides the frequencies
+        freqs = freqs / position_divisor
     angles = positions[:, None] * freqs  # (T, r/2)
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     rot, rest = x[..., :r], x[..., r:]

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .actions import as_sizes
 from .gauge import Chart, canonicalize, determined, fixed_entries
+from .modules import use_numerics
 from .slices import reconstruct, translation_slices
 
 __all__ = ["ReducedModel"]
@@ -196,6 +197,11 @@ class ReducedModel(nn.Module):
         return self.write_weights(Path(path) / self.WEIGHTS, tensors, "reduced", self.sizes)
 
     # --- the function ------------------------------------------------------------------------
+
+    def use_numerics(self, numerics: str) -> ReducedModel:
+        """This model, rounding as ``numerics`` says (its standard model's forward does the
+        work): see :meth:`symcomp_runtime.weights.Pretrained.use_numerics`."""
+        return use_numerics(self, numerics)  # type: ignore[arg-type, return-value]
 
     def forward(self, input_ids: Tensor) -> Tensor:
         """Logits (B, T, V): the standard forward on the rebuilt parameters."""

@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import Tensor, nn
 
+from .modules import use_numerics
+
 __all__ = ["Pretrained", "check_names", "read_weights", "write_weights"]
 
 
@@ -89,6 +91,12 @@ class Pretrained:
     SPEC_NAME: ClassVar[str]
     WEIGHTS: ClassVar[str] = "standard.safetensors"
     TINY: ClassVar[dict[str, int]] = {}  # small sizes of the same structure
+
+    def use_numerics(self, numerics: str) -> Self:
+        """This model, rounding as ``numerics`` says: ``"symcomp"`` (the model's dtype
+        throughout) or ``"transformers"`` (transformers' float32 islands in RMSNorm and RoPE);
+        see :data:`symcomp_runtime.modules.NUMERICS`."""
+        return use_numerics(self, numerics)  # type: ignore[arg-type, return-value]
 
     @classmethod
     def tiny(cls, *, dtype: torch.dtype = torch.float64, seed: int = 0) -> Self:

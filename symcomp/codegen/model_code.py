@@ -55,6 +55,7 @@ from symcomp.spec.model import AlibiPositions, RotaryPositions, Spec
 # what the runtime's modules module gives every model.py (it imports those it calls)
 RUNTIME_MODULES = (
     "windowed",
+    "rms_norm",
     "alibi_slopes",
     "merge_heads",
     "ones",
@@ -253,6 +254,8 @@ def _sublayer_class(graph: Graph, part: str, ops: list[OpNode]) -> ModuleClass:
         attrs += (Assign("experts", f"nn.ModuleList(Expert(s, **factory) for _ in {count})"),)
     if part == "attn" and _nope_layers(graph):
         attrs += (Assign("rotary", "True  # False on the NoPE layers (without_rope)"),)
+    if any(op.kind == "rope" for op in ops):
+        attrs += (Assign("numerics", '"symcomp"  # RoPE\'s rounding: use_numerics'),)
     return ModuleClass(
         CLASS_NAMES[part],
         _docstring(doc, 4),
@@ -393,8 +396,10 @@ def _norm_info(graph: Graph) -> NormInfo:
     if center:
         shift = "self.bias" if bias else "None"
         call = f"F.layer_norm(x, x.shape[-1:], {weight}, {shift}, self.eps)"
-    else:
-        call = f"F.rms_norm(x, x.shape[-1:], {weight}, self.eps)" + (" + self.bias" if bias else "")
+    else:  # transformers rounds its RMSNorms in float32: the runtime's op can do the same
+        offset = ", one_plus=True" if one_plus else ""
+        call = f"rms_norm(x, self.gain, self.eps{offset}, numerics=self.numerics)"
+        call += " + self.bias" if bias else ""
     return NormInfo(center, bias, one_plus, _docstring([doc], 4), call)
 
 
@@ -489,6 +494,7 @@ def _modules_import(rt: str, norm: NormInfo, mask: MaskInfo | None, code: Sequen
     called |= {"sizes_of", "zeros" if norm.one_plus else "ones"}
     if norm.bias:
         called.add("zeros")
+    called |= {name for name in re.findall(r"\b(\w+)\(", norm.call)}
     if mask and mask.alibi:
         called.add("alibi_slopes")
     names = sorted(called & set(RUNTIME_MODULES))

@@ -142,9 +142,11 @@ def _emit_merge_heads(scope: _Scope, op: OpNode) -> Statement:
 
 def _emit_rope(scope: _Scope, op: OpNode) -> Statement:
     args = [scope.read(op, "x"), "s.rotary_width", f"base={float(op.attr('base'))!r}"]
-    args.append(f"pairs={op.attr('pair_layout')!r}".replace("'", '"'))
+    if op.attr("pair_layout") != "split_half":  # the runtime's default
+        args.append(f"pairs={op.attr('pair_layout')!r}".replace("'", '"'))
     if op.attr("position_divisor") != 1.0:
         args.append(f"position_divisor={float(op.attr('position_divisor'))!r}")
+    args.append("numerics=self.numerics")
     out = scope.value(op.output)
     if not getattr(scope.graph.arch.positions, "nope_layers", None):
         return Statement(tuple(_call(out, "rope", args)))
