@@ -342,3 +342,13 @@ def test_ruff_accepts_the_generated_files(tmp_path: Path) -> None:
             [*ruff, *command, *config, str(tmp_path)], capture_output=True, text=True, cwd=ROOT
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_description_with_a_word_longer_than_a_line_still_compiles():
+    """A word no line can hold (a URL, 80 nested parentheses: the long fuzz run's) is cut; the
+    model file keeps the line length and the whole description."""
+    word = "(" * 80 + "width" + ")" * 80
+    spec = load_spec(ROOT / "specs" / "tiny" / "gpt2.yaml")
+    text = render_model(spec.model_copy(update={"description": f"See {word} here."}))
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert word in "".join(line.strip() for line in text.splitlines())

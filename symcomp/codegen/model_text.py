@@ -128,7 +128,8 @@ def _wrap_text(text: str, width: int) -> list[str]:
         return m.group(0).replace(" ", _GLUE) if len(m.group(0)) <= 30 else m.group(0)
 
     text = re.sub(r"\([^()]*\)", glue, text)
-    lines = textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+    # a word longer than a whole line (a URL, a hostile description) is cut: never a long line
+    lines = textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=True)
     return [line.replace(_GLUE, " ") for line in lines]
 
 
