@@ -126,3 +126,16 @@ def test_a_value_width_beyond_d_is_refused_not_miscounted():
     wide = _stablelm2(32, 96)
     with pytest.raises(DerivationError, match="value_bias_centering"):
         derive(build(wide), wide)
+
+
+def test_a_norm_eps_of_1e_12_is_measured_at_0_1_on_both_instances():
+    """At BERT's eps of 1e-12 a LayerNorm is scale invariant to 1e-12: the second instance kept
+    it and measured 5 null directions that no group has (`verify bert-base` exited 1)."""
+    from symcomp.pipeline import measure
+
+    spec = load_spec(SPECS / "bert-base.yaml")
+    assert spec.architecture.norm.eps == 1e-12
+    arch = spec.architecture
+    assert measurement_instance(arch).norm.eps == second_instance(arch).norm.eps == 0.1
+    n = count(spec, derive(build(spec), spec))
+    assert all(w.verdict == "exact" for w in measure(spec, n, second=True))

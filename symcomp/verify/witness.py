@@ -163,7 +163,10 @@ def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
     parameter count: at d = 18 a tiny Llama's second instance took 4 minutes): three heads of
     width 3, or 2 where RoPE rotates the whole head (an even width below the first's 4). A
     partial rotation rotates 2 of the 3 (the only even width below 3), the first instance's
-    rotated width: a term in ``r`` alone is witnessed by the first instance only."""
+    rotated width: a term in ``r`` alone is witnessed by the first instance only. Like the first,
+    it has norm eps 0.1 and a RoPE base of 10: at BERT's eps of 1e-12 a LayerNorm is scale
+    invariant to 1e-12, near-symmetries the measurement cannot tell from exact ones (5 spurious
+    null directions at this instance)."""
     att = arch.attention
     heads, kv = head_grouping(arch, 3)
     positions = arch.positions
@@ -171,7 +174,8 @@ def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
     if isinstance(positions, RotaryPositions):
         full = positions.rotated_fraction == 1.0
         head_width = 2 if full else 3
-        positions = positions.model_copy(update={"rotated_fraction": 1.0 if full else 2 / 3})
+        fraction = 1.0 if full else 2 / 3
+        positions = positions.model_copy(update={"base": 10.0, "rotated_fraction": fraction})
     window = att.sliding_window and min(att.sliding_window, 4)
     width = value_width_relation(arch, kv * head_width, 10)
     return arch.model_copy(
@@ -180,6 +184,7 @@ def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
             "max_positions": 7,
             "width": width,
             "layers": layers,
+            "norm": arch.norm.model_copy(update={"eps": 0.1}),
             "positions": positions,
             "attention": att.model_copy(
                 update={
