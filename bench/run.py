@@ -101,6 +101,34 @@ def fresh_process(args: list[str]) -> tuple[subprocess.CompletedProcess, float, 
     return done, seconds, f"CPU {cpu:.1f} s, load {load:.1f} at the start"
 
 
+def add_run(
+    results: Results,
+    section: str,
+    name: str,
+    done: subprocess.CompletedProcess,
+    seconds: float,
+    limit: float,
+    note: str,
+) -> bool:
+    """A row for one run of :func:`fresh_process`: met when it exits 0 within ``limit``
+    seconds. Returns whether it was met."""
+    figure = results.add(
+        section,
+        name,
+        seconds,
+        "s",
+        target=f"≤ {limit:g} s, exit 0",
+        met=seconds <= limit and done.returncode == 0,
+        note=note,
+    )
+    return bool(figure.met)
+
+
+def add_tally(results: Results, section: str, name: str, met: int, total: int, note: str) -> None:
+    """The row that counts how many of ``total`` runs met their target."""
+    results.add(section, name, met, f"of {total}", target=f"{total}", met=met == total, note=note)
+
+
 # --- compile time ------------------------------------------------------------------------------
 
 
@@ -219,24 +247,15 @@ def bench_analyze(results: Results, quick: bool) -> None:
             )
         else:
             note = f"exit {done.returncode}: {' '.join(done.stderr.split())[:160]}; {usage}"
-        figure = results.add(
-            "analyze",
-            f"{folder.name}: import-hf + analyze (fresh process)",
-            seconds,
-            "s",
-            target="≤ 10 s, exit 0",
-            met=seconds <= 10.0 and done.returncode == 0,
-            note=note,
-        )
-        met += bool(figure.met)
-    results.add(
+        name = f"{folder.name}: import-hf + analyze (fresh process)"
+        met += add_run(results, "analyze", name, done, seconds, 10.0, note)
+    add_tally(
+        results,
         "analyze",
         "families within 10 s, exit 0",
         met,
-        f"of {len(folders)}",
-        target=f"{len(folders)}",
-        met=met == len(folders),
-        note="each: `python -m symcomp analyze --json --hf tests/data/hf_configs/FAMILY`",
+        len(folders),
+        "each: `python -m symcomp analyze --json --hf tests/data/hf_configs/FAMILY`",
     )
 
 
@@ -264,24 +283,15 @@ def bench_verify(results: Results, quick: bool) -> None:
             note = f"{len(report['checks'])} groups checked; nullity {sizes}; {note}"
         else:
             note = f"exit {done.returncode}: {' '.join(done.stderr.split())[-160:]}; {note}"
-        figure = results.add(
-            "verify",
-            f"{path.stem}: verify (fresh process)",
-            seconds,
-            "s",
-            target="≤ 15 s, exit 0",
-            met=seconds <= 15.0 and done.returncode == 0,
-            note=note,
-        )
-        met += bool(figure.met)
-    results.add(
+        name = f"{path.stem}: verify (fresh process)"
+        met += add_run(results, "verify", name, done, seconds, 15.0, note)
+    add_tally(
+        results,
         "verify",
         "example specs within 15 s, exit 0",
         met,
-        f"of {len(specs)}",
-        target=f"{len(specs)}",
-        met=met == len(specs),
-        note=f"each: `{' '.join(['python -m symcomp verify --json', *command[5:]])} SPEC`",
+        len(specs),
+        f"each: `{' '.join(['python -m symcomp verify --json', *command[5:]])} SPEC`",
     )
 
 
