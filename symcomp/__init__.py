@@ -8,7 +8,7 @@ from symcomp.errors import SpecError, SymcompError
 from symcomp.hf.config_import import import_hf_config
 from symcomp.spec import load_spec, parameter_count, parse_spec
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "SpecError",

@@ -285,7 +285,8 @@ def test_generated_code_reads_as_intended() -> None:
     text = _text(ROOT / "specs" / "gemma-2b.yaml")
     assert "class Block(nn.Module)" in text and "for block in self.layers:" in text
     assert "embed_tokens * math.sqrt(s.width)" in text  # the expression, not 45.25...
-    assert "F.scaled_dot_product_attention(" in text and "is_causal=True" in text
+    assert "F.scaled_dot_product_attention(" in text and "is_causal=mask is None" in text
+    assert "mask = ctx.mask(causal=True)" in text  # None without padding or cache: is_causal
     assert "scale=s.head_width**-0.5" in text
     assert "logits = final_norm_out @ self.embed.W_E.T" in text  # tied
     assert "HF_NAMES" not in text  # the spec does not say its transformers family

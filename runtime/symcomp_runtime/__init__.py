@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .errors import RuntimeVersionError, SymcompError
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = ["RuntimeVersionError", "SymcompError", "__version__", "require"]
 

@@ -138,11 +138,13 @@ def rope(
     pairs: Literal["split_half", "adjacent"] = "split_half",
     position_divisor: float = 1.0,
     numerics: Numerics = "symcomp",
+    positions: Tensor | None = None,
 ) -> Tensor:
     """RoPE on x (B, heads, T, head_width): rotate its first r = rotary_width dims, pass the rest.
 
-    Position p turns each pair of dims by p / position_divisor * base^(-2i / r) (angles rounded
-    as ``numerics`` says, :data:`NUMERICS`): the pairs
+    ``positions`` (B or 1, T): the tokens' position ids (a forward's ``Context.positions``); by
+    default 0 .. T - 1. Position p turns each pair of dims by p / position_divisor *
+    base^(-2i / r) (angles rounded as ``numerics`` says, :data:`NUMERICS`): the pairs
     (i, i + r/2) with ``pairs="split_half"`` (transformers' Llama, GPT-NeoX), the pairs
     (2i, 2i + 1) with ``pairs="adjacent"`` (the original RoPE).
     """
@@ -153,12 +155,15 @@ def rope(
     wide = x.dtype == torch.float64 and numerics == "symcomp"
     dtype = torch.float64 if wide else torch.float32
     freqs = 1.0 / base ** (torch.arange(0, r, 2, dtype=dtype, device=x.device) / r)
-    positions = torch.arange(T, dtype=dtype, device=x.device)
+    if positions is None:
+        p = torch.arange(T, dtype=dtype, device=x.device)
+    else:  # (B or 1, 1, T): broadcast over the heads
+        p = positions.to(device=x.device, dtype=dtype)[:, None, :]
     if numerics == "symcomp":
-        positions = positions / position_divisor
+        p = p / position_divisor
     else:  # transformers' linear scaling divides the frequencies
         freqs = freqs / position_divisor
-    angles = positions[:, None] * freqs  # (T, r/2)
+    angles = p[..., None] * freqs  # (T, r/2) or (B or 1, 1, T, r/2)
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     rot, rest = x[..., :r], x[..., r:]
     if pairs == "split_half":
@@ -181,8 +186,11 @@ def route(x: Tensor, W_router: Tensor, *, top_k: int, normalize: bool) -> Tensor
     return torch.zeros_like(probs).scatter(-1, index, top)
 
 
-def sinusoids(T: int, width: int, *, base: float, offset: int, like: Tensor) -> Tensor:
-    """The fixed (T, width) table of sinusoidal positions, in ``like``'s dtype and device.
+def sinusoids(
+    positions: int | Tensor, width: int, *, base: float, offset: int, like: Tensor
+) -> Tensor:
+    """The sinusoids of ``positions``, in ``like``'s dtype and device: (T, width) for the
+    positions 0 .. T - 1 (an int T), (..., width) for a tensor of position ids.
 
     Position p is row n = p + offset: sin(n w_i) for i < width // 2, then cos(n w_i), w_i =
     base^(-i / (width // 2 - 1)) (tensor2tensor's layout), and a zero last dim for an odd width.
@@ -192,9 +200,12 @@ def sinusoids(T: int, width: int, *, base: float, offset: int, like: Tensor) -> 
     i = torch.arange(half, dtype=torch.float64, device=like.device)
     step = math.log(base) / (half - 1) if half > 1 else 0.0  # one frequency (1) below width 4
     freqs = torch.exp(i * -step)
-    n = torch.arange(offset, offset + T, dtype=torch.float64, device=like.device)
-    angles = n[:, None] * freqs
-    table = torch.cat((angles.sin(), angles.cos(), angles.new_zeros(T, width - 2 * half)), -1)
+    if isinstance(positions, int):
+        positions = torch.arange(positions, device=like.device)
+    n = positions.to(device=like.device, dtype=torch.float64) + offset
+    angles = n[..., None] * freqs
+    pad = angles.new_zeros(*angles.shape[:-1], width - 2 * half)
+    table = torch.cat((angles.sin(), angles.cos(), pad), -1)
     return table.to(like.dtype)
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .actions import as_sizes
+from .decoding import Cache, greedy
 from .gauge import Chart, canonicalize, determined, fixed_entries
 from .modules import use_numerics
 from .slices import reconstruct, translation_slices
@@ -203,13 +204,24 @@ class ReducedModel(nn.Module):
         work): see :meth:`symcomp_runtime.weights.Pretrained.use_numerics`."""
         return use_numerics(self, numerics)  # type: ignore[arg-type, return-value]
 
-    def forward(self, input_ids: Tensor) -> Tensor:
-        """Logits (B, T, V): the standard forward on the rebuilt parameters."""
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, *, cache: Cache | None = None
+    ) -> Tensor:
+        """Logits (B, T, V): the standard forward (its padding mask and key/value cache too) on
+        the rebuilt parameters."""
         params = self.standard_parameters()
-        return torch.func.functional_call(self._shell, params, (input_ids,))
+        args, kwargs = (input_ids, attention_mask), {"cache": cache}
+        return torch.func.functional_call(self._shell, params, args, kwargs)
 
-    def log_probs(self, input_ids: Tensor) -> Tensor:
-        return torch.log_softmax(self.forward(input_ids), dim=-1)
+    def log_probs(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return torch.log_softmax(self.forward(input_ids, attention_mask), dim=-1)
+
+    def generate(self, input_ids: Tensor, max_new_tokens: int, **kwargs) -> Tensor:
+        """Greedy decoding with a key/value cache, as the standard model's ``generate`` (the
+        parameters are rebuilt once per token): a causal language model's only."""
+        if not hasattr(self.standard, "generate"):
+            raise TypeError(f"{self.standard.__name__} is not a causal language model")
+        return greedy(self, input_ids, max_new_tokens, **kwargs)
 
     def compiled(self, **kwargs) -> nn.Module:
         """``torch.compile`` of this module (``kwargs`` go to torch.compile)."""

@@ -98,17 +98,18 @@ def _emit_embed(scope: _Scope, op: OpNode) -> Statement:
     if index == "position":
         offset = op.attr("offset")
         if not offset:
-            return _assign(scope, op, f"{W}[:seq_len]", "(T, width): row t for position t")
-        comment = f"(T, width): row {offset} + t for position t; rows 0 .. {offset - 1} unread"
-        return _assign(scope, op, f"{W}[{offset} : {offset} + seq_len]", comment)
+            return _assign(scope, op, f"{W}[ctx.positions]", "(B, T, width): row p at position p")
+        comment = f"(B, T, width): row {offset} + p at position p; rows 0 .. {offset - 1} unread"
+        return _assign(scope, op, f"{W}[{offset} + ctx.positions]", comment)
     assert index == "token_type", index
     return _assign(scope, op, f"{W}[0]", "(width,): token type 0 (inputs are ids only)")
 
 
 def _emit_sinusoid(scope: _Scope, op: OpNode) -> Statement:
-    like = scope.param("embed.W_E")
-    args = f"base={float(op.attr('base'))!r}, offset={op.attr('offset')}, like={like}"
-    return _assign(scope, op, f"sinusoids(seq_len, s.width, {args})", "(T, width), fixed")
+    args = ["ctx.positions", "s.width", f"base={float(op.attr('base'))!r}"]
+    args += [f"offset={op.attr('offset')}", f"like={scope.param('embed.W_E')}"]
+    lines = _call(scope.value(op.output), "sinusoids", args)
+    return Statement(tuple(lines), "(B, T, width), fixed")
 
 
 def _emit_scale(scope: _Scope, op: OpNode) -> Statement:
@@ -146,7 +147,7 @@ def _emit_rope(scope: _Scope, op: OpNode) -> Statement:
         args.append(f"pairs={op.attr('pair_layout')!r}".replace("'", '"'))
     if op.attr("position_divisor") != 1.0:
         args.append(f"position_divisor={float(op.attr('position_divisor'))!r}")
-    args.append("numerics=self.numerics")
+    args += ["numerics=self.numerics", "positions=ctx.positions"]
     out = scope.value(op.output)
     if not getattr(scope.graph.arch.positions, "nope_layers", None):
         return Statement(tuple(_call(out, "rope", args)))
@@ -216,8 +217,21 @@ def _call(target: str, func: str, args: Sequence[str], *, explode: bool = False)
     return [f"{target} = {func}(", *(f"    {a}," for a in args), ")"]
 
 
+def _remember(scope: _Scope, scores: OpNode, mixed: OpNode) -> list[str]:
+    """``keys, values = ctx.remember(self, k, v)``: the cached tokens' keys and values, then
+    these (the cache keeps them for the next call)."""
+    lines = _call(
+        "keys, values", "ctx.remember", ["self", scope.read(scores, "k"), scope.read(mixed, "v")]
+    )
+    note = "  # the cached tokens', then these"
+    if len(lines) == 1 and FORWARD_INDENT + len(lines[0] + note) <= LINE_LENGTH:
+        return [lines[0] + note]
+    return [note.strip(), *lines]
+
+
 def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
-    """scores -> softmax -> weighted_sum, as one scaled_dot_product_attention call."""
+    """scores -> softmax -> weighted_sum, as one scaled_dot_product_attention call, after the
+    keys and values of the tokens before (the cache) are put in front of these."""
     assert mixed.attr("group") == scores.attr("group")
     _check_scores(scope.graph, scores)
     causal, window = scores.attr("causal"), scores.attr("window")
@@ -226,23 +240,26 @@ def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
         window = "self.window"
     alibi = scores.attr("alibi_slopes") is not None
     q = scope.read(scores, "q")
+    remember = _remember(scope, scores, mixed)
     if scores.attr("softcap") is not None:
-        return _explicit_attention(scope, scores, mixed, window)
-    lines: list[str] = []
-    args = [q, scope.read(scores, "k"), scope.read(mixed, "v")]
+        return _explicit_attention(scope, scores, mixed, window, remember)
+    lines = [*remember]
+    args = [q, "keys", "values"]
     what = ["causal" if causal else "bidirectional"]
-    if window is not None or alibi:
-        mask_args = [f"{q}.shape[-2]"]
-        mask_args += ["s.heads"] * alibi
-        mask_args += [f"window={window}"] * (window is not None)
-        mask_args += ["slope_scale=s.head_width**-0.5"] * (alibi and _alibi_scaled(scope.graph))
-        mask_args += [f"dtype={q}.dtype"] * alibi
-        mask_args.append(f"device={q}.device")
-        lines += _call("mask", "attention_mask", mask_args)
+    rules = [f"causal={causal}"] + [f"window={window}"] * (window is not None)
+    if alibi:
+        slopes = f"torch.tensor(alibi_slopes(s.heads), dtype={q}.dtype, device={q}.device)"
+        if _alibi_scaled(scope.graph):
+            slopes += " * s.head_width**-0.5"
+        lines += [f"slopes = {slopes}"]
+        lines += _call("mask", "ctx.alibi", ["slopes", *rules])
         args.append("attn_mask=mask")
-        what += [f"a sliding window of {window}"] * (window is not None) + ["ALiBi"] * alibi
-    elif causal:
-        args.append("is_causal=True")
+    else:  # None: no padding, no cache, no window; is_causal says the rest
+        lines += _call("mask", "ctx.mask", rules)
+        args.append("attn_mask=mask")
+        if causal:
+            args.append("is_causal=mask is None")
+    what += [f"a sliding window of {window}"] * (window is not None) + ["ALiBi"] * alibi
     args += [f"scale={_scale_code(scope.graph, scores)}", "enable_gqa=s.kv_heads < s.heads"]
     lines += _call(scope.value(mixed.output), "F.scaled_dot_product_attention", args, explode=True)
     comment = f"scores, softmax and weighted sum, fused ({', '.join(what)})"
@@ -254,28 +271,26 @@ def _emit_softcap(scope: _Scope, op: OpNode) -> Statement:
     return _assign(scope, op, f"{cap!r} * torch.tanh({scope.read(op, 'x')} / {cap!r})", "soft-cap")
 
 
-def _explicit_attention(scope: _Scope, scores: OpNode, mixed: OpNode, window) -> Statement:
+def _explicit_attention(
+    scope: _Scope, scores: OpNode, mixed: OpNode, window, remember: list[str]
+) -> Statement:
     """Scores, soft-capped, masked, softmax and weighted sum, written out (SDPA has no soft-cap)."""
     assert scores.attr("alibi_slopes") is None, "soft-capping with ALiBi"
-    q, k, v = scope.read(scores, "q"), scope.read(scores, "k"), scope.read(mixed, "v")
+    q = scope.read(scores, "q")
     cap = float(scores.attr("softcap"))
-    T = f"{q}.shape[-2]"
-    if window is not None:
-        mask = _call("allowed", "attention_mask", [T, f"window={window}", f"device={q}.device"])
-    elif scores.attr("causal"):
-        mask = [f"allowed = torch.ones({T}, {T}, dtype=torch.bool, device={q}.device).tril()"]
-    else:
-        mask = []
+    rules = [f"causal={scores.attr('causal')}"] + [f"window={window}"] * (window is not None)
     lines = [
+        *remember,
         "group = s.heads // s.kv_heads  # key/value head g serves query heads g * group ...",
-        f"logits = {q} @ {k}.repeat_interleave(group, dim=1).transpose(-2, -1)",
+        f"logits = {q} @ keys.repeat_interleave(group, dim=1).transpose(-2, -1)",
         f"logits = {cap!r} * torch.tanh(logits * {_scale_code(scope.graph, scores)} / {cap!r})",
-        *mask,
-        *(['logits = logits.masked_fill(~allowed, float("-inf"))'] if mask else []),
+        *_call("allowed", "ctx.allowed", rules),
+        'logits = logits.masked_fill(~allowed, float("-inf"))',
         f"{scope.value(mixed.output)} = torch.softmax(logits, dim=-1) @ "
-        f"{v}.repeat_interleave(group, dim=1)",
+        "values.repeat_interleave(group, dim=1)",
     ]
-    return Statement(tuple(lines), "scores (soft-capped), softmax and weighted sum")
+    comment = "scores (soft-capped), softmax and weighted sum"
+    return Statement(tuple(lines), comment)
 
 
 EMITTERS: dict[str, Callable[[_Scope, OpNode], Statement]] = {

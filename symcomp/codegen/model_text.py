@@ -37,6 +37,7 @@ class ModuleClass:
     forward_doc: str = ""
     forward: tuple[str, ...] = ()  # lines, relative to the body's indentation
     uses_sizes: bool = False  # the forward reads ``s = self.s``
+    context: bool = False  # the forward reads the model's Context (positions, mask, cache)
 
 
 @dataclass(frozen=True)
