@@ -3,6 +3,8 @@ and refutations of false claims."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from custom_catalogue import TINY, load_custom
@@ -12,6 +14,7 @@ from symcomp.spec import CustomGroup
 from symcomp.spec.model import Spec
 from symcomp.verify.symbolic import minimal_instance, prove_invariance
 
+ROOT = Path(__file__).resolve().parent.parent
 ATTN_READERS = {"L0.attn.q", "L0.attn.k", "L0.attn.v"}
 
 # id -> the values where the change made by each of its groups must be seen to vanish
@@ -132,3 +135,36 @@ def test_a_negative_scaling_breaks_relu():
     assert isinstance(group, CustomGroup)
     proof = prove_invariance(spec, group.model_copy(update={"positive": False}))
     assert not proof.holds and proof.failed_at == "L0.mlp_out"
+
+
+def _derived(spec_file: str, name: str) -> tuple[Spec, list[CustomGroup]]:
+    from symcomp.spec.loader import load_spec
+    from symcomp.symmetry.analysis import groups_of, measurement_instance
+
+    spec = load_spec(ROOT / "specs" / spec_file)
+    syms = groups_of(build_graph(measurement_instance(spec.architecture)))
+    return spec, [gi.group for gi in syms.groups if gi.name == name]
+
+
+def test_a_group_that_inverts_the_value_map_is_proven_where_that_map_is_square():
+    """StableLM's value_bias_centering shifts b_V by t 1 W_O^-1 (W_O square at its sizes, 32
+    heads of 64 in a width of 2048): the minimal instance keeps W_O square (one head as wide as
+    the stream), W_O enters as L U, and the LayerNorm is seen to remove the shift along 1.
+    Before, the proof died on a non-square inverse (verify exited 3)."""
+    spec, (group,) = _derived("stablelm-2-1_6b.yaml", "value_bias_centering")
+    square = minimal_instance(spec.architecture, group, square_values=True)
+    assert square.width == square.attention.kv_heads * square.attention.head_width == 3
+    assert build_graph(square).sizes.rotary_width == 2  # partial rotary kept: 2 of 3 dims
+    proof = prove_invariance(spec, group, max_seconds=30)
+    assert proof.holds and "L0.mlp_norm" in proof.settled, proof
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_concrete_check_does_not_round_through_float32(seed):
+    """The interpreter check ran on parameters rounded to float32: the moved ones rounded apart
+    from the others by 1e-7, and a true invariance (a reader centering of StableLM's W_V) was
+    refuted at seed 0."""
+    spec, groups = _derived("stablelm-2-1_6b.yaml", "reader_centering")
+    for group in groups:
+        proof = prove_invariance(spec, group, seed=seed, max_seconds=30)
+        assert proof.holds, (group.name, seed, proof)

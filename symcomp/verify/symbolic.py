@@ -42,6 +42,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from typing import Any
 
 import sympy
@@ -50,9 +51,10 @@ from symcomp_runtime import actions
 from symcomp_runtime.errors import ActionError as RuntimeActionError
 
 from symcomp.errors import VerificationError
-from symcomp.ir.graph import Graph, build_graph
+from symcomp.ir.graph import Graph, OpNode, build_graph
 from symcomp.ir.interpreter import interpret
 from symcomp.lang import evaluate_size_int, parse_expr
+from symcomp.lang.nodes import Inverse, free_names, walk
 from symcomp.lang.sympy_printer import to_sympy
 from symcomp.spec.model import (
     DEFAULT_ELEMENT,
@@ -116,12 +118,20 @@ class SymbolicProof:
 # --- 1. the minimal instance --------------------------------------------------------------------
 
 
-def minimal_instance(spec: Spec | Architecture, group: CustomGroup | None = None) -> Architecture:
-    """The architecture shrunk to the smallest sizes that keep its structure."""
+def minimal_instance(
+    spec: Spec | Architecture, group: CustomGroup | None = None, *, square_values: bool = False
+) -> Architecture:
+    """The architecture shrunk to the smallest sizes that keep its structure.
+
+    ``square_values``: keep ``kv_heads * head_width == width`` as well, for a group whose action
+    inverts the value heads' map into the stream (``value_bias_centering``'s ``W_O^-1``), which
+    exists only where that map is square; one key/value head then, as wide as the stream."""
     arch = spec.architecture if isinstance(spec, Spec) else spec
     att = arch.attention
     h, g = att.heads, att.kv_heads
-    if g == h:
+    if square_values:
+        heads, kv = (1, 1) if g == h else (2, 1)
+    elif g == h:
         heads = kv = min(h, 2)
     elif g == 1:
         heads, kv = 2, 1
@@ -132,6 +142,13 @@ def minimal_instance(spec: Spec | Architecture, group: CustomGroup | None = None
     if isinstance(positions, RotaryPositions) and positions.rotated_fraction < 1:
         k = 4  # half rotated: 2 rotated dims, 2 passing through
         positions = positions.model_copy(update={"rotated_fraction": 0.5})
+    width = 3 if arch.norm.type == "layernorm" else 2
+    if square_values:  # one head as wide as the stream: W_O^-1 of a 3 x 3 matrix, not 8 x 8
+        rotary = isinstance(positions, RotaryPositions)
+        k = width + width % 2 if rotary and arch.positions.rotated_fraction == 1 else width
+        if rotary and arch.positions.rotated_fraction < 1:  # 2 rotated dims, the rest passing
+            positions = positions.model_copy(update={"rotated_fraction": 2 / k})
+        width = kv * k
     layers = 1
     if group is not None and group.layers is not None and group.layers and 0 not in group.layers:
         layers = min(min(group.layers) + 1, arch.layers)
@@ -140,7 +157,7 @@ def minimal_instance(spec: Spec | Architecture, group: CustomGroup | None = None
     )
     return arch.model_copy(
         update={
-            "width": 3 if arch.norm.type == "layernorm" else 2,
+            "width": width,
             "vocab_size": 3,
             "max_positions": 2,
             "layers": layers,
@@ -291,10 +308,39 @@ def apply_symbolic(
 # --- 5. the proof --------------------------------------------------------------------------------
 
 
-def _symbolic_params(graph: Graph) -> dict[str, sympy.Matrix]:
+def _inverted_params(group: CustomGroup, graph: Graph) -> set[str]:
+    """The parameters whose inverse the group's actions take (``(layers.*.attn.W_O)^-1``)."""
+    patterns = {
+        name
+        for text in group.acts.values()
+        for node in walk(parse_expr(text))
+        if isinstance(node, Inverse)
+        for name in free_names(node.operand)
+    }
+    return {p.name for p in graph.params if any(fnmatch(p.name, pat) for pat in patterns)}
+
+
+def _lu_symbols(name: str, n: int) -> sympy.Matrix:
+    """A generic n x n matrix as L U (L unit lower, U upper triangular): every matrix whose
+    leading minors are nonzero, a dense set, so an identity shown for it holds for all. Its
+    inverse U^-1 L^-1 has the diagonal of U alone in its denominators, where the inverse of n^2
+    free symbols has the n!-term determinant (the proof that inverts a parameter stays small)."""
+
+    def sym(kind: str, i: int, j: int) -> sympy.Symbol:
+        return sympy.Symbol(f"{name}.{kind}[{i},{j}]", real=True)
+
+    L = sympy.Matrix(n, n, lambda i, j: sym("L", i, j) if i > j else int(i == j))
+    U = sympy.Matrix(n, n, lambda i, j: sym("U", i, j) if i <= j else 0)
+    return L * U
+
+
+def _symbolic_params(graph: Graph, factored: set[str] = frozenset()) -> dict[str, sympy.Matrix]:
+    """A fresh symbol per parameter entry; the square parameters in ``factored`` as L U."""
     out = {}
     for p in graph.params:
-        if len(p.shape) == 1:
+        if p.name in factored and len(p.shape) == 2 and p.shape[0] == p.shape[1]:
+            out[p.name] = _lu_symbols(p.name, p.shape[0])
+        elif len(p.shape) == 1:
             out[p.name] = sympy.Matrix(
                 1, p.shape[0], lambda _, j, n=p.name: sympy.Symbol(f"{n}[{j}]", real=True)
             )
@@ -380,6 +426,31 @@ def _compare(before: Value, after: Value, zero: _ZeroTest, numeric: bool) -> boo
     return result
 
 
+def _centered_alike(
+    op: OpNode,
+    before: Mapping[str, Value],
+    after: Mapping[str, Value],
+    changed: set[str],
+    zero: _ZeroTest,
+    ctx: _Ctx,
+) -> bool:
+    """Whether ``op`` is a LayerNorm of a whole-width stream whose input alone moved, and
+    moved along 1 only: its centered rows, before and after, are shown equal exactly."""
+    if op.kind != "norm" or op.attr("type") != "layernorm" or ctx.numeric is not None:
+        return False
+    if any(i.node in changed for i in op.inputs if i.slot != "x"):
+        return False
+    xb, xa = before["x"], after["x"]
+    if isinstance(xb, list) or isinstance(xa, list):  # a norm per head
+        return False
+    for t in range(xb.rows):
+        db = [e - sum(xb.row(t)) / xb.cols for e in xb.row(t)]
+        da = [e - sum(xa.row(t)) / xa.cols for e in xa.row(t)]
+        if any(zero(a - b) is not True for a, b in zip(da, db, strict=True)):
+            return False
+    return True
+
+
 @dataclass
 class _Run:
     holds: bool
@@ -420,6 +491,12 @@ def _propagate(
             raise _Budget(f"out of time at {op.output}")
         ins_a = {i.slot: env_a[i.node] for i in op.inputs}
         kernel = SYMBOLIC_KERNELS[op.kind]
+        if _centered_alike(op, ins_b, ins_a, changed, zero, ctx):
+            # a LayerNorm whose input moved along 1 alone: it removes the mean, so its output
+            # did not move (shown on the centered rows, without the variance's large cancel)
+            settled.append(op.output)
+            env_b[op.output] = env_a[op.output] = _abstract(op, ctx, graph, ins_b, T)
+            continue
         if op.kind == "norm" and op.input("x").node not in changed:
             z = _fresh_z(op, ctx, op.output, T, ins_b["x"].cols)  # the input did not move
             out_b = _norm_out(op, z, ins_b["gain"], ins_b.get("bias"))
@@ -469,8 +546,10 @@ def _concrete_check(
         out = {}
         for p in graph.params:
             m = params[p.name].xreplace(point)
-            t = torch.tensor([[float(e) for e in m.row(i)] for i in range(m.rows)])
-            out[p.name] = t.to(torch.float64).reshape(p.shape)
+            rows = [[float(e) for e in m.row(i)] for i in range(m.rows)]
+            # float64 from the start: through float32, the moved parameters would be rounded
+            # apart from the others by 1e-7, enough to refute a true invariance (it did)
+            out[p.name] = torch.tensor(rows, dtype=torch.float64).reshape(p.shape)
         return out
 
     tb, ta = tensors(before), tensors(after)
@@ -498,12 +577,27 @@ def prove_invariance(
 ) -> SymbolicProof:
     """Prove (or refute) that ``group`` leaves the log-probabilities of ``spec`` unchanged, on
     the minimal instance of the architecture (``shrink=False``: on the architecture as given)."""
-    start = time.monotonic()
     arch = spec.architecture if isinstance(spec, Spec) else spec
-    arch = minimal_instance(arch, group) if shrink else arch
+    if not shrink:
+        return _prove_on(arch, group, seed, max_seconds, max_ops)
+    try:
+        return _prove_on(minimal_instance(arch, group), group, seed, max_seconds, max_ops)
+    except sympy.matrices.exceptions.NonSquareMatrixError:
+        att = arch.attention
+        if att.kv_heads * att.head_width != arch.width:
+            raise
+        # the action inverts a map that is square at the spec's sizes: keep it square
+        square = minimal_instance(arch, group, square_values=True)
+        return _prove_on(square, group, seed, max_seconds, max_ops)
+
+
+def _prove_on(
+    arch: Architecture, group: CustomGroup, seed: int, max_seconds: float, max_ops: int
+) -> SymbolicProof:
+    start = time.monotonic()
     graph = build_graph(arch)
     rng = random.Random(seed)
-    params = _symbolic_params(graph)
+    params = _symbolic_params(graph, _inverted_params(group, graph))
     units = _units(group, arch)
     per_unit = [_elements(group, arch, f"{i}") for i in range(len(units))]
     variants = max(len(e) for e in per_unit) if per_unit else 1
@@ -517,7 +611,7 @@ def prove_invariance(
                 raise SymbolicError(f"{group.name}: unknown parameter {name}")
         changed = {n for n in params if _differs(params[n], moved[n])}
         symbols = {s for m in moved.values() for s in m.free_symbols}
-        point = _random_point(symbols | {s for m in params.values() for s in m}, rng)
+        point = _random_point(symbols | {s for m in params.values() for s in m.free_symbols}, rng)
         deadline = start + max_seconds
         zero = _ZeroTest(rng, deadline, max_ops)
         if not _concrete_check(graph, params, moved, point):
