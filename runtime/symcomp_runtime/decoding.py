@@ -40,7 +40,7 @@ class Context:
 
     positions: Tensor  # (B or 1, T) position ids of the queries
     key_positions: Tensor  # (B or 1, S) position ids of every key: the cached ones, then these
-    keep: Tensor | None  # (B, S) bool: False on padding; None: no padding
+    keep: Tensor | None  # (B, S) bool: False on padding; None: no attention_mask given
     past: int  # the cached tokens before these
     cache: Cache | None
 
@@ -73,7 +73,8 @@ class Context:
             return cls(keys[:, past:], keys, None, past, cache)
         keep = attention_mask.to(device=device) != 0
         keys = (torch.cumsum(keep.long(), dim=1) - 1).masked_fill(~keep, 0)
-        return cls(keys[:, past:], keys, None if bool(keep.all()) else keep, past, cache)
+        # kept even where nothing is padding: no data-dependent branch for torch.compile
+        return cls(keys[:, past:], keys, keep, past, cache)
 
     def remember(self, layer: nn.Module, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """The keys and values (B, kv_heads, S, head_width) that ``layer``'s queries read: the
