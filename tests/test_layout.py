@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_LINES = 700
-GENERATED_LINES = 12_000
+GENERATED_LINES = 12_250  # 12,000 until each model took a padding mask and a cache (0.4.0)
 
 
 def test_no_module_is_longer_than_700_lines():

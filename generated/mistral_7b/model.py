@@ -289,26 +289,11 @@ class Model(Pretrained, nn.Module):
         """Log-probabilities (B, T, vocab): the log-softmax of the logits."""
         return torch.log_softmax(self(input_ids, attention_mask), dim=-1)
 
-    def generate(
-        self,
-        input_ids: Tensor,
-        max_new_tokens: int,
-        *,
-        attention_mask: Tensor | None = None,
-        eos_token_id: int | None = None,
-        pad_token_id: int | None = None,
-    ) -> Tensor:
+    def generate(self, input_ids: Tensor, max_new_tokens: int, **options: Any) -> Tensor:
         """Greedy decoding with a key/value cache, token for token as transformers'
-        ``generate(do_sample=False)``: the prompt (B, T) followed by up to ``max_new_tokens``
-        tokens (left-pad a batch of prompts and give its ``attention_mask``)."""
-        return greedy(
-            self,
-            input_ids,
-            max_new_tokens,
-            attention_mask=attention_mask,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-        )
+        ``generate(do_sample=False)``: the prompt (B, T), then up to ``max_new_tokens`` tokens.
+        ``options``: attention_mask (left-pad a batch of prompts), eos_token_id, pad_token_id."""
+        return greedy(self, input_ids, max_new_tokens, **options)
 
     def compiled(self, **kwargs: Any) -> Any:
         """This model through ``torch.compile(self, **kwargs)``."""
