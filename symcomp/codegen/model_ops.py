@@ -244,7 +244,7 @@ def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
     if scores.attr("softcap") is not None:
         return _explicit_attention(scope, scores, mixed, window, remember)
     lines = [*remember]
-    args = [q, "keys", "values"]
+    args = [q, "keys", "values", "attn_mask=mask"]
     what = ["causal" if causal else "bidirectional"]
     rules = [f"causal={causal}"] + [f"window={window}"] * (window is not None)
     if alibi:
@@ -253,10 +253,8 @@ def _emit_attention(scope: _Scope, scores: OpNode, mixed: OpNode) -> Statement:
             slopes += " * s.head_width**-0.5"
         lines += [f"slopes = {slopes}"]
         lines += _call("mask", "ctx.alibi", ["slopes", *rules])
-        args.append("attn_mask=mask")
     else:  # None: no padding, no cache, no window; is_causal says the rest
         lines += _call("mask", "ctx.mask", rules)
-        args.append("attn_mask=mask")
         if causal:
             args.append("is_causal=mask is None")
     what += [f"a sliding window of {window}"] * (window is not None) + ["ALiBi"] * alibi
@@ -289,8 +287,7 @@ def _explicit_attention(
         f"{scope.value(mixed.output)} = torch.softmax(logits, dim=-1) @ "
         "values.repeat_interleave(group, dim=1)",
     ]
-    comment = "scores (soft-capped), softmax and weighted sum"
-    return Statement(tuple(lines), comment)
+    return Statement(tuple(lines), "scores (soft-capped), softmax and weighted sum")
 
 
 EMITTERS: dict[str, Callable[[_Scope, OpNode], Statement]] = {

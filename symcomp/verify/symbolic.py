@@ -444,9 +444,9 @@ def _centered_alike(
     if isinstance(xb, list) or isinstance(xa, list):  # a norm per head
         return False
     for t in range(xb.rows):
-        db = [e - sum(xb.row(t)) / xb.cols for e in xb.row(t)]
-        da = [e - sum(xa.row(t)) / xa.cols for e in xa.row(t)]
-        if any(zero(a - b) is not True for a, b in zip(da, db, strict=True)):
+        moved = list(xa.row(t) - xb.row(t))  # centered rows equal: the move is its own mean
+        mean = sum(moved) / len(moved)
+        if any(zero(d - mean) is not True for d in moved):
             return False
     return True
 
