@@ -59,7 +59,7 @@ def test_the_minimal_instance_keeps_the_structure():
     assert (qwen.attention.heads, qwen.attention.kv_heads, qwen.attention.head_width) == (4, 2, 2)
     pythia = minimal_instance(load_custom("A2_partial_rotary"))
     assert pythia.width == 3 and build_graph(pythia).sizes.rotary_width == 2
-    assert pythia.attention.head_width == 4
+    assert pythia.attention.head_width == 3  # 2 rotated dims, 1 passing through
     opt = minimal_instance(load_custom("C1"))
     assert opt.positions.offset == 2 and opt.vocab_size == 3 and opt.max_positions == 2
     assert minimal_instance(load_custom("B5")).width == 2

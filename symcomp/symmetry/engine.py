@@ -34,6 +34,7 @@ from symcomp.lang import Expr, evaluate_size_int, iter_names, parse_expr
 from symcomp.spec.groups import resolve_name
 from symcomp.spec.model import DEFAULT_ELEMENT, Architecture, CustomGroup
 from symcomp.spec.params import Sizes, parameter_shapes, sizes_of
+from symcomp.symmetry.rational import rational_canon
 
 _LAYER_PREFIX = re.compile(r"^layers\.(\d+)\.")
 SIZE_NAMES = frozenset(Sizes.__dataclass_fields__)
@@ -192,7 +193,7 @@ class SympyBackend:
     def fill(new: sympy.Matrix, shape: tuple[int, ...]) -> sympy.Matrix:
         if new.shape == (1, 1) and tuple(shape) != (1, 1):
             new = sympy.Matrix(shape[0], shape[1], lambda i, j, v=new[0, 0]: v)
-        return new.applyfunc(sympy.cancel)
+        return new.applyfunc(rational_canon)
 
     @staticmethod
     def restore(value: sympy.Matrix, like: sympy.Matrix) -> sympy.Matrix:

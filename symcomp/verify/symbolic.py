@@ -4,9 +4,10 @@
 language (catalogue groups are declared the same way); nothing here is specific to a family.
 
 1. **A minimal instance.** :func:`minimal_instance` shrinks the architecture keeping its structure
-   (width 2, or 3 under LayerNorm so that 1^perp is 2-d; head width 2, or 4 when only part of it
-   is rotated; GQA stays GQA; hidden 2, vocab 3, two positions, one layer), and the graph is built
-   from it. The input is the token sequence ``[0, 1]``.
+   (width 2, or 3 under LayerNorm so that 1^perp is 2-d; head width 2, or 3 when only part of it
+   is rotated (2 dims rotated, 1 passing through); GQA stays GQA; hidden 2, vocab 3, two
+   positions, one layer), and the graph is built from it. The input is the token sequence
+   ``[0, 1]``.
 2. **A SymPy interpreter** of the IR (:data:`SYMBOLIC_KERNELS`, one function per op kind, like the
    float64 one): activations are explicit ``sympy.Matrix`` values (T x features, or one T x k
    matrix per head), parameters are matrices of symbols (``layers.0.attn.W_Q[0,1]``), constants
@@ -24,11 +25,13 @@ language (catalogue groups are declared the same way); nothing here is specific 
    later ops may need: a norm's output is z * gain + bias with z fresh (and of mean zero under
    LayerNorm), probabilities are fresh rows summing to one, masked scores stay -inf. Otherwise the
    op runs on the values before and after the action; if ``after - before`` is zero (a random
-   numerical point first, then ``cancel``, ``radsimp``, ``trigsimp``, ``simplify``) the value is
-   *settled* and replaced by fresh symbols in turn, else it stays changed. Arguments of sqrt, exp
-   and log are put in canonical form, and softmax / log-softmax are computed relative to their
-   first entry, so the constant shifts of the attention logits and of the logits vanish exactly.
-   The claim holds iff the log-probabilities are unchanged.
+   numerical point first, then sparse polynomial arithmetic (:mod:`symcomp.symmetry.rational`),
+   then ``cancel``, ``radsimp``, ``trigsimp``, ``simplify``) the value is *settled* and replaced
+   by fresh symbols in turn, else it stays changed. Arguments of sqrt, exp and log are put in
+   canonical form (:func:`~symcomp.symmetry.rational.rational_canon`), and softmax /
+   log-softmax are computed relative to their first entry, so the constant shifts of the
+   attention logits and of the logits vanish exactly. The claim holds iff the log-probabilities
+   are unchanged.
 
 Replacing unchanged values by fresh symbols is sound (an identity in the fresh symbols holds for
 every value they stand for) and keeps every expression local and small. A claim that fails is
@@ -65,6 +68,7 @@ from symcomp.spec.model import (
 )
 from symcomp.spec.params import sizes_of
 from symcomp.symmetry.engine import SYMPY, ActionError, bind, sympy_evaluate
+from symcomp.symmetry.rational import rational_zero
 from symcomp.verify.sympy_interpreter import (
     _NEG_INF,
     _PREC,
@@ -140,8 +144,8 @@ def minimal_instance(
     k = 2
     positions = arch.positions
     if isinstance(positions, RotaryPositions) and positions.rotated_fraction < 1:
-        k = 4  # half rotated: 2 rotated dims, 2 passing through
-        positions = positions.model_copy(update={"rotated_fraction": 0.5})
+        k = 3  # 2 rotated dims, 1 passing through
+        positions = positions.model_copy(update={"rotated_fraction": 2 / 3})
     width = 3 if arch.norm.type == "layernorm" else 2
     if square_values:  # one head as wide as the stream: W_O^-1 of a 3 x 3 matrix, not 8 x 8
         rotary = isinstance(positions, RotaryPositions)
@@ -363,7 +367,9 @@ def _random_point(symbols: set[sympy.Symbol], rng: random.Random) -> dict[sympy.
 
 class _ZeroTest:
     """Decides whether an expression is identically zero: a numerical point first (which proves
-    a nonzero), then cheap exact simplifications, ``simplify`` last."""
+    a nonzero), then its numerator in sparse polynomial arithmetic (exact, and fast where a
+    group element's inverse multiplies through), then SymPy's simplifications, ``simplify``
+    last."""
 
     def __init__(self, rng: random.Random, deadline: float, max_ops: int):
         self.rng = rng
@@ -387,6 +393,8 @@ class _ZeroTest:
             return True
         if not self.numeric_zero(e):
             return False
+        if rational_zero(e):
+            return True
         if sympy.count_ops(e) > self.max_ops:
             raise _Budget(f"an expression of more than {self.max_ops} operations")
         steps: list[Callable[[Any], Any]] = [

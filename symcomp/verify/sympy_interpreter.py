@@ -12,6 +12,7 @@ import sympy
 
 from symcomp.errors import VerificationError
 from symcomp.ir.graph import Graph, OpNode
+from symcomp.symmetry.rational import rational_canon
 
 _NEG_INF = sympy.S.NegativeInfinity
 _PREC = 40  # digits of the numerical checks
@@ -87,7 +88,7 @@ class _Ctx:
         """The canonical form of a function's argument (so that equal arguments are identical)."""
         if self.numeric is not None:
             return sympy.N(e, _PREC)
-        return sympy.cancel(e)
+        return rational_canon(e)
 
 
 _FUNCTIONS: dict[str, Callable[[Any], Any]] = {
