@@ -37,6 +37,7 @@ from symcomp.symmetry.analysis import (
     tabulate,
 )
 from symcomp.symmetry.catalogue import Symmetries
+from symcomp.verify.forked import forked
 from symcomp.verify.report import VerifyReport, check_groups
 from symcomp.verify.witness import Witness, instance_sizes, second_instance, witness
 
@@ -199,12 +200,15 @@ def verify(
     graph = build(tiny)
     sizes = instance_sizes(instance)
     at = ", ".join(f"{k}={v}" for k, v in sizes)
-    checks = check_groups(
+    syms = derive(graph, tiny)
+    # the group checks (SymPy, pure Python) in a second process, the Jacobians (torch) here
+    with forked(
+        check_groups,
         spec,
         graph,
-        derive(graph, tiny),
+        syms,
         symbolic=symbolic,
         progress=lambda name: tell(f"group {name} at {at}"),
-    )
-    witnesses = measure(spec, n, second=True, seed=seed, discover=True, progress=tell)
-    return VerifyReport(spec.name, checks, witnesses, instance=sizes)
+    ) as checks:
+        witnesses = measure(spec, n, second=True, seed=seed, discover=True, progress=tell)
+    return VerifyReport(spec.name, checks(), witnesses, instance=sizes)

@@ -12,7 +12,7 @@ from symcomp.pipeline import build, count, derive
 from symcomp.spec import load_spec
 from symcomp.symmetry.analysis import measurement_instance
 from symcomp.symmetry.catalogue.base import L
-from symcomp.verify.witness import second_instance, witness
+from symcomp.verify.witness import HIDDEN, second_instance, witness
 from tests.conftest import SPECS
 
 HF_CONFIGS = Path(__file__).parent / "data" / "hf_configs"
@@ -82,7 +82,7 @@ def test_a_parallel_block_gets_a_vocabulary_beyond_its_first_mlp():
     phi = load_spec(SPECS / "tiny" / "phi.yaml").architecture
     gated = phi.model_copy(update={"mlp": phi.mlp.model_copy(update={"gated": True})})
     for arch, weights in ((phi, 2), (gated, 3)):
-        for inst, f in ((measurement_instance(arch), 12), (second_instance(arch), 14)):
+        for inst, f in ((measurement_instance(arch), 12), (second_instance(arch), HIDDEN)):
             assert inst.vocab_size * inst.width >= 2 * weights * inst.width * f
     llama = measurement_instance(load_spec(SPECS / "tiny" / "llama.yaml").architecture)
     assert llama.vocab_size == 2 * llama.width + 4

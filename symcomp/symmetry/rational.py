@@ -54,10 +54,6 @@ def _generators(e: Any) -> list[Any]:
     return sorted(found, key=sympy.default_sort_key)
 
 
-class _NotRational(Exception):
-    pass
-
-
 class _Fractions:
     """Rational expressions in the generators ``gens`` as a numerator and the factors of a
     denominator (polynomial: power), memoised by subexpression."""
@@ -96,7 +92,7 @@ class _Fractions:
             if p > 0:
                 out = (n**p, {f: k * p for f, k in d.items()})
             elif n == 0:
-                raise _NotRational
+                raise ZeroDivisionError  # a denominator that is zero as written
             else:
                 out = (self.expand(d) ** -p, {n: -p})
         self.memo[x] = out
@@ -123,7 +119,7 @@ def _fraction(e: Any) -> tuple[_Fractions, Any, dict[Any, int]] | None:
     fractions = _Fractions(gens)
     try:
         num, den = fractions(e)
-    except _NotRational:
+    except ZeroDivisionError:
         return None
     return fractions, num, den
 
