@@ -22,6 +22,7 @@ even when the count is right: they are the symmetries nobody declared).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
@@ -54,6 +55,9 @@ from symcomp.verify.nullity import (
 
 FACTORS = (3.0, 6.0)
 """Sample sizes tried in turn (rows per parameter, see :func:`.nullity.sequences_needed`)."""
+
+CONTEXTS = 1.2
+"""Positions per ``d`` parameters before the unembedding, at least, in the first sample."""
 
 VERDICTS_OK = ("exact", "partial")
 
@@ -212,12 +216,19 @@ def measure(
 ) -> tuple[NullityMeasurement, Tensor]:
     """The Jacobian nullity of ``graph``'s interpreter at ``params``, the sample grown through
     :data:`FACTORS` until the nullity is stable and its gap trustworthy (each factor twice the
-    one before: a round's first sample is the whole sample of the round before, reused)."""
+    one before: a round's first sample is the whole sample of the round before, reused). The
+    first sample also holds at least :data:`CONTEXTS` positions per ``d`` parameters before
+    the unembedding: with fewer, Pythia's instances had null directions of the sample's own
+    (303 for 246 at the first, 449 for 395 at the second) and took a second round."""
     arch = graph.arch
     assert all(b == 2 * a for a, b in pairwise(FACTORS)), FACTORS
     # rows per sequence grow with V, the contexts do not: credit at most V = 40
     total = sum(p.numel() for p in params.values())
     n_seq = sequences_needed(total, arch.max_positions, min(arch.vocab_size, 40), FACTORS[0])
+    # and every parameter before the unembedding reaches the log-probs through the final
+    # stream, d numbers a position: its rows have rank d at most, whatever V
+    before = total - arch.vocab_size * arch.width
+    n_seq = max(n_seq, math.ceil(CONTEXTS * before / (arch.width * arch.max_positions)))
     with one_thread():
         return measure_growing(
             lambda p, x: interpret(graph, p, x),
