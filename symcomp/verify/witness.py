@@ -182,7 +182,8 @@ def second_instance(arch: Architecture, layers: int = 2) -> Architecture:
     head_width = 2
     if isinstance(positions, RotaryPositions):
         full = positions.rotated_fraction == 1.0
-        head_width = 2 if full else 3
+        if not full:  # 2 rotated dims and 1 passing through
+            head_width = 3
         fraction = 1.0 if full else 2 / 3
         positions = positions.model_copy(update={"base": 10.0, "rotated_fraction": fraction})
     window = att.sliding_window and min(att.sliding_window, 4)
